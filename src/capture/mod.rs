@@ -1,0 +1,10 @@
+//! Everything about the capture file: the event model, the recorder the data path
+//! feeds, the writer thread that turns records into JSONL, and secret redaction.
+
+pub mod body;
+pub mod model;
+pub mod redact;
+pub mod writer;
+
+pub use model::{Direction, Event, EventBody, Outcome, FORMAT_VERSION};
+pub use writer::{Clock, Record, Recorder, WriterConfig, WriterStats};

@@ -1,0 +1,1081 @@
+//! Redaction of secrets (OAuth tokens, codes, passwords, credentials, cookies) before they reach a capture.
+//! Each secret becomes `<redacted fp=XXXXXXXX>`: equal secrets stay linkable within one capture, and the
+//! fingerprint is keyed with a per-session random key so that nobody holding the capture can guess a secret back.
+
+use std::fmt;
+
+/// Query/form parameter names and JSON object keys whose values are secrets (compared case-insensitively).
+pub const SECRET_KEYS: &[&str] = &[
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "code",
+    "code_verifier",
+    "client_secret",
+    "client_assertion",
+    "password",
+    "registration_access_token",
+    "subject_token",
+    "actor_token",
+    "device_code",
+];
+
+/// How many times JSON escaped inside a JSON string (a tool result quoting a token response) is looked into;
+/// the cap keeps the scan linear.
+const MAX_EMBED_DEPTH: u8 = 3;
+
+/// A raw key longer than this cannot decode to any secret key even if fully `\uXXXX`-escaped, so it is not decoded.
+const MAX_RAW_KEY: usize = 6 * 32;
+
+/// Replaces secrets by keyed fingerprints; one per capture session.
+#[derive(Clone)]
+pub struct Redactor {
+    key: [u8; 32],
+    enabled: bool,
+}
+
+/// Never prints the key: a capture's fingerprints must not be reversible by whoever sees a log line.
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redactor")
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redactor {
+    /// A redactor with a fresh random key; `enabled == false` makes every method return its input unchanged.
+    ///
+    /// # Panics
+    /// If `enabled` and the OS cannot supply randomness: a guessable key would let short secrets be
+    /// brute-forced from their fingerprints, so this refuses rather than capture weakly.
+    pub fn new(enabled: bool) -> Self {
+        let mut key = [0u8; 32];
+        if let Err(err) = getrandom::fill(&mut key) {
+            assert!(
+                !enabled,
+                "mcptap: cannot draw a random redaction key: {err}"
+            );
+        }
+        Self { key, enabled }
+    }
+
+    /// A redactor with a fixed key (tests, and reading back a capture never needs the key).
+    pub fn with_key(key: [u8; 32]) -> Self {
+        Self { key, enabled: true }
+    }
+
+    /// Whether secrets are redacted at all.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// 8 lowercase hex chars of the keyed hash of `secret`.
+    pub fn fingerprint(&self, secret: &str) -> String {
+        let hash = blake3::keyed_hash(&self.key, secret.as_bytes());
+        hash.as_bytes()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// `<redacted fp=XXXXXXXX>`; when disabled, `secret` itself, as it would be recorded.
+    pub fn placeholder(&self, secret: &str) -> String {
+        if !self.enabled {
+            return secret.to_owned();
+        }
+        format!("<redacted fp={}>", self.fingerprint(secret))
+    }
+
+    /// A header value as it may be recorded. `name` is matched case-insensitively.
+    /// authorization, proxy-authorization: keep the scheme word and one space, redact the credential
+    ///   ("Bearer abc" -> "Bearer <redacted fp=..>"; a value with no space is redacted whole);
+    /// cookie: each `name=value` pair keeps its name, value redacted ("a=1; b=2" -> "a=<redacted fp=..>; b=<redacted fp=..>");
+    /// set-cookie: the first `name=value` pair's value redacted, attributes after ';' kept;
+    /// location, content-location, referer, link: secrets in the query string of the URL(s) redacted (see `target`);
+    /// x-api-key, api-key, x-auth-token, x-access-token: redacted whole;
+    /// every other header unchanged.
+    pub fn header_value(&self, name: &str, value: &str) -> String {
+        if !self.enabled {
+            return value.to_owned();
+        }
+        match name.trim().to_ascii_lowercase().as_str() {
+            "authorization" | "proxy-authorization" => self.credentials(value),
+            "cookie" => value
+                .split(';')
+                .map(|pair| self.cookie_pair(pair))
+                .collect::<Vec<_>>()
+                .join(";"),
+            "set-cookie" => match value.split_once(';') {
+                Some((pair, attributes)) => format!("{};{attributes}", self.cookie_pair(pair)),
+                None => self.cookie_pair(value),
+            },
+            "location" | "content-location" | "referer" => self.target(value),
+            "link" => self.link(value),
+            // API keys sent as their own header are as secret as a bearer token.
+            "x-api-key" | "api-key" | "x-auth-token" | "x-access-token" => {
+                self.placeholder(value.trim())
+            }
+            _ => value.to_owned(),
+        }
+    }
+
+    /// A request target, URL or bare query string: values of secret query parameters redacted,
+    /// the rest (path, other params, fragment, separators, encoding) unchanged.
+    /// Parameters in a fragment (`#access_token=..`, OAuth's fragment response mode) are redacted too.
+    pub fn target(&self, target: &str) -> String {
+        if !self.enabled {
+            return target.to_owned();
+        }
+        match target.split_once('#') {
+            Some((main, fragment)) => {
+                format!("{}#{}", self.url_part(main), self.url_part(fragment))
+            }
+            None => self.url_part(target),
+        }
+    }
+
+    /// An application/x-www-form-urlencoded body: values of secret keys redacted, rest byte-exact.
+    pub fn form(&self, body: &str) -> String {
+        if !self.enabled {
+            return body.to_owned();
+        }
+        self.pairs(body)
+    }
+
+    /// JSON text, or a fragment of it, or text with JSON embedded: every string value of a secret
+    /// key (`"access_token": "..."`, any depth, whitespace around ':' allowed, escapes inside strings
+    /// handled, keys compared after unescaping) is replaced by the quoted placeholder
+    /// (`"access_token":"<redacted fp=..>"`). Non-string values (numbers, objects, null) are left alone
+    /// (JSON-RPC error `"code": -32600` must stay). Must not panic or misbehave on non-JSON, truncated
+    /// JSON, or a string that never closes; a secret key whose value string is cut off at the end of
+    /// the text is redacted up to the end. JSON escaped inside a string (`"text": "{\"code\":\"x\"}"`)
+    /// is redacted as well.
+    pub fn json_text(&self, text: &str) -> String {
+        if !self.enabled {
+            return text.to_owned();
+        }
+        let mut hits = Vec::new();
+        scan_json(text, 0, &mut hits);
+        let mut out = String::with_capacity(text.len());
+        let mut done = 0;
+        for hit in hits {
+            // Hits come sorted and disjoint; the guard only keeps a broken invariant from panicking.
+            match (text.get(done..hit.start), hit.end >= hit.start) {
+                (Some(kept), true) => {
+                    out.push_str(kept);
+                    out.push_str(&self.placeholder(&hit.secret));
+                    done = hit.end;
+                }
+                _ => continue,
+            }
+        }
+        out.push_str(text.get(done..).unwrap_or_default());
+        out
+    }
+
+    /// A body by its content type: `application/x-www-form-urlencoded` (parameters ignored, case-insensitive)
+    /// goes to `form`; everything else to `json_text`.
+    pub fn body(&self, content_type: Option<&str>, text: &str) -> String {
+        let is_form = content_type
+            .and_then(|ct| ct.split(';').next())
+            .is_some_and(|mime| {
+                mime.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if is_form {
+            self.form(text)
+        } else {
+            self.json_text(text)
+        }
+    }
+
+    /// `Scheme credential` -> `Scheme <placeholder>`; the credential is fingerprinted trimmed, so that it
+    /// matches the token as issued.
+    fn credentials(&self, value: &str) -> String {
+        let value_trimmed = value.trim_start_matches(is_ows);
+        match value_trimmed.split_once(is_ows) {
+            Some((scheme, credential)) => {
+                let credential = credential.trim_matches(is_ows);
+                if credential.is_empty() {
+                    // Nothing after the scheme: nothing to hide.
+                    value.to_owned()
+                } else {
+                    format!("{scheme} {}", self.placeholder(credential))
+                }
+            }
+            None if value_trimmed.is_empty() => value.to_owned(),
+            None => self.placeholder(value_trimmed),
+        }
+    }
+
+    /// `name=value` with the value redacted; a pair without '=' is all value (as browsers read it).
+    fn cookie_pair(&self, pair: &str) -> String {
+        match pair.split_once('=') {
+            Some((name, value)) => format!("{name}={}", self.cookie_value(value)),
+            None => self.cookie_value(pair),
+        }
+    }
+
+    /// Redacts a cookie value, keeping surrounding whitespace and DQUOTEs so the recorded header keeps its shape.
+    fn cookie_value(&self, value: &str) -> String {
+        let start = value.len() - value.trim_start_matches(is_ows).len();
+        let end = value.trim_end_matches(is_ows).len().max(start);
+        let (head, inner, tail) = (&value[..start], &value[start..end], &value[end..]);
+        let (open, secret, close) = match inner
+            .strip_prefix('"')
+            .and_then(|rest| rest.strip_suffix('"'))
+        {
+            Some(unquoted) => ("\"", unquoted, "\""),
+            None => ("", inner, ""),
+        };
+        if secret.is_empty() {
+            return value.to_owned();
+        }
+        format!("{head}{open}{}{close}{tail}", self.placeholder(secret))
+    }
+
+    /// A `Link` header: each `<URI-reference>` goes through `target`; parameters stay as they are.
+    fn link(&self, value: &str) -> String {
+        if !value.contains('<') {
+            return self.target(value);
+        }
+        let mut out = String::with_capacity(value.len());
+        let mut rest = value;
+        while let Some(open) = rest.find('<') {
+            let (before, after) = rest.split_at(open + 1);
+            out.push_str(before);
+            match after.find('>') {
+                Some(close) => {
+                    out.push_str(&self.target(&after[..close]));
+                    rest = &after[close..];
+                }
+                None => {
+                    out.push_str(&self.target(after));
+                    rest = "";
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// The part of a URL before or after '#': its query (after '?'), or all of it when it is a bare query.
+    fn url_part(&self, part: &str) -> String {
+        if let Some((before, query)) = part.split_once('?') {
+            format!("{before}?{}", self.pairs(query))
+        } else if part.starts_with('/') || has_scheme(part) {
+            // A path or a URL without a query has no parameters, whatever '=' or '&' it contains.
+            part.to_owned()
+        } else {
+            self.pairs(part)
+        }
+    }
+
+    /// `k=v&k=v` with the values of secret keys redacted; separators and every other byte kept.
+    fn pairs(&self, query: &str) -> String {
+        let mut out = String::with_capacity(query.len());
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match (
+                pair.split_once('='),
+                form_urlencoded::parse(pair.as_bytes()).next(),
+            ) {
+                (Some((raw_key, raw_value)), Some((key, value)))
+                    if !raw_value.is_empty() && is_secret_key(&key) =>
+                {
+                    out.push_str(raw_key);
+                    out.push('=');
+                    out.push_str(&self.placeholder(&value));
+                }
+                _ => out.push_str(pair),
+            }
+        }
+        out
+    }
+}
+
+/// A secret value found by the JSON scanner: byte range of its raw contents and its decoded text.
+struct Hit {
+    start: usize,
+    end: usize,
+    secret: String,
+}
+
+/// Finds the string values of secret keys in `text`.
+///
+/// Every unescaped '"' is taken as the start of a candidate string, which ends at the next one. Trying
+/// both readings of each quote (opening or closing) costs nothing in valid JSON, where text between
+/// strings is punctuation and never a key, and resynchronises after an unbalanced quote in prose or a
+/// fragment that starts inside a string. A candidate followed by `:` and a string is a key/value pair.
+fn scan_json(text: &str, depth: u8, hits: &mut Vec<Hit>) {
+    let bytes = text.as_bytes();
+    let Some(mut open) = next_quote(bytes, 0) else {
+        scan_embedded(text, 0, bytes.len(), depth, hits);
+        return;
+    };
+    scan_embedded(text, 0, open, depth, hits);
+    loop {
+        let Some(close) = next_quote(bytes, open + 1) else {
+            scan_embedded(text, open + 1, bytes.len(), depth, hits);
+            return;
+        };
+        let raw_key = &text[open + 1..close];
+        if let Some(value_quote) = value_quote_after(bytes, close) {
+            if raw_key.len() <= MAX_RAW_KEY && is_secret_key(&json_unescape(raw_key, None)) {
+                let value_end = next_quote(bytes, value_quote + 1);
+                let stop = value_end.unwrap_or(bytes.len());
+                let secret = json_unescape(&text[value_quote + 1..stop], None);
+                if !secret.is_empty() {
+                    hits.push(Hit {
+                        start: value_quote + 1,
+                        end: stop,
+                        secret,
+                    });
+                }
+                match value_end {
+                    Some(end) => {
+                        open = end;
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+        }
+        scan_embedded(text, open + 1, close, depth, hits);
+        open = close;
+    }
+}
+
+/// Looks for JSON escaped inside the string contents `text[start..end]`, mapping hits back to raw offsets.
+fn scan_embedded(text: &str, start: usize, end: usize, depth: u8, hits: &mut Vec<Hit>) {
+    let Some(raw) = text.get(start..end) else {
+        return;
+    };
+    // Every '"' inside a segment is escaped, so a '"' here means escaped JSON may be inside.
+    if depth >= MAX_EMBED_DEPTH || !raw.as_bytes().contains(&b'"') {
+        return;
+    }
+    let mut map = Vec::with_capacity(raw.len() + 1);
+    let decoded = json_unescape(raw, Some(&mut map));
+    let mut inner = Vec::new();
+    scan_json(&decoded, depth + 1, &mut inner);
+    for hit in inner {
+        if let (Some(&s), Some(&e)) = (map.get(hit.start), map.get(hit.end)) {
+            hits.push(Hit {
+                start: start + s,
+                end: start + e,
+                secret: hit.secret,
+            });
+        }
+    }
+}
+
+/// The next '"' at or after `from` that is not escaped by a backslash (`from` is never inside an escape).
+fn next_quote(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut escaped = false;
+    for (offset, &b) in bytes.get(from..)?.iter().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            return Some(from + offset);
+        }
+    }
+    None
+}
+
+/// If the string closing at `close` is followed by `:` and then a string, the position of that string's '"'.
+fn value_quote_after(bytes: &[u8], close: usize) -> Option<usize> {
+    let mut i = skip_json_ws(bytes, close + 1);
+    if bytes.get(i) != Some(&b':') {
+        return None;
+    }
+    i = skip_json_ws(bytes, i + 1);
+    (bytes.get(i) == Some(&b'"')).then_some(i)
+}
+
+fn skip_json_ws(bytes: &[u8], mut i: usize) -> usize {
+    while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// Decodes JSON string escapes leniently (a bad escape stays as written, a lone surrogate becomes U+FFFD).
+/// With `map`, records for each decoded byte the raw offset of what produced it, plus `raw.len()` at the end.
+fn json_unescape(raw: &str, mut map: Option<&mut Vec<usize>>) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let (ch, len) = if bytes[i] == b'\\' {
+            match bytes.get(i + 1) {
+                Some(b'"') => ('"', 2),
+                Some(b'\\') => ('\\', 2),
+                Some(b'/') => ('/', 2),
+                Some(b'b') => ('\u{8}', 2),
+                Some(b'f') => ('\u{c}', 2),
+                Some(b'n') => ('\n', 2),
+                Some(b'r') => ('\r', 2),
+                Some(b't') => ('\t', 2),
+                Some(b'u') => unicode_escape(bytes, i).unwrap_or(('\\', 1)),
+                _ => ('\\', 1),
+            }
+        } else {
+            // `i` only ever advances by whole chars or ASCII escapes, so it is a char boundary.
+            match raw.get(i..).and_then(|rest| rest.chars().next()) {
+                Some(c) => (c, c.len_utf8()),
+                None => break,
+            }
+        };
+        if let Some(map) = map.as_deref_mut() {
+            map.extend(std::iter::repeat_n(i, ch.len_utf8()));
+        }
+        out.push(ch);
+        i += len;
+    }
+    if let Some(map) = map {
+        map.push(raw.len());
+    }
+    out
+}
+
+/// `\uXXXX` (or a `\uXXXX\uXXXX` surrogate pair) at `at`: the char and the escape's length.
+fn unicode_escape(bytes: &[u8], at: usize) -> Option<(char, usize)> {
+    let high = hex4(bytes, at + 2)?;
+    if (0xD800..0xDC00).contains(&high) {
+        if bytes.get(at + 6) == Some(&b'\\') && bytes.get(at + 7) == Some(&b'u') {
+            if let Some(low) = hex4(bytes, at + 8).filter(|l| (0xDC00..0xE000).contains(l)) {
+                let code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
+                return Some((char::from_u32(code).unwrap_or('\u{FFFD}'), 12));
+            }
+        }
+        return Some(('\u{FFFD}', 6));
+    }
+    Some((char::from_u32(high).unwrap_or('\u{FFFD}'), 6))
+}
+
+fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
+    bytes
+        .get(at..at.checked_add(4)?)?
+        .iter()
+        .try_fold(0u32, |acc, &b| Some(acc * 16 + char::from(b).to_digit(16)?))
+}
+
+fn is_secret_key(name: &str) -> bool {
+    SECRET_KEYS.iter().any(|key| key.eq_ignore_ascii_case(name))
+}
+
+/// HTTP optional whitespace.
+fn is_ows(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// Whether `s` starts with `scheme:` (RFC 3986), i.e. is an absolute URL rather than a bare query.
+fn has_scheme(s: &str) -> bool {
+    match s.split_once(':') {
+        Some((scheme, _)) => {
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    fn r() -> Redactor {
+        Redactor::with_key(KEY)
+    }
+
+    fn ph(secret: &str) -> String {
+        r().placeholder(secret)
+    }
+
+    // ---- fingerprint, placeholder, construction ----
+
+    #[test]
+    fn fingerprint_is_8_lowercase_hex_and_stable() {
+        let fp = r().fingerprint("abc");
+        assert_eq!(fp.len(), 8);
+        assert!(fp.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')));
+        assert_eq!(fp, r().fingerprint("abc"));
+        assert_ne!(fp, r().fingerprint("abd"));
+        let full = blake3::keyed_hash(&KEY, b"abc").to_hex();
+        assert_eq!(fp, &full.as_str()[..8]);
+    }
+
+    #[test]
+    fn fingerprint_depends_on_key() {
+        assert_ne!(
+            Redactor::with_key([1; 32]).fingerprint("abc"),
+            Redactor::with_key([2; 32]).fingerprint("abc")
+        );
+        // Fresh keys are random: two sessions cannot be correlated.
+        assert_ne!(
+            Redactor::new(true).fingerprint("abc"),
+            Redactor::new(true).fingerprint("abc")
+        );
+    }
+
+    #[test]
+    fn placeholder_format_and_no_secret() {
+        let secret = "s3cr3t-value";
+        let p = ph(secret);
+        assert_eq!(p, format!("<redacted fp={}>", r().fingerprint(secret)));
+        assert!(!p.contains(secret));
+    }
+
+    #[test]
+    fn enabled_flags() {
+        assert!(Redactor::new(true).enabled());
+        assert!(!Redactor::new(false).enabled());
+        assert!(Redactor::with_key(KEY).enabled());
+    }
+
+    #[test]
+    fn debug_hides_key() {
+        let dbg = format!("{:?}", r());
+        assert!(dbg.contains("Redactor") && dbg.contains("enabled: true"));
+        assert!(!dbg.contains("key") && !dbg.contains('7'));
+    }
+
+    #[test]
+    fn disabled_returns_input_unchanged() {
+        let d = Redactor::new(false);
+        assert_eq!(d.header_value("Authorization", "Bearer abc"), "Bearer abc");
+        assert_eq!(d.header_value("Cookie", "a=1; b=2"), "a=1; b=2");
+        assert_eq!(d.target("/cb?code=abc"), "/cb?code=abc");
+        assert_eq!(d.form("code=abc"), "code=abc");
+        assert_eq!(
+            d.json_text(r#"{"access_token":"x"}"#),
+            r#"{"access_token":"x"}"#
+        );
+        assert_eq!(
+            d.body(Some("application/x-www-form-urlencoded"), "code=a"),
+            "code=a"
+        );
+        assert_eq!(d.placeholder("abc"), "abc");
+    }
+
+    // ---- headers ----
+
+    #[test]
+    fn authorization_keeps_scheme() {
+        assert_eq!(
+            r().header_value("Authorization", "Bearer abc"),
+            format!("Bearer {}", ph("abc"))
+        );
+        assert_eq!(
+            r().header_value("PROXY-AUTHORIZATION", "Basic dXNlcjpwYXNz"),
+            format!("Basic {}", ph("dXNlcjpwYXNz"))
+        );
+        // Extra whitespace does not change which secret is fingerprinted.
+        assert_eq!(
+            r().header_value("authorization", "Bearer   abc "),
+            format!("Bearer {}", ph("abc"))
+        );
+    }
+
+    #[test]
+    fn authorization_without_space_redacted_whole() {
+        assert_eq!(r().header_value("Authorization", "abc123"), ph("abc123"));
+        assert_eq!(r().header_value("Authorization", ""), "");
+        assert_eq!(r().header_value("Authorization", "Bearer "), "Bearer ");
+    }
+
+    #[test]
+    fn cookie_each_value_redacted() {
+        assert_eq!(
+            r().header_value("Cookie", "a=1; b=2"),
+            format!("a={}; b={}", ph("1"), ph("2"))
+        );
+        assert_eq!(
+            r().header_value("cookie", "sid=\"q\"; flag"),
+            format!("sid=\"{}\"; {}", ph("q"), ph("flag"))
+        );
+        assert_eq!(
+            r().header_value("cookie", "a=; b=x;"),
+            format!("a=; b={};", ph("x"))
+        );
+    }
+
+    #[test]
+    fn set_cookie_keeps_attributes() {
+        assert_eq!(
+            r().header_value("Set-Cookie", "sid=abc; Path=/; HttpOnly; Secure"),
+            format!("sid={}; Path=/; HttpOnly; Secure", ph("abc"))
+        );
+        assert_eq!(
+            r().header_value("set-cookie", "sid=a=b"),
+            format!("sid={}", ph("a=b"))
+        );
+    }
+
+    #[test]
+    fn location_like_headers_use_target() {
+        for name in ["Location", "content-location", "Referer"] {
+            assert_eq!(
+                r().header_value(name, "https://app/cb?code=abc&state=x"),
+                format!("https://app/cb?code={}&state=x", ph("abc"))
+            );
+        }
+    }
+
+    #[test]
+    fn link_header_urls_redacted() {
+        let value = r#"<https://a/x?code=abc&p=1>; rel="next", </y?access_token=t>; rel=prev"#;
+        assert_eq!(
+            r().header_value("Link", value),
+            format!(
+                r#"<https://a/x?code={}&p=1>; rel="next", </y?access_token={}>; rel=prev"#,
+                ph("abc"),
+                ph("t")
+            )
+        );
+        assert_eq!(
+            r().header_value("link", "<https://a/?code=abc"),
+            format!("<https://a/?code={}", ph("abc"))
+        );
+    }
+
+    #[test]
+    fn other_headers_unchanged() {
+        for (name, value) in [
+            ("Content-Type", "application/json"),
+            ("X-Code", "code=abc"),
+            (
+                "WWW-Authenticate",
+                r#"Bearer resource_metadata="https://a/?code=x""#,
+            ),
+        ] {
+            assert_eq!(r().header_value(name, value), value);
+        }
+    }
+
+    #[test]
+    fn bearer_header_and_json_token_response_same_fp() {
+        let token = "eyJhbGciOi.J9/x+y";
+        let response =
+            r#"{"access_token": "eyJhbGciOi.J9\/x+y", "token_type": "Bearer", "expires_in": 3600}"#;
+        let redacted = r().json_text(response);
+        let header = r().header_value("Authorization", &format!("Bearer {token}"));
+        let fp = ph(token);
+        assert!(redacted.contains(&fp), "{redacted}");
+        assert!(header.contains(&fp));
+        assert_eq!(
+            redacted,
+            format!(r#"{{"access_token": "{fp}", "token_type": "Bearer", "expires_in": 3600}}"#)
+        );
+    }
+
+    #[test]
+    fn code_in_location_and_form_same_fp() {
+        let loc = r().header_value("Location", "https://app/cb?code=abc&state=x");
+        let form =
+            r().form("grant_type=authorization_code&code=abc&redirect_uri=https%3A%2F%2Fapp%2Fcb");
+        assert_eq!(loc, format!("https://app/cb?code={}&state=x", ph("abc")));
+        assert_eq!(
+            form,
+            format!(
+                "grant_type=authorization_code&code={}&redirect_uri=https%3A%2F%2Fapp%2Fcb",
+                ph("abc")
+            )
+        );
+    }
+
+    // ---- target and form ----
+
+    #[test]
+    fn target_keeps_everything_but_secret_values() {
+        assert_eq!(r().target("/mcp"), "/mcp");
+        assert_eq!(r().target("https://a/b/c"), "https://a/b/c");
+        assert_eq!(r().target("/x?a=%41b+c&b&=&c="), "/x?a=%41b+c&b&=&c=");
+        assert_eq!(
+            r().target(
+                "/authorize?response_type=code&client_id=x%20y&code_challenge=abc&state=s#frag"
+            ),
+            "/authorize?response_type=code&client_id=x%20y&code_challenge=abc&state=s#frag"
+        );
+        assert_eq!(
+            r().target("/cb?state=a%2Fb&CODE=abc&&x=1#top"),
+            format!("/cb?state=a%2Fb&CODE={}&&x=1#top", ph("abc"))
+        );
+    }
+
+    #[test]
+    fn target_bare_query() {
+        assert_eq!(
+            r().target("code=abc&state=x"),
+            format!("code={}&state=x", ph("abc"))
+        );
+        assert_eq!(
+            r().target("?refresh_token=r1"),
+            format!("?refresh_token={}", ph("r1"))
+        );
+        assert_eq!(
+            r().target("redirect_uri=https://a/b&code=abc"),
+            format!("redirect_uri=https://a/b&code={}", ph("abc"))
+        );
+    }
+
+    #[test]
+    fn target_fragment_parameters() {
+        assert_eq!(
+            r().target("https://app/cb#access_token=t1&token_type=bearer"),
+            format!("https://app/cb#access_token={}&token_type=bearer", ph("t1"))
+        );
+        assert_eq!(
+            r().target("/app#/route?code=abc"),
+            format!("/app#/route?code={}", ph("abc"))
+        );
+    }
+
+    #[test]
+    fn percent_encoded_secret_fingerprints_decoded_value() {
+        let out = r().target("/cb?code=a%2Bb+c%C3%A9");
+        assert_eq!(out, format!("/cb?code={}", ph("a+b cé")));
+        assert_eq!(
+            r().form("code=a%2Bb+c%c3%a9"),
+            format!("code={}", ph("a+b cé"))
+        );
+        // An encoded key name is still recognised.
+        assert_eq!(
+            r().form("access%5Ftoken=x&Password=p%20w"),
+            format!("access%5Ftoken={}&Password={}", ph("x"), ph("p w"))
+        );
+    }
+
+    #[test]
+    fn form_non_secret_byte_exact() {
+        let body = "grant_type=client_credentials&scope=a+b%20c&client_id=id&codes=x&xcode=y&code_challenge=z";
+        assert_eq!(r().form(body), body);
+        assert_eq!(r().form(""), "");
+        assert_eq!(
+            r().form("client_secret=s&password=p&device_code=d&code_verifier=v"),
+            format!(
+                "client_secret={}&password={}&device_code={}&code_verifier={}",
+                ph("s"),
+                ph("p"),
+                ph("d"),
+                ph("v")
+            )
+        );
+    }
+
+    // ---- JSON ----
+
+    #[test]
+    fn json_nested_and_whitespace() {
+        let text = "{\"a\": [1, {\"b\": {\"refresh_token\" \n:\t \"r1\", \"x\": \"y\"}}], \"id_token\":\"i1\"}";
+        assert_eq!(
+            r().json_text(text),
+            format!(
+                "{{\"a\": [1, {{\"b\": {{\"refresh_token\" \n:\t \"{}\", \"x\": \"y\"}}}}], \"id_token\":\"{}\"}}",
+                ph("r1"),
+                ph("i1")
+            )
+        );
+    }
+
+    #[test]
+    fn json_rpc_error_code_untouched() {
+        let text =
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code": -32600,"message":"Invalid Request"}}"#;
+        assert_eq!(r().json_text(text), text);
+    }
+
+    #[test]
+    fn json_string_code_redacted() {
+        assert_eq!(
+            r().json_text(r#"{"code": "abc"}"#),
+            format!(r#"{{"code": "{}"}}"#, ph("abc"))
+        );
+    }
+
+    #[test]
+    fn json_non_string_values_untouched() {
+        let text = r#"{"access_token": null, "password": {"code": 1}, "id_token": ["a"], "code": true, "device_code": ""}"#;
+        assert_eq!(r().json_text(text), text);
+    }
+
+    #[test]
+    fn json_non_secret_keys_and_values_untouched() {
+        let text = r#"{"token_type":"access_token","note":"code","codes":"x","Code_Challenge":"y","access_token_x":"z"}"#;
+        assert_eq!(r().json_text(text), text);
+    }
+
+    #[test]
+    fn json_escaped_key_and_case() {
+        assert_eq!(
+            r().json_text(r#"{"access\u005ftoken":"t","ACCESS_TOKEN":"u"}"#),
+            format!(
+                r#"{{"access\u005ftoken":"{}","ACCESS_TOKEN":"{}"}}"#,
+                ph("t"),
+                ph("u")
+            )
+        );
+    }
+
+    #[test]
+    fn json_escaped_value_fingerprints_decoded() {
+        let out = r().json_text(r#"{"password":"a\"b\\c\/d\u00e9\ud83d\ude00\n"}"#);
+        assert_eq!(out, format!(r#"{{"password":"{}"}}"#, ph("a\"b\\c/dé😀\n")));
+    }
+
+    #[test]
+    fn json_truncated_and_unclosed() {
+        assert_eq!(
+            r().json_text(r#"{"access_token": "abc"#),
+            format!(r#"{{"access_token": "{}"#, ph("abc"))
+        );
+        for text in [
+            r#"{"access_token": "#,
+            r#"{"access_token""#,
+            r#"{"access_tok"#,
+            r#"{"code":"#,
+            "\"",
+            "\\",
+            "\"\\u12",
+            "{\"a\":\"\\ud800\"}",
+        ] {
+            assert_eq!(r().json_text(text), text);
+        }
+    }
+
+    #[test]
+    fn json_in_non_json_text() {
+        let sse = "event: message\ndata: {\"result\":{\"refresh_token\":\"r9\"}}\n\n";
+        assert_eq!(
+            r().json_text(sse),
+            format!(
+                "event: message\ndata: {{\"result\":{{\"refresh_token\":\"{}\"}}}}\n\n",
+                ph("r9")
+            )
+        );
+        // An unbalanced quote in prose does not hide the JSON after it.
+        let prose = r#"He said "hi. {"access_token": "abc"}"#;
+        assert_eq!(
+            r().json_text(prose),
+            format!(r#"He said "hi. {{"access_token": "{}"}}"#, ph("abc"))
+        );
+        assert_eq!(r().json_text("plain text, no json"), "plain text, no json");
+    }
+
+    #[test]
+    fn json_fragment_starting_inside_a_string() {
+        let text = r#"ab\"cd", "access_token": "xyz"}"#;
+        assert_eq!(
+            r().json_text(text),
+            format!(r#"ab\"cd", "access_token": "{}"}}"#, ph("xyz"))
+        );
+    }
+
+    #[test]
+    fn json_escaped_inside_a_string() {
+        let text =
+            r#"{"content":[{"type":"text","text":"{\"access_token\": \"t\\\"1\", \"n\":2}"}]}"#;
+        assert_eq!(
+            r().json_text(text),
+            format!(
+                r#"{{"content":[{{"type":"text","text":"{{\"access_token\": \"{}\", \"n\":2}}"}}]}}"#,
+                ph("t\"1")
+            )
+        );
+    }
+
+    #[test]
+    fn body_dispatches_on_content_type() {
+        let form = "code=abc";
+        let redacted_form = format!("code={}", ph("abc"));
+        assert_eq!(
+            r().body(Some("application/x-www-form-urlencoded"), form),
+            redacted_form
+        );
+        assert_eq!(
+            r().body(
+                Some("Application/X-WWW-Form-URLEncoded ; charset=UTF-8"),
+                form
+            ),
+            redacted_form
+        );
+        assert_eq!(r().body(Some("application/json"), form), form);
+        assert_eq!(r().body(None, form), form);
+        let json = r#"{"code":"abc"}"#;
+        let redacted_json = format!(r#"{{"code":"{}"}}"#, ph("abc"));
+        assert_eq!(r().body(Some("application/json"), json), redacted_json);
+        assert_eq!(r().body(Some("text/event-stream"), json), redacted_json);
+        assert_eq!(r().body(None, json), redacted_json);
+    }
+
+    // ---- property tests ----
+
+    /// Printable secrets, no surrounding whitespace (headers are trimmed), with characters that need
+    /// JSON escaping or percent-encoding.
+    const SECRET: &str = "[!-~é€😀][ -~é€😀\"\\\\%&=+#]{6,38}[!-~é€😀]";
+
+    fn mixed_case(key: &str, mask: u64) -> String {
+        key.chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if mask >> (i % 64) & 1 == 1 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect()
+    }
+
+    fn json_escape(s: &str, escape_non_ascii: bool) -> String {
+        let mut out = String::new();
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '/' if escape_non_ascii => out.push_str("\\/"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c if escape_non_ascii && !c.is_ascii() => {
+                    let mut units = [0u16; 2];
+                    for unit in c.encode_utf16(&mut units) {
+                        out.push_str(&format!("\\u{unit:04X}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    fn percent_encode(s: &str, every_byte: bool) -> String {
+        if every_byte {
+            s.bytes().map(|b| format!("%{b:02X}")).collect()
+        } else {
+            form_urlencoded::byte_serialize(s.as_bytes()).collect()
+        }
+    }
+
+    /// JSON with the secret key at the given depth; `slot` is the raw text between the value's quotes.
+    fn json_doc(key: &str, slot: &str, levels: &[(bool, String)]) -> String {
+        let mut doc = format!(
+            "{{\"other\": \"code\", \"{key}\"{0}:{0}\"{slot}\", \"n\": -1}}",
+            levels.first().map_or("", |l| l.1.as_str())
+        );
+        for (i, (is_array, ws)) in levels.iter().enumerate() {
+            doc = if *is_array {
+                format!("[{ws}1,{ws}\"s{i}\",{ws}{doc}{ws}]")
+            } else {
+                format!("{{{ws}\"k{i}\"{ws}:{ws}{doc},{ws}\"code\":{ws}{i}{ws}}}")
+            };
+        }
+        doc
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn secrets_never_leak_and_fingerprints_match(
+            secret in SECRET,
+            key_index in 0..SECRET_KEYS.len(),
+            mask in any::<u64>(),
+            every_byte in any::<bool>(),
+            escape_non_ascii in any::<bool>(),
+            levels in prop::collection::vec((any::<bool>(), "[ \t\n\r]{0,3}"), 0..5),
+        ) {
+            let red = r();
+            let p = red.placeholder(&secret);
+            let key = mixed_case(SECRET_KEYS[key_index], mask);
+            let enc = percent_encode(&secret, every_byte);
+            let mut cases: Vec<(String, String)> = Vec::new();
+
+            let header = red.header_value("Authorization", &format!("Bearer {secret}"));
+            cases.push((header, format!("Bearer {p}")));
+
+            let quoted = secret.starts_with('"') && secret.ends_with('"');
+            if !secret.contains(';') && !quoted {
+                cases.push((
+                    red.header_value("Cookie", &format!("theme=dark; sid={secret}")),
+                    format!("theme={}; sid={p}", red.placeholder("dark")),
+                ));
+                cases.push((
+                    red.header_value("Set-Cookie", &format!("sid={secret}; Path=/; HttpOnly")),
+                    format!("sid={p}; Path=/; HttpOnly"),
+                ));
+            }
+
+            let url = |v: &str| format!("https://app.example/cb?state=s1&{key}={v}&iss=https%3A%2F%2Fas#top");
+            cases.push((red.header_value("Location", &url(&enc)), url(&p)));
+            cases.push((red.target(&url(&enc)), url(&p)));
+
+            let form = |v: &str| format!("grant_type=authorization_code&{key}={v}&redirect_uri=https%3A%2F%2Fapp%2Fcb");
+            cases.push((red.form(&form(&enc)), form(&p)));
+            cases.push((red.body(Some("application/x-www-form-urlencoded; charset=utf-8"), &form(&enc)), form(&p)));
+
+            let doc_in = json_doc(&key, &json_escape(&secret, escape_non_ascii), &levels);
+            let doc_out = json_doc(&key, &p, &levels);
+            cases.push((red.json_text(&doc_in), doc_out.clone()));
+            // The same JSON quoted as a string inside another JSON document.
+            let quoted_in = format!("{{\"text\":\"{}\"}}", json_escape(&doc_in, false));
+            let quoted_out = format!("{{\"text\":\"{}\"}}", json_escape(&doc_out, false));
+            cases.push((red.json_text(&quoted_in), quoted_out));
+
+            for (got, want) in &cases {
+                // Equal outputs everywhere imply one fingerprint for one secret across places.
+                prop_assert_eq!(got, want);
+                if !want.replace(&p, "").contains(&secret) {
+                    prop_assert!(!got.contains(&secret), "secret leaked: {}", got);
+                }
+            }
+        }
+
+        #[test]
+        fn never_panics_on_arbitrary_text(text in any::<String>()) {
+            let red = r();
+            let json = red.json_text(&text);
+            let _ = red.target(&text);
+            let _ = red.form(&text);
+            for name in ["authorization", "cookie", "set-cookie", "location", "link"] {
+                let _ = red.header_value(name, &text);
+            }
+            let lower = text.to_ascii_lowercase();
+            if !SECRET_KEYS.iter().any(|k| lower.contains(k)) && !lower.contains("\\u") {
+                prop_assert_eq!(json, text);
+            }
+        }
+
+        #[test]
+        fn never_panics_on_json_like_text(text in "[\"\\\\:{}\\[\\], \nu0-9a-fdDcoe_?&=#%+<>;é😀]{0,64}") {
+            let red = r();
+            let _ = red.json_text(&text);
+            let _ = red.target(&text);
+            let _ = red.form(&text);
+            let _ = red.header_value("link", &text);
+            let _ = red.header_value("cookie", &text);
+        }
+
+        #[test]
+        fn never_panics_near_secret_keys(
+            prefix in "[\"\\\\: ]{0,4}",
+            key_index in 0..SECRET_KEYS.len(),
+            tail in "[\"\\\\:{}, u0-9a-f😀]{0,24}",
+        ) {
+            let text = format!("{prefix}\"{}\"{tail}", SECRET_KEYS[key_index]);
+            let _ = r().json_text(&text);
+            let sub = format!("{prefix}{}={tail}", SECRET_KEYS[key_index]);
+            let _ = r().target(&sub);
+            let _ = r().form(&sub);
+        }
+    }
+}

@@ -1,0 +1,657 @@
+//! The recorder: a queue from the data path into one writer thread, which
+//! redacts, joins bodies, parses event streams and writes one JSON line per event.
+//!
+//! The data path only moves refcounted `Bytes` and small structs into the queue;
+//! serialisation, redaction and disk writes all happen on the writer thread.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::PollSemaphore;
+
+use super::model::*;
+use super::redact::Redactor;
+use crate::sse::SseParser;
+use crate::terminal::Terminal;
+
+/// Session time: microseconds since start on the monotonic clock, and the wall-clock start.
+#[derive(Debug, Clone)]
+pub struct Clock {
+    start: Instant,
+    wall: jiff::Timestamp,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Clock {
+            start: Instant::now(),
+            wall: jiff::Timestamp::now(),
+        }
+    }
+
+    /// Microseconds since the session started.
+    pub fn now_us(&self) -> u64 {
+        self.us_at(Instant::now())
+    }
+
+    /// Microseconds between the session start and `at`.
+    pub fn us_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.start).as_micros() as u64
+    }
+
+    /// RFC 3339 wall-clock time (UTC, microseconds) of a session offset.
+    pub fn wall_at(&self, t_us: u64) -> String {
+        let offset = jiff::SignedDuration::from_micros(t_us as i64);
+        let ts = self.wall.checked_add(offset).unwrap_or(self.wall);
+        ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    }
+
+    /// The wall-clock start, for file names.
+    pub fn wall_start(&self) -> jiff::Timestamp {
+        self.wall
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the data path hands to the writer.
+#[derive(Debug)]
+pub enum Record {
+    /// A finished event (request and response values are still raw: the writer redacts them).
+    Event { t: u64, body: EventBody },
+    /// One body frame as it crossed the proxy: `len` bytes on the wire, of which `bytes`
+    /// (a prefix, possibly empty) are to be recorded. The permit holds the frame's share of
+    /// the queue budget until the writer is done with it.
+    Frame {
+        ex: u64,
+        dir: Direction,
+        t: u64,
+        len: u64,
+        bytes: Bytes,
+        permit: Option<OwnedSemaphorePermit>,
+    },
+    /// A body finished (ended, failed or was abandoned); the writer flushes what it holds.
+    BodyEnd { ex: u64, dir: Direction, t: u64 },
+    /// The proxy is done: write `session_end` and stop.
+    Finish {
+        t: u64,
+        exchanges: u64,
+        connections: u64,
+        clean: bool,
+    },
+}
+
+/// What to do when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// The data path waits: nothing is lost.
+    Wait,
+    /// The frame is not recorded, and the count goes into a `note`.
+    Drop,
+}
+
+/// The data path's handle on the recorder. Cheap to clone.
+///
+/// All records go through one FIFO, so the file keeps the order in which they were made.
+/// Body frames, the only records whose volume the traffic decides, first take their size
+/// from a byte budget that the writer gives back: that bound is where the data path waits
+/// (or, with `--on-full drop`, where frames are dropped). Other records are small and
+/// bounded by the number of open exchanges, so they never wait — a `Drop` can record.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::UnboundedSender<Record>,
+    budget: Arc<Semaphore>,
+    budget_bytes: u32,
+    clock: Arc<Clock>,
+    on_full: OnFull,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Recorder {
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn on_full(&self) -> OnFull {
+        self.on_full
+    }
+
+    /// Queues a record. Never waits; after shutdown it is a no-op.
+    pub fn record(&self, record: Record) {
+        let _ = self.tx.send(record);
+    }
+
+    /// A handle for waiting on the queue budget from `Body::poll_frame`.
+    pub fn budget(&self) -> PollSemaphore {
+        PollSemaphore::new(self.budget.clone())
+    }
+
+    /// How much of the budget a frame of `recorded` bytes takes (empty frames still cost a little).
+    pub fn frame_cost(&self, recorded: usize) -> u32 {
+        (recorded.max(64).min(u32::MAX as usize) as u32).min(self.budget_bytes)
+    }
+
+    /// Takes budget for a frame without waiting (`--on-full drop`); `None` counts a drop.
+    pub fn try_budget(&self, cost: u32) -> Option<OwnedSemaphorePermit> {
+        match self.budget.clone().try_acquire_many_owned(cost) {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
+/// How the writer thread is set up.
+pub struct WriterConfig {
+    pub file: File,
+    pub redactor: Redactor,
+    pub max_body: u64,
+    /// Bytes of body frames that may wait in the queue.
+    pub queue_bytes: u32,
+    pub on_full: OnFull,
+    pub terminal: Option<Terminal>,
+}
+
+/// What the writer did, returned when it stops.
+#[derive(Debug, Clone, Default)]
+pub struct WriterStats {
+    pub events_written: u64,
+    pub events_dropped: u64,
+    pub events_lost: u64,
+    /// The first write error, in words.
+    pub write_error: Option<String>,
+}
+
+/// Starts the writer thread; returns the recorder handle and the thread to join.
+pub fn start(
+    config: WriterConfig,
+    clock: Arc<Clock>,
+) -> (Recorder, std::thread::JoinHandle<WriterStats>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let dropped = Arc::new(AtomicU64::new(0));
+    let budget_bytes = config.queue_bytes.max(64 * 1024);
+    let recorder = Recorder {
+        tx,
+        budget: Arc::new(Semaphore::new(budget_bytes as usize)),
+        budget_bytes,
+        clock: clock.clone(),
+        on_full: config.on_full,
+        dropped: dropped.clone(),
+    };
+    let handle = std::thread::Builder::new()
+        .name("mcptap-writer".into())
+        .spawn(move || Writer::new(config, clock, dropped).run(rx))
+        .expect("spawning the capture writer thread");
+    (recorder, handle)
+}
+
+/// Writes a single event directly (the `session` line, before the queue exists).
+pub fn write_line(file: &mut File, clock: &Clock, t: u64, body: EventBody) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(&Event {
+        t,
+        ts: clock.wall_at(t),
+        body,
+    })
+    .map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    file.write_all(&line)
+}
+
+/// How a body is recorded.
+#[derive(Debug, Clone, PartialEq)]
+enum BodyKind {
+    /// Joined and written once at the end, redacted by its content type.
+    Message { content_type: Option<String> },
+    /// `text/event-stream`: written as it arrives, cut at line ends, parsed into `sse` events.
+    EventStream,
+}
+
+struct BodyState {
+    kind: BodyKind,
+    seq: u64,
+    /// Message: bytes kept so far (up to max_body). Event stream: the unfinished last line.
+    buf: Vec<u8>,
+    recorded: u64,
+    wire_len: u64,
+    /// Wire bytes of the frames not yet written out.
+    pending_len: u64,
+    frames: Vec<(u64, u64)>,
+    truncated: bool,
+    sse: Option<SseParser>,
+    sse_seq: u64,
+}
+
+impl BodyState {
+    fn new(kind: BodyKind) -> Self {
+        let sse = matches!(kind, BodyKind::EventStream).then(SseParser::new);
+        BodyState {
+            kind,
+            seq: 0,
+            buf: Vec::new(),
+            recorded: 0,
+            wire_len: 0,
+            pending_len: 0,
+            frames: Vec::new(),
+            truncated: false,
+            sse,
+            sse_seq: 0,
+        }
+    }
+}
+
+struct Writer {
+    file: File,
+    clock: Arc<Clock>,
+    redactor: Redactor,
+    max_body: u64,
+    dropped: Arc<AtomicU64>,
+    dropped_reported: u64,
+    bodies: HashMap<(u64, Direction), BodyState>,
+    /// Content types seen on request/response events, until the body arrives.
+    kinds: HashMap<(u64, Direction), BodyKind>,
+    batch: Vec<u8>,
+    batch_lines: u64,
+    stats: WriterStats,
+    terminal: Option<Terminal>,
+}
+
+/// Above this the batch is written before the queue is drained further.
+const BATCH_BYTES: usize = 1 << 20;
+
+impl Writer {
+    fn new(config: WriterConfig, clock: Arc<Clock>, dropped: Arc<AtomicU64>) -> Self {
+        Writer {
+            file: config.file,
+            clock,
+            redactor: config.redactor,
+            max_body: config.max_body,
+            dropped,
+            dropped_reported: 0,
+            bodies: HashMap::new(),
+            kinds: HashMap::new(),
+            batch: Vec::with_capacity(64 * 1024),
+            batch_lines: 0,
+            stats: WriterStats::default(),
+            terminal: config.terminal,
+        }
+    }
+
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Record>) -> WriterStats {
+        // Each wake-up drains what is queued and writes it with one write, so lines reach
+        // the file (and `tail -f`) as soon as the writer runs, never later than the next batch.
+        while let Some(record) = rx.blocking_recv() {
+            if self.handle(record) {
+                self.flush();
+                return self.stats;
+            }
+            while let Ok(record) = rx.try_recv() {
+                if self.handle(record) {
+                    self.flush();
+                    return self.stats;
+                }
+                if self.batch.len() >= BATCH_BYTES {
+                    self.flush();
+                }
+            }
+            self.report_dropped();
+            self.flush();
+        }
+        // Every sender is gone without a Finish: still close the record properly.
+        let t = self.clock.now_us();
+        self.finish(t, 0, 0, false);
+        self.flush();
+        self.stats
+    }
+
+    /// Returns true when the session is finished.
+    fn handle(&mut self, record: Record) -> bool {
+        match record {
+            Record::Event { t, body } => self.event(t, body),
+            Record::Frame {
+                ex,
+                dir,
+                t,
+                len,
+                bytes,
+                permit,
+            } => {
+                self.frame(ex, dir, t, len, &bytes);
+                // The bytes are copied into the writer's own state: release the budget.
+                drop(permit);
+            }
+            Record::BodyEnd { ex, dir, t } => self.body_end(ex, dir, t),
+            Record::Finish {
+                t,
+                exchanges,
+                connections,
+                clean,
+            } => {
+                self.finish(t, exchanges, connections, clean);
+                return true;
+            }
+        }
+        false
+    }
+
+    fn event(&mut self, t: u64, mut body: EventBody) {
+        match &mut body {
+            EventBody::Request(req) => {
+                let kind = body_kind(&req.headers);
+                self.kinds.insert((req.ex, Direction::Request), kind);
+                req.target = self.redactor.target(&req.target);
+                req.upstream = self.redactor.target(&req.upstream);
+                self.redact_headers(&mut req.headers);
+                if let Some(term) = &mut self.terminal {
+                    term.request(t, req);
+                }
+            }
+            EventBody::Response(resp) => {
+                let kind = body_kind(&resp.headers);
+                if let Some(term) = &mut self.terminal {
+                    term.response(t, resp, kind == BodyKind::EventStream);
+                }
+                self.kinds.insert((resp.ex, Direction::Response), kind);
+                self.redact_headers(&mut resp.headers);
+            }
+            EventBody::End(end) => {
+                self.kinds.remove(&(end.ex, Direction::Request));
+                self.kinds.remove(&(end.ex, Direction::Response));
+                if let Some(term) = &mut self.terminal {
+                    term.end(t, end);
+                }
+            }
+            EventBody::Upgrade(up) => {
+                if let Some(term) = &mut self.terminal {
+                    term.upgrade(t, up);
+                }
+            }
+            _ => {}
+        }
+        self.push(t, body);
+    }
+
+    fn redact_headers(&self, headers: &mut Headers) {
+        for (name, value) in headers.iter_mut() {
+            *value = self.redactor.header_value(name, value);
+        }
+    }
+
+    fn state(&mut self, ex: u64, dir: Direction) -> &mut BodyState {
+        let kinds = &mut self.kinds;
+        self.bodies.entry((ex, dir)).or_insert_with(|| {
+            let kind = kinds
+                .get(&(ex, dir))
+                .cloned()
+                .unwrap_or(BodyKind::Message { content_type: None });
+            BodyState::new(kind)
+        })
+    }
+
+    fn frame(&mut self, ex: u64, dir: Direction, t: u64, len: u64, bytes: &[u8]) {
+        let max_body = self.max_body;
+        let state = self.state(ex, dir);
+        state.wire_len += len;
+        state.pending_len += len;
+        let room = max_body.saturating_sub(state.recorded + state.buf.len() as u64) as usize;
+        let kept = bytes.len().min(room);
+        if (kept as u64) < len {
+            state.truncated = true;
+        }
+        if kept > 0 || state.frames.is_empty() {
+            state.frames.push((t, len));
+        }
+        state.buf.extend_from_slice(&bytes[..kept]);
+        let mut events = Vec::new();
+        if let Some(parser) = &mut state.sse {
+            events = parser.push(bytes);
+        }
+        if state.kind == BodyKind::EventStream {
+            self.flush_stream_lines(ex, dir, t, false);
+            for event in events {
+                self.sse_event(ex, dir, t, event, true);
+            }
+        }
+        if let Some(term) = &mut self.terminal {
+            term.body_frame(ex, dir, bytes);
+        }
+    }
+
+    fn sse_event(
+        &mut self,
+        ex: u64,
+        dir: Direction,
+        t: u64,
+        event: crate::sse::SseEvent,
+        ended: bool,
+    ) {
+        let state = self.state(ex, dir);
+        let seq = state.sse_seq;
+        state.sse_seq += 1;
+        let dispatched = ended && event.dispatched();
+        let data = event.data.map(|d| self.redactor.json_text(&d));
+        if let Some(term) = &mut self.terminal {
+            term.sse_event(ex, data.as_deref());
+        }
+        self.push(
+            t,
+            EventBody::Sse(Sse {
+                ex,
+                dir,
+                seq,
+                event: event.event,
+                id: event.id,
+                data,
+                retry: event.retry,
+                comments: event.comments,
+                dispatched,
+            }),
+        );
+    }
+
+    /// Writes the complete lines of an event stream (all of it at the end).
+    fn flush_stream_lines(&mut self, ex: u64, dir: Direction, t: u64, at_end: bool) {
+        let Some(state) = self.bodies.get_mut(&(ex, dir)) else {
+            return;
+        };
+        let cut = if at_end {
+            state.buf.len()
+        } else {
+            match state.buf.iter().rposition(|&b| b == b'\n' || b == b'\r') {
+                Some(i) => i + 1,
+                None => return,
+            }
+        };
+        if cut == 0 && !(at_end && state.truncated && state.pending_len > 0) {
+            return;
+        }
+        let rest = state.buf.split_off(cut);
+        let chunk = std::mem::replace(&mut state.buf, rest);
+        state.recorded += chunk.len() as u64;
+        let event = Body {
+            ex,
+            dir,
+            seq: state.seq,
+            text: None,
+            b64: None,
+            len: state.pending_len,
+            frames: std::mem::take(&mut state.frames),
+            truncated: state.truncated,
+        };
+        state.seq += 1;
+        state.pending_len = 0;
+        let event = self.fill_body(event, &chunk, None);
+        self.push(t, EventBody::Body(event));
+    }
+
+    fn fill_body(&self, mut event: Body, bytes: &[u8], content_type: Option<&str>) -> Body {
+        // A cut at max_body may split a UTF-8 sequence: drop the broken tail, not the text.
+        let text = match std::str::from_utf8(bytes) {
+            Ok(s) => Some(s),
+            Err(e) if e.error_len().is_none() && event.truncated => {
+                std::str::from_utf8(&bytes[..e.valid_up_to()]).ok()
+            }
+            Err(_) => None,
+        };
+        match text {
+            Some(s) => event.text = Some(self.redactor.body(content_type, s)),
+            None => event.b64 = Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        }
+        event
+    }
+
+    fn body_end(&mut self, ex: u64, dir: Direction, t: u64) {
+        let Some(state) = self.bodies.get(&(ex, dir)) else {
+            return;
+        };
+        match state.kind.clone() {
+            BodyKind::EventStream => {
+                self.flush_stream_lines(ex, dir, t, true);
+                let tail = self
+                    .bodies
+                    .get_mut(&(ex, dir))
+                    .and_then(|s| s.sse.as_mut())
+                    .and_then(|p| p.finish());
+                if let Some(event) = tail {
+                    self.sse_event(ex, dir, t, event, false);
+                }
+            }
+            BodyKind::Message { content_type } => {
+                let Some(state) = self.bodies.get_mut(&(ex, dir)) else {
+                    return;
+                };
+                let bytes = std::mem::take(&mut state.buf);
+                let event = Body {
+                    ex,
+                    dir,
+                    seq: state.seq,
+                    text: None,
+                    b64: None,
+                    len: state.wire_len,
+                    frames: std::mem::take(&mut state.frames),
+                    truncated: state.truncated,
+                };
+                let event = self.fill_body(event, &bytes, content_type.as_deref());
+                self.push(t, EventBody::Body(event));
+            }
+        }
+        self.bodies.remove(&(ex, dir));
+    }
+
+    fn finish(&mut self, t: u64, exchanges: u64, connections: u64, clean: bool) {
+        // Bodies still open at the end are written as far as they got.
+        let mut open: Vec<(u64, Direction)> = self.bodies.keys().copied().collect();
+        open.sort_by_key(|(ex, dir)| (*ex, *dir == Direction::Response));
+        let had_open = !open.is_empty();
+        for (ex, dir) in open {
+            self.body_end(ex, dir, t);
+        }
+        self.report_dropped();
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        self.stats.events_dropped = dropped;
+        let end = SessionEnd {
+            exchanges,
+            connections,
+            // The session line, written before the writer started, counts too.
+            events_written: 1 + self.stats.events_written + self.batch_lines + 1,
+            events_dropped: dropped,
+            events_lost: self.stats.events_lost,
+            clean: clean && !had_open && dropped == 0 && self.stats.events_lost == 0,
+        };
+        self.push(t, EventBody::SessionEnd(end));
+    }
+
+    fn report_dropped(&mut self) {
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped > self.dropped_reported {
+            let count = dropped - self.dropped_reported;
+            self.dropped_reported = dropped;
+            let t = self.clock.now_us();
+            self.push(
+                t,
+                EventBody::Note(Note {
+                    code: "events_dropped".into(),
+                    message: format!(
+                        "{count} events were dropped because the capture queue was full (--on-full drop)"
+                    ),
+                    count: Some(count),
+                }),
+            );
+        }
+    }
+
+    fn push(&mut self, t: u64, body: EventBody) {
+        let event = Event {
+            t,
+            ts: self.clock.wall_at(t),
+            body,
+        };
+        match serde_json::to_writer(&mut self.batch, &event) {
+            Ok(()) => {
+                self.batch.push(b'\n');
+                self.batch_lines += 1;
+            }
+            Err(e) => {
+                tracing::error!("could not serialise a capture event: {e}");
+                self.stats.events_lost += 1;
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        if self.stats.write_error.is_none() {
+            match self.file.write_all(&self.batch) {
+                Ok(()) => self.stats.events_written += self.batch_lines,
+                Err(e) => {
+                    eprintln!(
+                        "mcptap: writing the capture failed ({e}); traffic is still forwarded, but from now on events are lost"
+                    );
+                    self.stats.write_error = Some(e.to_string());
+                    self.stats.events_lost += self.batch_lines;
+                }
+            }
+        } else {
+            self.stats.events_lost += self.batch_lines;
+        }
+        self.batch.clear();
+        self.batch_lines = 0;
+    }
+}
+
+/// The recording kind of a body from its headers.
+fn body_kind(headers: &Headers) -> BodyKind {
+    let content_type = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.clone());
+    let is_stream = content_type
+        .as_deref()
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("text/event-stream")
+        })
+        .unwrap_or(false);
+    if is_stream {
+        BodyKind::EventStream
+    } else {
+        BodyKind::Message { content_type }
+    }
+}

@@ -1,0 +1,235 @@
+//! Command-line flags (definitions only) and their validation into configurations.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::capture::writer::OnFull;
+use crate::proxy::upstream::UpstreamTls;
+use crate::proxy::{CaptureTarget, ProxyConfig};
+
+/// See exactly what an MCP client does to your remote MCP server.
+///
+/// mcptap is a recording reverse proxy for remote MCP (Model Context Protocol) servers and
+/// their OAuth endpoints. Put it in front of your server, point the connector at it, and
+/// every request, response, body frame and server-sent event is written to a JSONL capture.
+#[derive(Debug, Parser)]
+#[command(name = "mcptap", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Forward to an upstream MCP server and record every exchange.
+    #[command(after_help = PROXY_EXAMPLES)]
+    Proxy(ProxyArgs),
+}
+
+const PROXY_EXAMPLES: &str = "\
+Examples:
+  mcptap proxy --upstream http://127.0.0.1:8000
+      listen on 127.0.0.1:8080, capture to captures/<time>-<id>.jsonl
+  mcptap proxy --upstream https://mcp.internal:8443 --upstream-ca ca.pem --listen 0.0.0.0:8080
+  mcptap proxy --upstream http://127.0.0.1:8000 --capture /dev/null --quiet
+
+The proxy speaks plain HTTP on --listen (HTTP/1.1 and HTTP/2 prior knowledge); run it behind
+a TLS terminator for a public domain. Stop it with Ctrl-C (SIGINT) or SIGTERM: exchanges in
+flight get --grace seconds to finish, then the capture is closed with a session_end line.";
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// The MCP server to forward to (http:// or https://, with an optional path prefix).
+    #[arg(long, value_name = "URL")]
+    pub upstream: String,
+
+    /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// Write the capture to this file (never overwritten; /dev/null records nothing).
+    #[arg(long, value_name = "FILE", conflicts_with = "captures_dir")]
+    pub capture: Option<PathBuf>,
+
+    /// Folder for captures named <UTC time>-<id>.jsonl.
+    #[arg(long, value_name = "DIR", default_value = "captures")]
+    pub captures_dir: PathBuf,
+
+    /// Record at most this much of each message body (forwarded whole regardless).
+    /// Accepts plain bytes or a KiB/MiB/GiB suffix.
+    #[arg(long, value_name = "BYTES", default_value = "10MiB", value_parser = parse_size)]
+    pub max_body: u64,
+
+    /// When the capture queue is full: `wait` slows the traffic and loses nothing;
+    /// `drop` keeps the traffic fast and records how many events were dropped.
+    #[arg(long, value_enum, default_value = "wait")]
+    pub on_full: OnFullArg,
+
+    /// Record secrets (Authorization, cookies, OAuth tokens and codes) in clear text.
+    #[arg(long)]
+    pub no_redact: bool,
+
+    /// Send the client's Host header upstream instead of the upstream's authority.
+    #[arg(long)]
+    pub preserve_host: bool,
+
+    /// Also trust the CA certificates in this PEM file for an https upstream.
+    #[arg(long, value_name = "PEM")]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// Do not verify the upstream's TLS certificate (recorded in the capture).
+    #[arg(long)]
+    pub upstream_insecure: bool,
+
+    /// Seconds to wait for the upstream's response headers before answering 504 (0: no limit).
+    /// Streams that have started are never timed out.
+    #[arg(long, value_name = "SECONDS", default_value = "60")]
+    pub upstream_timeout: f64,
+
+    /// Seconds that exchanges in flight get to finish after SIGINT/SIGTERM.
+    #[arg(long, value_name = "SECONDS", default_value = "5")]
+    pub grace: f64,
+
+    /// Print no line per exchange.
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// Body bytes that may wait between the data path and the capture writer before
+    /// --on-full applies.
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub queue_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnFullArg {
+    Wait,
+    Drop,
+}
+
+/// `10MiB`, `512k`, `1048576` → bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (examples: 1048576, 512KiB, 10MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit '{other}' (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+fn seconds(flag: &str, v: f64) -> anyhow::Result<Option<Duration>> {
+    if !v.is_finite() || v < 0.0 {
+        bail!("--{flag} must be a number of seconds ≥ 0, not {v}");
+    }
+    Ok((v > 0.0).then(|| Duration::from_secs_f64(v)))
+}
+
+impl ProxyArgs {
+    /// Checks the flags and derives the proxy configuration.
+    pub fn validate(&self) -> anyhow::Result<ProxyConfig> {
+        let upstream: hyper::Uri = self
+            .upstream
+            .parse()
+            .with_context(|| format!("--upstream '{}' is not a URL", self.upstream))?;
+        match upstream.scheme_str() {
+            Some("http") | Some("https") => {}
+            _ => bail!(
+                "--upstream '{}' must start with http:// or https://",
+                self.upstream
+            ),
+        }
+        if upstream.host().is_none() {
+            bail!("--upstream '{}' has no host", self.upstream);
+        }
+        if upstream
+            .authority()
+            .is_some_and(|a| a.as_str().contains('@'))
+        {
+            bail!(
+                "--upstream '{}' has user:password in it; mcptap does not turn that into a header (and would record it): send credentials from the client instead",
+                self.upstream
+            );
+        }
+        if upstream.query().is_some() {
+            bail!(
+                "--upstream '{}' must not have a query string",
+                self.upstream
+            );
+        }
+        let listen = resolve_listen(&self.listen)?;
+        if let Some(ca) = &self.upstream_ca {
+            if !ca.is_file() {
+                bail!("--upstream-ca {}: no such file", ca.display());
+            }
+        }
+        Ok(ProxyConfig {
+            listen,
+            upstream,
+            capture: match &self.capture {
+                Some(file) => CaptureTarget::File(file.clone()),
+                None => CaptureTarget::Dir(self.captures_dir.clone()),
+            },
+            max_body: self.max_body,
+            on_full: match self.on_full {
+                OnFullArg::Wait => OnFull::Wait,
+                OnFullArg::Drop => OnFull::Drop,
+            },
+            queue_bytes: self.queue_bytes.clamp(64 << 10, u32::MAX as u64) as u32,
+            redact: !self.no_redact,
+            preserve_host: self.preserve_host,
+            upstream_tls: UpstreamTls {
+                ca_file: self.upstream_ca.clone(),
+                insecure: self.upstream_insecure,
+            },
+            upstream_timeout: seconds("upstream-timeout", self.upstream_timeout)?,
+            grace: seconds("grace", self.grace)?.unwrap_or(Duration::ZERO),
+            quiet: self.quiet,
+        })
+    }
+}
+
+fn resolve_listen(listen: &str) -> anyhow::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .with_context(|| format!("--listen '{listen}' is not an address like 127.0.0.1:8080"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
+        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_size("123").unwrap(), 123);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5XB").is_err());
+    }
+
+    #[test]
+    fn upstream_must_be_http_with_a_host() {
+        let args = |u: &str| Cli::parse_from(["mcptap", "proxy", "--upstream", u]);
+        let Command::Proxy(a) = args("ftp://x").command;
+        assert!(a.validate().unwrap_err().to_string().contains("http://"));
+        let Command::Proxy(a) = args("http://127.0.0.1:9/base").command;
+        assert_eq!(a.validate().unwrap().upstream.path(), "/base");
+    }
+}

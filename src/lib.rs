@@ -1,0 +1,10 @@
+//! mcptap: a recording reverse proxy for remote MCP servers and their OAuth endpoints.
+//!
+//! The proxy ([`proxy`]) forwards and records; the capture format and its writer live in
+//! [`capture`]; [`sse`] parses event streams incrementally.
+
+pub mod capture;
+pub mod cli;
+pub mod proxy;
+pub mod sse;
+pub mod terminal;

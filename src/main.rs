@@ -1,0 +1,41 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use mcptap::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mcptap: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Proxy(args) => {
+            let config = args.validate()?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let outcome = runtime.block_on(mcptap::proxy::run(config))?;
+            if let Some(e) = &outcome.writer.write_error {
+                eprintln!(
+                    "mcptap: error: the capture {} is incomplete: {e}; {} events were lost",
+                    outcome.capture.display(),
+                    outcome.writer.events_lost
+                );
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! `mcptap proxy`: accept client connections, forward each exchange to the configured
+//! upstream, record everything, and shut down without losing what was recorded.
+
+pub mod exchange;
+pub mod forward;
+pub mod headers;
+pub mod upgrade;
+pub mod upstream;
+
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::capture::model::{self, ConnClose, ConnOpen, EventBody, SessionOptions};
+use crate::capture::redact::Redactor;
+use crate::capture::writer::{self, OnFull, WriterConfig, WriterStats};
+use crate::capture::{Clock, Record};
+use crate::terminal::Terminal;
+use exchange::Shared;
+use forward::{ConnContext, Route};
+
+/// Where the capture goes.
+#[derive(Debug, Clone)]
+pub enum CaptureTarget {
+    /// This exact file (must not exist yet, unless it is not a regular file such as /dev/null).
+    File(PathBuf),
+    /// `<dir>/<UTC time>-<short id>.jsonl`.
+    Dir(PathBuf),
+}
+
+/// A validated proxy configuration.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    pub upstream: hyper::Uri,
+    pub capture: CaptureTarget,
+    pub max_body: u64,
+    pub on_full: OnFull,
+    pub queue_bytes: u32,
+    pub redact: bool,
+    pub preserve_host: bool,
+    pub upstream_tls: upstream::UpstreamTls,
+    pub upstream_timeout: Option<Duration>,
+    pub grace: Duration,
+    pub quiet: bool,
+}
+
+/// How the proxy ended.
+#[derive(Debug)]
+pub struct ProxyOutcome {
+    pub capture: PathBuf,
+    pub writer: WriterStats,
+}
+
+/// Runs the proxy until SIGINT or SIGTERM.
+pub async fn run(config: ProxyConfig) -> anyhow::Result<ProxyOutcome> {
+    let clock = Arc::new(Clock::new());
+    let session_id = short_id();
+    let (path, mut file) = open_capture(&config.capture, &clock, &session_id)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let local = listener
+        .local_addr()
+        .context("reading the listen address")?;
+
+    let redactor = Redactor::new(config.redact);
+    let session = model::Session {
+        v: model::FORMAT_VERSION,
+        tool: "mcptap".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        session_id: session_id.clone(),
+        routes: vec![model::Route {
+            listen: local.to_string(),
+            upstream: config.upstream.to_string(),
+        }],
+        options: SessionOptions {
+            max_body: config.max_body,
+            on_full: match config.on_full {
+                OnFull::Wait => "wait".into(),
+                OnFull::Drop => "drop".into(),
+            },
+            preserve_host: config.preserve_host,
+            upstream_insecure: config.upstream_tls.insecure,
+            upstream_ca: config
+                .upstream_tls
+                .ca_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            upstream_timeout_s: config.upstream_timeout.map(|d| d.as_secs_f64()),
+            grace_s: config.grace.as_secs_f64(),
+        },
+        redaction: if config.redact { "fingerprint" } else { "off" }.into(),
+    };
+    writer::write_line(&mut file, &clock, 0, EventBody::Session(session))
+        .with_context(|| format!("writing the capture {}", path.display()))?;
+    let (recorder, writer_thread) = writer::start(
+        WriterConfig {
+            file,
+            redactor,
+            max_body: config.max_body,
+            queue_bytes: config.queue_bytes,
+            on_full: config.on_full,
+            terminal: (!config.quiet).then(|| Terminal::new(clock.clone())),
+        },
+        clock.clone(),
+    );
+
+    let route = Arc::new(Route {
+        upstream: config.upstream.clone(),
+        preserve_host: config.preserve_host,
+        upstream_timeout: config.upstream_timeout,
+        client: upstream::client(&config.upstream_tls)?,
+    });
+    let shared = Arc::new(Shared::new(recorder.clone(), config.max_body));
+
+    eprintln!(
+        "mcptap: listening on http://{local} (plain HTTP: put a TLS terminator in front, or see --help), forwarding to {}",
+        config.upstream
+    );
+    eprintln!("mcptap: capturing to {}", path.display());
+    if !config.redact {
+        eprintln!("mcptap: WARNING: --no-redact: tokens, cookies and OAuth secrets are written to the capture in clear text");
+    }
+    if config.upstream_tls.insecure {
+        eprintln!(
+            "mcptap: WARNING: --upstream-insecure: the upstream's TLS certificate is not checked"
+        );
+    }
+
+    let mut conns = JoinSet::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut signals = Signals::new()?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    serve(&mut conns, stream, peer, local, &shared, &route, stop_rx.clone());
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: keep the listener, slow down a little.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = signals.next() => break,
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    eprintln!(
+        "mcptap: shutting down: waiting up to {:.1}s for {} open exchanges (signal again to stop now)",
+        config.grace.as_secs_f64(),
+        shared.live_exchanges()
+    );
+
+    // Let in-flight exchanges finish within the grace period, then cut what is left.
+    shared.tunnels.close();
+    let graceful = async {
+        while conns.join_next().await.is_some() {}
+        shared.tunnels.wait().await;
+    };
+    let finished_in_time = tokio::select! {
+        _ = graceful => true,
+        _ = tokio::time::sleep(config.grace) => false,
+        _ = signals.next() => false,
+    };
+    if !finished_in_time {
+        shared.force_shutdown();
+        conns.abort_all();
+        while conns.join_next().await.is_some() {}
+        shared.tunnels.wait().await;
+    }
+    // Every exchange queues its `end` from a drop; give those a moment to arrive.
+    let all_ended = tokio::time::timeout(Duration::from_secs(2), shared.all_ended())
+        .await
+        .is_ok();
+    recorder.record(Record::Finish {
+        t: clock.now_us(),
+        exchanges: shared.exchanges(),
+        connections: shared.connections(),
+        clean: finished_in_time && all_ended,
+    });
+    drop(recorder);
+    drop(shared);
+    let stats = tokio::task::spawn_blocking(move || writer_thread.join())
+        .await
+        .context("waiting for the capture writer")?
+        .map_err(|_| anyhow::anyhow!("the capture writer thread panicked"))?;
+    eprintln!(
+        "mcptap: capture complete: {} ({} events)",
+        path.display(),
+        stats.events_written
+    );
+    Ok(ProxyOutcome {
+        capture: path,
+        writer: stats,
+    })
+}
+
+/// Accepts one connection onto the connection set.
+fn serve(
+    conns: &mut JoinSet<()>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: &Arc<Shared>,
+    route: &Arc<Route>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let conn = shared.next_conn();
+    let recorder = shared.recorder.clone();
+    recorder.record(Record::Event {
+        t: recorder.clock().now_us(),
+        body: EventBody::ConnOpen(ConnOpen {
+            conn,
+            peer: peer.to_string(),
+            local: stream
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            listener: local.to_string(),
+            tls: None,
+        }),
+    });
+    let ctx = Arc::new(ConnContext {
+        conn,
+        peer,
+        shared: shared.clone(),
+        route: route.clone(),
+        scheme: "http",
+        exchanges: AtomicU64::new(0),
+    });
+    let counted = CountingStream::new(stream);
+    let guard = ConnGuard {
+        conn,
+        opened: Instant::now(),
+        bytes_in: counted.bytes_in.clone(),
+        bytes_out: counted.bytes_out.clone(),
+        shared: shared.clone(),
+        ctx: ctx.clone(),
+        error: None,
+    };
+    conns.spawn(async move {
+        let mut guard = guard;
+        let service = service_fn(move |req| forward::handle(req, ctx.clone()));
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(counted), service);
+        tokio::pin!(conn);
+        // On shutdown, idle keep-alive connections close now and busy ones after their
+        // exchange (HTTP/2: GOAWAY), instead of holding the grace period open.
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stopping.changed() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            guard.error = Some(upstream::error_chain(&*e));
+        }
+    });
+}
+
+/// Records `conn_close` however the connection task ends (finished, failed or aborted).
+struct ConnGuard {
+    conn: u64,
+    opened: Instant,
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    ctx: Arc<ConnContext>,
+    error: Option<String>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let reason = if self.shared.forced() {
+            "shutdown"
+        } else if self.error.is_some() {
+            "error"
+        } else {
+            "closed"
+        };
+        let recorder = &self.shared.recorder;
+        recorder.record(Record::Event {
+            t: recorder.clock().now_us(),
+            body: EventBody::ConnClose(ConnClose {
+                conn: self.conn,
+                reason: reason.into(),
+                error: self.error.take(),
+                bytes_in: self.bytes_in.load(Ordering::Relaxed),
+                bytes_out: self.bytes_out.load(Ordering::Relaxed),
+                duration_us: self.opened.elapsed().as_micros() as u64,
+                exchanges: self.ctx.exchanges.load(Ordering::Relaxed),
+            }),
+        });
+    }
+}
+
+/// A stream that counts the bytes each way (for `conn_close` and `upgrade`), readable
+/// while the stream is still in use.
+pub struct CountingStream<S> {
+    pub inner: S,
+    pub bytes_in: Arc<AtomicU64>,
+    pub bytes_out: Arc<AtomicU64>,
+}
+
+impl<S> CountingStream<S> {
+    pub fn new(inner: S) -> Self {
+        CountingStream {
+            inner,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            bytes_out: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for CountingStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CountingStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        res
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = res {
+            self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        res
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// SIGINT and SIGTERM as one stream of "stop" requests.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+/// Eight random hex characters.
+fn short_id() -> String {
+    let mut bytes = [0u8; 4];
+    // Without randomness the id only needs to be unlikely to repeat: fall back to the clock.
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0))
+        .to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Creates the capture file 0600 (its folder 0700), never overwriting an existing capture.
+fn open_capture(
+    target: &CaptureTarget,
+    clock: &Clock,
+    id: &str,
+) -> anyhow::Result<(PathBuf, File)> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let path = match target {
+        CaptureTarget::File(p) => p.clone(),
+        CaptureTarget::Dir(dir) => {
+            let stamp = clock.wall_start().strftime("%Y%m%dT%H%M%SZ").to_string();
+            dir.join(format!("{stamp}-{id}.jsonl"))
+        }
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .with_context(|| format!("creating the capture folder {}", parent.display()))?;
+        }
+    }
+    // /dev/null or a FIFO: write into it as it is.
+    if let Ok(meta) = std::fs::metadata(&path) {
+        if !meta.is_file() {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            return Ok((path, file));
+        }
+        anyhow::bail!(
+            "the capture file {} already exists; choose another --capture path (mcptap never overwrites a capture)",
+            path.display()
+        );
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating the capture file {}", path.display()))?;
+    Ok((path, file))
+}

@@ -1,0 +1,752 @@
+//! The data path: byte-exact forwarding, streaming, outcomes, shutdown.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode};
+use mcptap::sse::SseParser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use crate::util::*;
+
+/// An upstream that echoes the request body and reports what it received in headers.
+async fn echo_upstream() -> Upstream {
+    Upstream::start(|req| async move {
+        let seen = |name: &str| {
+            req.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap_or("").to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        let names: Vec<String> = req.headers().keys().map(|k| k.to_string()).collect();
+        let (host, xff, proto, xfh) = (
+            seen("host"),
+            seen("x-forwarded-for"),
+            seen("x-forwarded-proto"),
+            seen("x-forwarded-host"),
+        );
+        let ct = seen("content-type");
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        Response::builder()
+            .header("content-type", ct)
+            .header("x-seen-host", host)
+            .header("x-seen-xff", xff)
+            .header("x-seen-proto", proto)
+            .header("x-seen-xfh", xfh)
+            .header("x-seen-names", names.join(","))
+            .body(full(body))
+            .unwrap()
+    })
+    .await
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"tést ✓","version":"1"}}}"#;
+
+#[tokio::test]
+async fn json_post_round_trips_byte_exact_and_is_recorded() {
+    let up = echo_upstream().await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let req = Request::post(proxy.url("/mcp?x=1"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(full(INIT))
+        .unwrap();
+    let resp = h1_client().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-seen-host"], up.addr.to_string());
+    assert_eq!(resp.headers()["x-seen-xff"], "127.0.0.1");
+    assert_eq!(resp.headers()["x-seen-proto"], "http");
+    assert_eq!(resp.headers()["x-seen-xfh"], proxy.addr.to_string());
+    assert_eq!(read_all(resp).await, INIT.as_bytes());
+
+    let cap = proxy.finish();
+    let ex = cap.exchanges()[0];
+    let req = cap.one(ex, "request");
+    assert_eq!(req["method"], "POST");
+    assert_eq!(req["target"], "/mcp?x=1");
+    assert_eq!(req["upstream"], format!("http://{}/mcp?x=1", up.addr));
+    assert_eq!(cap.body_text(ex, "request"), INIT);
+    assert_eq!(cap.body_text(ex, "response"), INIT);
+    let end = cap.one(ex, "end");
+    assert_eq!(end["outcome"], "complete");
+    assert_eq!(end["status"], 200);
+    assert_eq!(end["bytes"]["request"], INIT.len());
+    assert_eq!(end["bytes"]["response"], INIT.len());
+    assert!(
+        end["timings"]["ttfb_us"].as_u64().unwrap() <= end["timings"]["total_us"].as_u64().unwrap()
+    );
+    // The exchange's events come in order: request, response, bodies, end.
+    let kinds: Vec<&str> = cap
+        .exchange(ex)
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"request"));
+    assert_eq!(kinds.last(), Some(&"end"));
+    assert_eq!(cap.last()["kind"], "session_end");
+    assert_eq!(cap.last()["clean"], true);
+}
+
+#[tokio::test]
+async fn binary_bodies_round_trip_and_are_recorded_as_base64() {
+    let up = echo_upstream().await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let payload: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    let req = Request::post(proxy.url("/blob"))
+        .header("content-type", "application/octet-stream")
+        .body(full(payload.clone()))
+        .unwrap();
+    let resp = h1_client().request(req).await.unwrap();
+    assert_eq!(read_all(resp).await, payload);
+    let cap = proxy.finish();
+    let ex = cap.exchanges()[0];
+    use base64::Engine as _;
+    let body = cap
+        .exchange(ex)
+        .into_iter()
+        .find(|e| e["kind"] == "body" && e["dir"] == "response")
+        .unwrap()
+        .clone();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(body["b64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(decoded, payload);
+}
+
+#[tokio::test]
+async fn chunked_request_and_response_stream_frame_by_frame() {
+    // The upstream answers with its own frames, one per request frame, as they arrive.
+    let up = Upstream::start(|req| async move {
+        let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(4);
+        tokio::spawn(async move {
+            let mut incoming = req.into_body();
+            while let Some(frame) = incoming.frame().await {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    let mut echoed = b"got:".to_vec();
+                    echoed.extend_from_slice(&data);
+                    if tx.send_data(Bytes::from(echoed)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Response::builder()
+            .header("content-type", "text/plain")
+            .body(body.boxed())
+            .unwrap()
+    })
+    .await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(4);
+    let req = Request::post(proxy.url("/upload"))
+        .header("content-type", "text/plain")
+        .body(body.boxed())
+        .unwrap();
+    let client = h1_client();
+    let pending = tokio::spawn(async move { client.request(req).await.unwrap() });
+    tx.send_data(Bytes::from_static(b"one")).await.unwrap();
+    let resp = pending.await.unwrap();
+    assert!(
+        resp.headers().get("content-length").is_none(),
+        "chunked, not buffered"
+    );
+    let mut body = resp.into_body();
+    // Each request frame comes back before the next one is sent: nothing waits for the end.
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "got:one");
+    tx.send_data(Bytes::from_static(b"two")).await.unwrap();
+    let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(second, "got:two");
+    drop(tx);
+    assert!(body.frame().await.is_none());
+
+    let cap = proxy.finish();
+    let ex = cap.exchanges()[0];
+    assert_eq!(cap.body_text(ex, "request"), "onetwo");
+    assert_eq!(cap.body_text(ex, "response"), "got:onegot:two");
+    let req_body = cap
+        .exchange(ex)
+        .into_iter()
+        .find(|e| e["kind"] == "body" && e["dir"] == "request")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        req_body["frames"].as_array().unwrap().len(),
+        2,
+        "each frame's arrival is kept"
+    );
+    assert_eq!(cap.one(ex, "end")["outcome"], "complete");
+}
+
+#[tokio::test]
+async fn http2_clients_are_served_and_recorded() {
+    let up = echo_upstream().await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let client = h2_client();
+    for i in 0..3 {
+        let body = format!("{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"tools/list\"}}");
+        let req = Request::post(proxy.url("/mcp"))
+            .header("content-type", "application/json")
+            .body(full(body.clone()))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.version(), hyper::Version::HTTP_2);
+        assert_eq!(resp.headers()["x-seen-host"], up.addr.to_string());
+        assert_eq!(read_all(resp).await, body.as_bytes());
+    }
+    let cap = proxy.finish();
+    let requests = cap.kind("request");
+    assert_eq!(requests.len(), 3);
+    assert!(requests.iter().all(|r| r["version"] == "HTTP/2"));
+    // One client connection carried all three exchanges.
+    assert_eq!(cap.kind("conn_open").len(), 1);
+    for ex in cap.exchanges() {
+        assert_eq!(cap.one(ex, "end")["outcome"], "complete");
+    }
+}
+
+/// An SSE upstream that writes `count` events `gap` apart, noting when each was written;
+/// `aborted` fires when the stream can no longer be written (the proxy dropped it).
+fn sse_upstream(
+    count: usize,
+    gap: Duration,
+    written: Arc<Mutex<Vec<Instant>>>,
+    aborted: Option<oneshot::Sender<()>>,
+    fail_after: Option<usize>,
+) -> impl Fn(
+    Request<hyper::body::Incoming>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<UpBody>> + Send>>
+       + Send
+       + Sync
+       + 'static {
+    let aborted = Arc::new(Mutex::new(aborted));
+    move |_req| {
+        let written = written.clone();
+        let aborted = aborted.clone();
+        Box::pin(async move {
+            let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(1);
+            tokio::spawn(async move {
+                for i in 0..count {
+                    if i > 0 {
+                        tokio::time::sleep(gap).await;
+                    }
+                    if fail_after == Some(i) {
+                        tx.abort(std::io::Error::other("upstream fixture failed on purpose"));
+                        return;
+                    }
+                    let event = format!(
+                        "id: {i}\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"n\":{i}}}}}\n\n"
+                    );
+                    written.lock().unwrap().push(Instant::now());
+                    if tx.send_data(Bytes::from(event)).await.is_err() {
+                        if let Some(a) = aborted.lock().unwrap().take() {
+                            let _ = a.send(());
+                        }
+                        return;
+                    }
+                }
+            });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .header("cache-control", "no-cache")
+                .body(body.boxed())
+                .unwrap()
+        })
+    }
+}
+
+/// Reads SSE events from a response body until `n` have arrived; returns their arrival times.
+async fn read_events(
+    body: &mut hyper::body::Incoming,
+    n: usize,
+) -> (Vec<mcptap::sse::SseEvent>, Vec<Instant>, usize) {
+    let mut parser = SseParser::new();
+    let (mut events, mut times, mut bytes) = (Vec::new(), Vec::new(), 0);
+    while events.len() < n {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let Ok(data) = frame.unwrap().into_data() else {
+            continue;
+        };
+        bytes += data.len();
+        for e in parser.push(&data) {
+            events.push(e);
+            times.push(Instant::now());
+        }
+    }
+    (events, times, bytes)
+}
+
+#[tokio::test]
+async fn sse_events_reach_the_client_before_the_next_is_written() {
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let up = Upstream::start(sse_upstream(
+        5,
+        Duration::from_millis(200),
+        written.clone(),
+        None,
+        None,
+    ))
+    .await;
+    let proxy = TestProxy::to(&up.url()).start();
+    for client in [h1_client(), h2_client()] {
+        written.lock().unwrap().clear();
+        let req = Request::get(proxy.url("/mcp"))
+            .header("accept", "text/event-stream")
+            .body(full(""))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        let mut body = resp.into_body();
+        let (events, arrived, _) = read_events(&mut body, 5).await;
+        assert_eq!(events.len(), 5);
+        let written = written.lock().unwrap().clone();
+        for i in 0..4 {
+            assert!(
+                arrived[i] < written[i + 1],
+                "event {i} arrived {:?} after event {} was written: the proxy buffered",
+                arrived[i] - written[i + 1],
+                i + 1
+            );
+        }
+        // Then the stream ends (an empty last DATA frame may come first over HTTP/2).
+        loop {
+            match body.frame().await {
+                None => break,
+                Some(frame) => assert!(frame.unwrap().into_data().unwrap().is_empty()),
+            }
+        }
+    }
+    let cap = proxy.finish();
+    for ex in cap.exchanges() {
+        let sse: Vec<_> = cap
+            .exchange(ex)
+            .into_iter()
+            .filter(|e| e["kind"] == "sse")
+            .collect();
+        assert_eq!(sse.len(), 5);
+        let mut last_t = 0;
+        for (i, e) in sse.iter().enumerate() {
+            assert_eq!(e["id"], i.to_string());
+            assert_eq!(e["event"], "message");
+            assert_eq!(e["dispatched"], true);
+            let data: serde_json::Value =
+                serde_json::from_str(e["data"].as_str().unwrap()).unwrap();
+            assert_eq!(data["params"]["n"], i);
+            let t = e["t"].as_u64().unwrap();
+            if i > 0 {
+                assert!(
+                    t >= last_t + 150_000,
+                    "events are stamped as they arrived ({t} after {last_t})"
+                );
+            }
+            last_t = t;
+        }
+        assert_eq!(cap.one(ex, "end")["outcome"], "complete");
+        // The raw stream is on the record too, whole.
+        let raw = cap.body_text(ex, "response");
+        assert_eq!(raw.matches("\n\n").count(), 5);
+    }
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_stream_is_recorded_as_client_aborted() {
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let (aborted_tx, aborted_rx) = oneshot::channel();
+    let up = Upstream::start(sse_upstream(
+        1000,
+        Duration::from_millis(20),
+        written,
+        Some(aborted_tx),
+        None,
+    ))
+    .await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let req = Request::get(proxy.url("/mcp")).body(full("")).unwrap();
+    let resp = h1_client().request(req).await.unwrap();
+    let mut body = resp.into_body();
+    let (events, _, received) = read_events(&mut body, 3).await;
+    assert_eq!(events.len(), 3);
+    drop(body);
+    // The upstream learns the stream is gone once the proxy drops it.
+    tokio::time::timeout(Duration::from_secs(10), aborted_rx)
+        .await
+        .expect("the proxy never let go of the upstream stream")
+        .unwrap();
+    let cap = proxy.finish();
+    let ex = cap.exchanges()[0];
+    let end = cap.one(ex, "end");
+    assert_eq!(end["outcome"], "client_aborted", "{end}");
+    assert!(end["error"].as_str().unwrap().contains("client went away"));
+    assert!(end["bytes"]["response"].as_u64().unwrap() >= received as u64);
+    assert!(
+        cap.exchange(ex)
+            .iter()
+            .filter(|e| e["kind"] == "sse")
+            .count()
+            >= 3
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_failing_mid_stream_is_recorded_as_upstream_aborted() {
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let up = Upstream::start(sse_upstream(
+        10,
+        Duration::from_millis(10),
+        written,
+        None,
+        Some(3),
+    ))
+    .await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let req = Request::get(proxy.url("/mcp")).body(full("")).unwrap();
+    let resp = h1_client().request(req).await.unwrap();
+    let result = resp.into_body().collect().await;
+    assert!(
+        result.is_err(),
+        "the client sees the stream break, not a clean end"
+    );
+    let cap = proxy.finish();
+    let ex = cap.exchanges()[0];
+    let end = cap.one(ex, "end");
+    assert_eq!(end["outcome"], "upstream_aborted", "{end}");
+    assert!(end["error"].as_str().unwrap().contains("upstream"));
+    assert_eq!(
+        cap.exchange(ex)
+            .iter()
+            .filter(|e| e["kind"] == "sse")
+            .count(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_gets_a_502_with_the_cause() {
+    // A port that was free a moment ago: nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = TestProxy::to(&format!("http://{dead}")).start();
+    let resp = h1_client()
+        .request(Request::get(proxy.url("/mcp")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let text = String::from_utf8(read_all(resp).await.to_vec()).unwrap();
+    assert!(text.contains("refused"), "{text}");
+    let cap = proxy.finish();
+    let ex = cap.exchanges()[0];
+    assert_eq!(cap.one(ex, "response")["producer"], "proxy");
+    let end = cap.one(ex, "end");
+    assert_eq!(end["outcome"], "upstream_error");
+    assert!(end["error"].as_str().unwrap().contains("refused"), "{end}");
+    assert_eq!(cap.body_text(ex, "response"), text);
+}
+
+#[tokio::test]
+async fn a_large_response_streams_without_the_proxy_holding_it() {
+    const TOTAL: usize = 200 << 20;
+    const FRAME: usize = 64 << 10;
+    let up = Upstream::start(|_req| async move {
+        let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(2);
+        tokio::spawn(async move {
+            let chunk = Bytes::from(vec![b'x'; FRAME]);
+            for _ in 0..TOTAL / FRAME {
+                if tx.send_data(chunk.clone()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Response::builder()
+            .header("content-type", "application/octet-stream")
+            .header("content-length", TOTAL.to_string())
+            .body(body.boxed())
+            .unwrap()
+    })
+    .await;
+    let proxy = TestProxy::to(&up.url()).start();
+    // Warm up the process (runtime, pools) before taking the baseline.
+    let warm = h1_client()
+        .request(Request::get(proxy.url("/warm")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    let _ = warm.into_body().frame().await;
+    let baseline = proxy.rss_kib();
+    let resp = h1_client()
+        .request(Request::get(proxy.url("/big")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let mut received = 0usize;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            received += data.len();
+        }
+    }
+    assert_eq!(received, TOTAL);
+    let growth_mib = (proxy.peak_rss_kib().saturating_sub(baseline)) / 1024;
+    eprintln!("proxy RSS: {} MiB before, grew {growth_mib} MiB streaming 200 MiB", baseline / 1024);
+    assert!(
+        growth_mib < 64,
+        "the proxy grew by {growth_mib} MiB while streaming 200 MiB"
+    );
+    let cap = proxy.finish();
+    let ex = cap.exchanges()[1];
+    let end = cap.one(ex, "end");
+    assert_eq!(end["bytes"]["response"], TOTAL);
+    assert_eq!(end["truncated"], serde_json::json!(["response"]));
+    let body = cap
+        .exchange(ex)
+        .into_iter()
+        .find(|e| e["kind"] == "body")
+        .unwrap()
+        .clone();
+    assert_eq!(body["truncated"], true);
+    assert_eq!(body["len"], TOTAL);
+    assert_eq!(
+        body["text"].as_str().unwrap().len(),
+        10 << 20,
+        "recorded up to --max-body"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_during_an_open_stream_closes_the_capture_cleanly() {
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let up = Upstream::start(sse_upstream(
+        100_000,
+        Duration::from_millis(50),
+        written,
+        None,
+        None,
+    ))
+    .await;
+    let mut proxy = TestProxy::to(&up.url()).args(&["--grace", "0.5"]).start();
+    let resp = h1_client()
+        .request(Request::get(proxy.url("/mcp")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let (events, _, _) = read_events(&mut body, 2).await;
+    assert_eq!(events.len(), 2);
+    let started = Instant::now();
+    assert_eq!(proxy.stop(), 0);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The client's stream ends once the proxy is gone.
+    while let Some(Ok(_)) = body.frame().await {}
+    let cap = Capture::load(&proxy.capture);
+    let last = cap.last();
+    assert_eq!(last["kind"], "session_end");
+    assert_eq!(last["clean"], false, "an exchange was cut");
+    let ex = cap.exchanges()[0];
+    let end = cap.one(ex, "end");
+    assert_eq!(end["outcome"], "proxy_shutdown");
+    assert!(
+        cap.exchange(ex)
+            .iter()
+            .filter(|e| e["kind"] == "sse")
+            .count()
+            >= 2
+    );
+    assert_eq!(cap.kind("conn_close")[0]["reason"], "shutdown");
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_do_not_hold_shutdown() {
+    let up = echo_upstream().await;
+    let mut proxy = TestProxy::to(&up.url()).args(&["--grace", "30"]).start();
+    let client = h1_client();
+    let resp = client
+        .request(Request::get(proxy.url("/")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    read_all(resp).await;
+    let started = Instant::now();
+    assert_eq!(proxy.stop(), 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "an idle connection held the shutdown"
+    );
+    let cap = Capture::load(&proxy.capture);
+    assert_eq!(cap.last()["clean"], true);
+    drop(client);
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_stop_at_the_proxy() {
+    let up = echo_upstream().await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /h HTTP/1.1\r\nHost: public.example\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret-route\r\nKeep-Alive: timeout=5\r\nX-Forwarded-For: 10.1.2.3\r\nX-Kept: yes\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let lower = answer.to_ascii_lowercase();
+    let names = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("x-seen-names: "))
+        .unwrap()
+        .to_string();
+    assert!(names.contains("x-kept"), "{names}");
+    for gone in ["x-hop", "keep-alive", "connection"] {
+        assert!(
+            !names.split(',').any(|n| n == gone),
+            "{gone} reached the upstream: {names}"
+        );
+    }
+    assert!(lower.contains("x-seen-xff: 10.1.2.3, 127.0.0.1"));
+    assert!(lower.contains("x-seen-xfh: public.example"));
+    assert!(lower.contains(&format!("x-seen-host: {}", up.addr)));
+    drop(proxy);
+}
+
+#[tokio::test]
+async fn preserve_host_sends_the_clients_host() {
+    let up = echo_upstream().await;
+    let proxy = TestProxy::to(&up.url()).arg("--preserve-host").start();
+    let req = Request::get(proxy.url("/"))
+        .header("host", "mcp.example.com")
+        .body(full(""))
+        .unwrap();
+    let resp = h1_client().request(req).await.unwrap();
+    assert_eq!(resp.headers()["x-seen-host"], "mcp.example.com");
+}
+
+#[tokio::test]
+async fn neither_absolute_targets_nor_connect_reach_another_host() {
+    let other_hits = Arc::new(Mutex::new(0));
+    let hits = other_hits.clone();
+    let other = Upstream::start(move |_req| {
+        *hits.lock().unwrap() += 1;
+        async { Response::new(full("other")) }
+    })
+    .await;
+    let up = echo_upstream().await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let raw = |request: String| async move {
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    let absolute = raw(format!(
+        "GET http://{}/steal HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        other.addr, other.addr
+    ))
+    .await;
+    assert!(
+        absolute
+            .to_ascii_lowercase()
+            .contains(&format!("x-seen-host: {}", up.addr)),
+        "{absolute}"
+    );
+    let connect = raw(format!(
+        "CONNECT {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        other.addr, other.addr
+    ))
+    .await;
+    assert!(connect.starts_with("HTTP/1.1 405"), "{connect}");
+    let host_header = raw(format!(
+        "GET /x HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        other.addr
+    ))
+    .await;
+    assert!(host_header.starts_with("HTTP/1.1 200"));
+    assert_eq!(
+        *other_hits.lock().unwrap(),
+        0,
+        "a request reached a host that is not the upstream"
+    );
+}
+
+#[tokio::test]
+async fn upgrades_are_tunnelled_and_counted() {
+    let up = Upstream::start(|mut req| async move {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let upgraded = on_upgrade.await.unwrap();
+            let mut io = hyper_util::rt::TokioIo::new(upgraded);
+            let mut buf = [0u8; 4];
+            io.read_exact(&mut buf).await.unwrap();
+            io.write_all(b"pong!").await.unwrap();
+            io.shutdown().await.unwrap();
+        });
+        Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo-test")
+            .body(full(""))
+            .unwrap()
+    })
+    .await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo-test\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        stream.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo-test"));
+    stream.write_all(b"ping").await.unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"pong!");
+    drop(stream);
+    // Shutdown waits for open tunnels, so the upgrade is on the record.
+    let cap = proxy.finish();
+    let up_ev = cap.kind("upgrade");
+    assert_eq!(up_ev.len(), 1, "{:?}", cap.events);
+    assert_eq!(up_ev[0]["protocol"], "echo-test");
+    assert_eq!(up_ev[0]["client_to_upstream"], 4);
+    assert_eq!(up_ev[0]["upstream_to_client"], 5);
+}
+
+#[tokio::test]
+async fn captures_are_private_and_never_overwritten() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = echo_upstream().await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let mode = std::fs::metadata(&proxy.capture)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let path = proxy.capture.clone();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .args([
+            "proxy",
+            "--upstream",
+            &up.url(),
+            "--listen",
+            "127.0.0.1:0",
+            "--capture",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already exists"), "{err}");
+    assert!(!err.contains("panicked"));
+    drop(proxy);
+    let _ = Full::<Bytes>::new(Bytes::new());
+}

@@ -1,0 +1,9 @@
+//! One integration binary: each module drives the real `mcptap` binary against real servers
+//! on 127.0.0.1 and checks what the client got and what the capture says.
+
+mod util;
+
+/// The data path: transparency, streaming, outcomes, shutdown.
+mod proxy;
+/// Secrets never reach the capture; fingerprints link them.
+mod redaction;
