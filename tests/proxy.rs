@@ -1,5 +1,6 @@
 //! The data path: byte-exact forwarding, streaming, outcomes, shutdown.
 
+use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -490,7 +491,10 @@ async fn a_large_response_streams_without_the_proxy_holding_it() {
     }
     assert_eq!(received, TOTAL);
     let growth_mib = (proxy.peak_rss_kib().saturating_sub(baseline)) / 1024;
-    eprintln!("proxy RSS: {} MiB before, grew {growth_mib} MiB streaming 200 MiB", baseline / 1024);
+    eprintln!(
+        "proxy RSS: {} MiB before, grew {growth_mib} MiB streaming 200 MiB",
+        baseline / 1024
+    );
     assert!(
         growth_mib < 64,
         "the proxy grew by {growth_mib} MiB while streaming 200 MiB"
@@ -749,4 +753,274 @@ async fn captures_are_private_and_never_overwritten() {
     assert!(!err.contains("panicked"));
     drop(proxy);
     let _ = Full::<Bytes>::new(Bytes::new());
+}
+
+/// An event-stream upstream that sends `total` bytes of 16 KiB events as fast as the proxy
+/// takes them (event streams are written to the capture as they arrive).
+async fn bulk_upstream(total: usize) -> Upstream {
+    Upstream::start(move |_req| async move {
+        let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(2);
+        tokio::spawn(async move {
+            let mut event = b"data: ".to_vec();
+            event.resize((16 << 10) - 2, b'y');
+            event.extend_from_slice(b"\n\n");
+            let chunk = Bytes::from(event);
+            for _ in 0..total / chunk.len() {
+                if tx.send_data(chunk.clone()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(body.boxed())
+            .unwrap()
+    })
+    .await
+}
+
+/// A FIFO as the capture file, read by a thread that starts reading only when told to:
+/// until then the capture writer is stuck, as on a stalled disk.
+struct StalledCapture {
+    path: std::path::PathBuf,
+    go: Option<std::sync::mpsc::Sender<()>>,
+    reader: Option<std::thread::JoinHandle<Vec<u8>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl StalledCapture {
+    fn new() -> StalledCapture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capture.fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success());
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let fifo = path.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut file = std::fs::File::open(&fifo).unwrap();
+            let _ = wait.recv();
+            let mut all = Vec::new();
+            file.read_to_end(&mut all).unwrap();
+            all
+        });
+        StalledCapture {
+            path,
+            go: Some(go),
+            reader: Some(reader),
+            _dir: dir,
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(go) = self.go.take() {
+            let _ = go.send(());
+        }
+    }
+
+    fn read(mut self) -> Capture {
+        self.release();
+        Capture::parse(self.reader.take().unwrap().join().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn on_full_drop_keeps_traffic_moving_and_counts_what_it_dropped() {
+    const TOTAL: usize = 8 << 20;
+    let up = bulk_upstream(TOTAL).await;
+    let stalled = StalledCapture::new();
+    let mut proxy = TestProxy::to(&up.url())
+        .capture_to(&stalled.path)
+        .args(&["--on-full", "drop", "--queue-bytes", "64KiB"])
+        .start();
+    // The writer cannot write, yet the client gets everything.
+    let resp = h1_client()
+        .request(Request::get(proxy.url("/bulk")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(read_all(resp).await.len(), TOTAL);
+    proxy.signal("TERM");
+    let cap = stalled.read();
+    assert_eq!(proxy.wait(), 0);
+    let notes = cap.kind("note");
+    let dropped: u64 = notes
+        .iter()
+        .filter(|n| n["code"] == "events_dropped")
+        .map(|n| n["count"].as_u64().unwrap())
+        .sum();
+    assert!(dropped > 0, "no drop was recorded: {notes:?}");
+    let end = cap.last();
+    assert_eq!(end["kind"], "session_end");
+    assert_eq!(end["events_dropped"], dropped);
+    assert_eq!(end["clean"], false);
+}
+
+#[tokio::test]
+async fn by_default_a_stalled_capture_slows_the_traffic_and_loses_nothing() {
+    const TOTAL: usize = 4 << 20;
+    let up = bulk_upstream(TOTAL).await;
+    let mut stalled = StalledCapture::new();
+    let mut proxy = TestProxy::to(&up.url())
+        .capture_to(&stalled.path)
+        .args(&["--queue-bytes", "64KiB", "--max-body", "16MiB"])
+        .start();
+    let resp = h1_client()
+        .request(Request::get(proxy.url("/bulk")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let mut received = 0;
+    // The transfer stops short of the end while the capture cannot be written...
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), body.frame()).await {
+            Ok(Some(frame)) => received += frame.unwrap().into_data().unwrap().len(),
+            Ok(None) => panic!("the whole body went through while the capture was stalled"),
+            Err(_) => break,
+        }
+    }
+    assert!(received < TOTAL);
+    // ...and completes once it can.
+    stalled.release();
+    while let Some(frame) = body.frame().await {
+        received += frame.unwrap().into_data().unwrap().len();
+    }
+    assert_eq!(received, TOTAL);
+    proxy.signal("TERM");
+    let cap = stalled.read();
+    assert_eq!(proxy.wait(), 0);
+    let ex = cap.exchanges()[0];
+    assert_eq!(
+        cap.body_text(ex, "response").len(),
+        TOTAL,
+        "every byte is on the record"
+    );
+    assert_eq!(cap.last()["events_dropped"], 0);
+    assert_eq!(cap.last()["clean"], true);
+}
+
+#[tokio::test]
+async fn the_capture_is_live_while_a_stream_is_open() {
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let up = Upstream::start(sse_upstream(
+        100_000,
+        Duration::from_millis(50),
+        written,
+        None,
+        None,
+    ))
+    .await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let resp = h1_client()
+        .request(Request::get(proxy.url("/mcp")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let (events, _, _) = read_events(&mut body, 1).await;
+    assert_eq!(events.len(), 1);
+    // `tail -f` sees the stream's events while it is still open (bounded wait, no sleep-and-hope).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&proxy.capture).unwrap();
+        if text.lines().any(|l| l.contains("\"kind\":\"sse\"")) {
+            // Only whole lines are ever in the file.
+            assert!(text.ends_with('\n'));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sse line in the live capture:\n{text}"
+        );
+        tokio::task::yield_now().await;
+    }
+    drop(body);
+}
+
+#[tokio::test]
+async fn the_terminal_shows_one_line_per_exchange_with_its_rpc_method() {
+    let up = echo_upstream().await;
+    let mut proxy = TestProxy::to(&up.url()).live().start();
+    let req = Request::post(proxy.url("/mcp"))
+        .header("content-type", "application/json")
+        .body(full(INIT))
+        .unwrap();
+    read_all(h1_client().request(req).await.unwrap()).await;
+    let stdout = proxy.stdout.take().unwrap();
+    let _cap = proxy.finish();
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    assert!(line.contains("POST /mcp 200 initialize"), "{line}");
+    assert!(line.contains(&format!("↑{}B", INIT.len())), "{line}");
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_gets_a_504_after_the_timeout() {
+    let up = Upstream::start(|_req| async move {
+        std::future::pending::<()>().await;
+        unreachable!()
+    })
+    .await;
+    let proxy = TestProxy::to(&up.url())
+        .args(&["--upstream-timeout", "0.3"])
+        .start();
+    let resp = h1_client()
+        .request(Request::get(proxy.url("/mcp")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    let cap = proxy.finish();
+    let end = cap.one(cap.exchanges()[0], "end");
+    assert_eq!(end["outcome"], "timeout");
+    assert!(end["error"]
+        .as_str()
+        .unwrap()
+        .contains("--upstream-timeout"));
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_upload_is_recorded_as_client_aborted() {
+    let (got_error_tx, got_error_rx) = oneshot::channel();
+    let got_error = Arc::new(Mutex::new(Some(got_error_tx)));
+    let up = Upstream::start(move |req| {
+        let got_error = got_error.clone();
+        async move {
+            if req.into_body().collect().await.is_err() {
+                if let Some(tx) = got_error.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+            }
+            Response::new(full("read it all"))
+        }
+    })
+    .await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        )
+        .await
+        .unwrap();
+    // Give the proxy the first chunk, then vanish mid-body.
+    let mut peek = [0u8; 1];
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut peek)).await;
+    drop(stream);
+    tokio::time::timeout(Duration::from_secs(10), got_error_rx)
+        .await
+        .expect("the upstream never saw the upload break")
+        .unwrap();
+    let cap = proxy.finish();
+    let end = cap.one(cap.exchanges()[0], "end");
+    assert_eq!(end["outcome"], "client_aborted", "{end}");
+    assert!(
+        end["error"].as_str().unwrap().contains("request body"),
+        "{end}"
+    );
+    assert_eq!(end["bytes"]["request"], 5);
 }

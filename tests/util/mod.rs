@@ -77,6 +77,8 @@ impl Drop for Upstream {
 pub struct TestProxy {
     pub addr: SocketAddr,
     pub capture: PathBuf,
+    /// The temp folder the capture is in, for extra files a test needs.
+    pub dir: PathBuf,
     child: Child,
     _dir: tempfile::TempDir,
     pub stdout: Option<std::process::ChildStdout>,
@@ -86,6 +88,7 @@ pub struct ProxyBuilder {
     upstream: String,
     args: Vec<String>,
     quiet: bool,
+    capture: Option<PathBuf>,
 }
 
 impl TestProxy {
@@ -94,6 +97,7 @@ impl TestProxy {
             upstream: upstream.to_string(),
             args: Vec::new(),
             quiet: true,
+            capture: None,
         }
     }
 
@@ -177,6 +181,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Capture to this path instead of a fresh file in a temp folder.
+    pub fn capture_to(mut self, path: &Path) -> Self {
+        self.capture = Some(path.to_path_buf());
+        self
+    }
+
     /// Keep the live terminal lines (on the child's stdout).
     pub fn live(mut self) -> Self {
         self.quiet = false;
@@ -185,7 +195,10 @@ impl ProxyBuilder {
 
     pub fn start(self) -> TestProxy {
         let dir = tempfile::tempdir().unwrap();
-        let capture = dir.path().join("capture.jsonl");
+        let capture = self
+            .capture
+            .clone()
+            .unwrap_or_else(|| dir.path().join("capture.jsonl"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcptap"));
         cmd.args([
             "proxy",
@@ -229,6 +242,7 @@ impl ProxyBuilder {
         TestProxy {
             addr,
             capture,
+            dir: dir.path().to_path_buf(),
             child,
             _dir: dir,
             stdout,
@@ -254,7 +268,11 @@ fn schema() -> &'static jsonschema::Validator {
 
 impl Capture {
     pub fn load(path: &Path) -> Capture {
-        let raw = std::fs::read(path).unwrap();
+        Capture::parse(std::fs::read(path).unwrap())
+    }
+
+    /// Parses capture bytes (from a file or a pipe), checking every line against the schema.
+    pub fn parse(raw: Vec<u8>) -> Capture {
         let text = std::str::from_utf8(&raw).expect("captures are UTF-8");
         assert!(text.ends_with('\n'), "the capture ends with a whole line");
         let mut events = Vec::new();
