@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod model;
+pub mod reader;
 pub mod redact;
 pub mod writer;
 

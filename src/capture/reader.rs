@@ -1,0 +1,520 @@
+//! Reads a capture back: streams the JSONL, skips a partial last line (a crash or a
+//! `kill -9` leaves one) with a warning, refuses an unknown format version, and rebuilds
+//! connections and exchanges (joined bodies, SSE events, outcomes, timings).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use super::model::*;
+
+/// Why a capture could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is empty: not a capture")]
+    Empty { path: String },
+    #[error("{path} does not start with a session line: not an mcptap capture ({detail})")]
+    NotACapture { path: String, detail: String },
+    #[error("{path} is capture format v{found}; this mcptap reads v{FORMAT_VERSION} (a newer mcptap wrote it?)")]
+    UnknownVersion { path: String, found: u64 },
+}
+
+/// A body as recorded: the bytes (joined across events), and how much the wire carried.
+#[derive(Debug, Clone, Default)]
+pub struct BodyData {
+    pub bytes: Vec<u8>,
+    /// Wire length, as recorded (before redaction and `--max-body`).
+    pub len: u64,
+    pub truncated: bool,
+    /// `[t, len]` per frame.
+    pub frames: Vec<(u64, u64)>,
+    /// Whether any body event was seen.
+    pub present: bool,
+}
+
+impl BodyData {
+    /// The body as text (lossy for non-UTF-8).
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.bytes)
+    }
+
+    /// The body parsed as JSON, if it is.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.bytes).ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    fn add(&mut self, body: &Body) {
+        self.present = true;
+        if let Some(text) = &body.text {
+            self.bytes.extend_from_slice(text.as_bytes());
+        } else if let Some(b64) = &body.b64 {
+            if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) {
+                self.bytes.extend_from_slice(&bytes);
+            }
+        }
+        self.len += body.len;
+        self.truncated |= body.truncated;
+        self.frames.extend_from_slice(&body.frames);
+    }
+}
+
+/// One request/response exchange, rebuilt from its events.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub ex: u64,
+    pub conn: u64,
+    /// When the request headers arrived (µs since session start).
+    pub t: u64,
+    pub request: Request,
+    pub response: Option<Response>,
+    /// When the response headers arrived.
+    pub response_t: Option<u64>,
+    pub request_body: BodyData,
+    pub response_body: BodyData,
+    /// Event-stream blocks, with the time each arrived.
+    pub sse: Vec<(u64, Sse)>,
+    pub end: Option<(u64, End)>,
+    pub upgrade: Option<Upgrade>,
+}
+
+impl Exchange {
+    fn new(t: u64, request: Request) -> Self {
+        Exchange {
+            ex: request.ex,
+            conn: request.conn,
+            t,
+            request,
+            response: None,
+            response_t: None,
+            request_body: BodyData::default(),
+            response_body: BodyData::default(),
+            sse: Vec::new(),
+            end: None,
+            upgrade: None,
+        }
+    }
+
+    /// The first request header of that name (case-insensitive).
+    pub fn request_header(&self, name: &str) -> Option<&str> {
+        header(&self.request.headers, name)
+    }
+
+    /// The first response header of that name (case-insensitive).
+    pub fn response_header(&self, name: &str) -> Option<&str> {
+        self.response.as_ref().and_then(|r| header(&r.headers, name))
+    }
+
+    /// Every response header value of that name.
+    pub fn response_headers<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.response
+            .iter()
+            .flat_map(|r| r.headers.iter())
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        self.response.as_ref().map(|r| r.status)
+    }
+
+    pub fn method(&self) -> &str {
+        &self.request.method
+    }
+
+    /// The request path without the query (HTTP/2 absolute targets reduced to their path).
+    pub fn path(&self) -> &str {
+        let target = self.path_and_query();
+        target.split(['?', '#']).next().unwrap_or(target)
+    }
+
+    /// The request path and query.
+    pub fn path_and_query(&self) -> &str {
+        let target = self.request.target.as_str();
+        match target.find("://") {
+            Some(i) => {
+                let rest = &target[i + 3..];
+                rest.find('/').map(|j| &rest[j..]).unwrap_or("/")
+            }
+            None => target,
+        }
+    }
+
+    /// The query parameters of the request target (decoded).
+    pub fn query(&self) -> Vec<(String, String)> {
+        match self.path_and_query().split_once('?') {
+            Some((_, q)) => form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The response media type, lowercased, without parameters.
+    pub fn response_media_type(&self) -> Option<String> {
+        self.response_header("content-type").map(media_type)
+    }
+
+    /// The request media type, lowercased, without parameters.
+    pub fn request_media_type(&self) -> Option<String> {
+        self.request_header("content-type").map(media_type)
+    }
+
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.end.as_ref().map(|(_, e)| e.outcome)
+    }
+
+    /// When the exchange ended, or the last thing seen of it.
+    pub fn end_t(&self) -> u64 {
+        self.end
+            .as_ref()
+            .map(|(t, _)| *t)
+            .or_else(|| self.sse.last().map(|(t, _)| *t))
+            .or(self.response_t)
+            .unwrap_or(self.t)
+    }
+}
+
+/// The first value of a header in a recorded list (case-insensitive).
+pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// `text/Event-Stream; charset=utf-8` → `text/event-stream`.
+pub fn media_type(value: &str) -> String {
+    value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// A client connection, from `conn_open` to `conn_close`.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub t: u64,
+    pub open: ConnOpen,
+    pub close: Option<(u64, ConnClose)>,
+}
+
+/// A capture, read back.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    pub session: Session,
+    /// Wall-clock time of the session start (the `ts` of the session line).
+    pub started: String,
+    pub exchanges: Vec<Exchange>,
+    pub connections: BTreeMap<u64, Connection>,
+    pub tls_errors: Vec<(u64, TlsError)>,
+    pub notes: Vec<(u64, Note)>,
+    pub session_end: Option<(u64, SessionEnd)>,
+    /// The last `t` seen in the file.
+    pub last_t: u64,
+    /// Problems met while reading (partial last line, unknown kinds), in words.
+    pub warnings: Vec<String>,
+}
+
+impl Capture {
+    /// Reads a capture file.
+    pub fn open(path: &Path) -> Result<Capture, ReadError> {
+        let name = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|source| ReadError::Io {
+            path: name.clone(),
+            source,
+        })?;
+        Capture::from_reader(file, &name)
+    }
+
+    /// Reads a capture from any byte source; `name` is used in messages.
+    pub fn from_reader(reader: impl Read, name: &str) -> Result<Capture, ReadError> {
+        let mut lines = BufReader::new(reader);
+        let mut builder: Option<Builder> = None;
+        let mut line = Vec::new();
+        let mut number = 0u64;
+        loop {
+            line.clear();
+            let n = lines
+                .read_until(b'\n', &mut line)
+                .map_err(|source| ReadError::Io {
+                    path: name.to_string(),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            number += 1;
+            let complete = line.ends_with(b"\n");
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches(['\n', '\r']);
+            if text.trim().is_empty() {
+                continue;
+            }
+            let value: Value = match serde_json::from_str(text) {
+                Ok(v) => v,
+                Err(e) => {
+                    if builder.is_none() {
+                        return Err(ReadError::NotACapture {
+                            path: name.to_string(),
+                            detail: format!("line 1 is not JSON: {e}"),
+                        });
+                    }
+                    let warning = if complete {
+                        format!("{name}:{number}: skipped a line that is not JSON ({e})")
+                    } else {
+                        format!(
+                            "{name}:{number}: the last line is partial (the proxy was killed mid-write?); skipped it"
+                        )
+                    };
+                    if let Some(b) = builder.as_mut() {
+                        b.capture.warnings.push(warning);
+                    }
+                    continue;
+                }
+            };
+            match builder.as_mut() {
+                None => builder = Some(Builder::start(value, name)?),
+                Some(b) => b.add(value, name, number),
+            }
+        }
+        match builder {
+            Some(b) => Ok(b.finish(name)),
+            None => Err(ReadError::Empty {
+                path: name.to_string(),
+            }),
+        }
+    }
+
+    /// The exchange with this id.
+    pub fn exchange(&self, ex: u64) -> Option<&Exchange> {
+        self.exchanges
+            .binary_search_by_key(&ex, |e| e.ex)
+            .ok()
+            .map(|i| &self.exchanges[i])
+    }
+
+    /// The end of the record: `session_end`, or the last event seen.
+    pub fn end_t(&self) -> u64 {
+        self.session_end
+            .as_ref()
+            .map(|(t, _)| *t)
+            .unwrap_or(self.last_t)
+    }
+}
+
+struct Builder {
+    capture: Capture,
+    index: BTreeMap<u64, usize>,
+}
+
+impl Builder {
+    fn start(value: Value, name: &str) -> Result<Builder, ReadError> {
+        let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+        if kind != "session" {
+            return Err(ReadError::NotACapture {
+                path: name.to_string(),
+                detail: format!("the first line's kind is {kind:?}"),
+            });
+        }
+        let found = value.get("v").and_then(Value::as_u64).unwrap_or(0);
+        if found != u64::from(FORMAT_VERSION) {
+            return Err(ReadError::UnknownVersion {
+                path: name.to_string(),
+                found,
+            });
+        }
+        let event: Event =
+            serde_json::from_value(value).map_err(|e| ReadError::NotACapture {
+                path: name.to_string(),
+                detail: format!("the session line does not parse: {e}"),
+            })?;
+        let EventBody::Session(session) = event.body else {
+            unreachable!("kind checked above");
+        };
+        Ok(Builder {
+            capture: Capture {
+                session,
+                started: event.ts,
+                exchanges: Vec::new(),
+                connections: BTreeMap::new(),
+                tls_errors: Vec::new(),
+                notes: Vec::new(),
+                session_end: None,
+                last_t: 0,
+                warnings: Vec::new(),
+            },
+            index: BTreeMap::new(),
+        })
+    }
+
+    fn exchange(&mut self, ex: u64) -> Option<&mut Exchange> {
+        let i = *self.index.get(&ex)?;
+        self.capture.exchanges.get_mut(i)
+    }
+
+    fn add(&mut self, value: Value, name: &str, number: u64) {
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let event: Event = match serde_json::from_value(value) {
+            Ok(e) => e,
+            Err(e) => {
+                self.capture.warnings.push(format!(
+                    "{name}:{number}: skipped a {kind:?} line this mcptap does not understand ({e})"
+                ));
+                return;
+            }
+        };
+        let t = event.t;
+        self.capture.last_t = self.capture.last_t.max(t);
+        match event.body {
+            EventBody::Session(_) => self
+                .capture
+                .warnings
+                .push(format!("{name}:{number}: a second session line; ignored")),
+            EventBody::ConnOpen(open) => {
+                self.capture
+                    .connections
+                    .insert(open.conn, Connection { t, open, close: None });
+            }
+            EventBody::ConnClose(close) => {
+                if let Some(c) = self.capture.connections.get_mut(&close.conn) {
+                    c.close = Some((t, close));
+                }
+            }
+            EventBody::TlsError(e) => self.capture.tls_errors.push((t, e)),
+            EventBody::Request(req) => {
+                self.index.insert(req.ex, self.capture.exchanges.len());
+                self.capture.exchanges.push(Exchange::new(t, req));
+            }
+            EventBody::Response(resp) => {
+                if let Some(x) = self.exchange(resp.ex) {
+                    x.response_t = Some(t);
+                    x.response = Some(resp);
+                }
+            }
+            EventBody::Body(body) => {
+                if let Some(x) = self.exchange(body.ex) {
+                    match body.dir {
+                        Direction::Request => x.request_body.add(&body),
+                        Direction::Response => x.response_body.add(&body),
+                    }
+                }
+            }
+            EventBody::Sse(sse) => {
+                if let Some(x) = self.exchange(sse.ex) {
+                    x.sse.push((t, sse));
+                }
+            }
+            EventBody::End(end) => {
+                if let Some(x) = self.exchange(end.ex) {
+                    x.end = Some((t, end));
+                }
+            }
+            EventBody::Upgrade(up) => {
+                if let Some(x) = self.exchange(up.ex) {
+                    x.upgrade = Some(up);
+                }
+            }
+            EventBody::Note(note) => self.capture.notes.push((t, note)),
+            EventBody::SessionEnd(end) => self.capture.session_end = Some((t, end)),
+        }
+    }
+
+    fn finish(mut self, name: &str) -> Capture {
+        // Exchange ids grow with arrival; keep them sorted for lookups.
+        self.capture.exchanges.sort_by_key(|e| e.ex);
+        if self.capture.session_end.is_none() {
+            self.capture.warnings.push(format!(
+                "{name} has no session_end line: the proxy was still running or did not shut down cleanly"
+            ));
+        }
+        self.capture
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SESSION: &str = r#"{"t":0,"ts":"2026-01-01T00:00:00.000000Z","kind":"session","v":1,"tool":"mcptap","tool_version":"0.1.0","session_id":"abcd1234","routes":[{"listen":"127.0.0.1:1","upstream":"http://127.0.0.1:2/"}],"options":{"max_body":10,"on_full":"wait","preserve_host":false,"upstream_insecure":false,"upstream_timeout_s":null,"grace_s":5.0},"redaction":"fingerprint"}"#;
+    const REQUEST: &str = r#"{"t":5,"ts":"2026-01-01T00:00:00.000005Z","kind":"request","ex":1,"conn":1,"method":"POST","target":"/mcp?a=1","version":"HTTP/1.1","headers":[["content-type","application/json"]],"upstream":"http://127.0.0.1:2/mcp?a=1"}"#;
+    const BODY: &str = r#"{"t":6,"ts":"2026-01-01T00:00:00.000006Z","kind":"body","ex":1,"dir":"request","seq":0,"text":"{\"a\":1}","len":7,"frames":[[6,7]]}"#;
+
+    fn read(text: &str) -> Result<Capture, ReadError> {
+        Capture::from_reader(text.as_bytes(), "test.jsonl")
+    }
+
+    #[test]
+    fn rebuilds_an_exchange() {
+        let cap = read(&format!("{SESSION}\n{REQUEST}\n{BODY}\n")).unwrap();
+        let x = cap.exchange(1).unwrap();
+        assert_eq!(x.path(), "/mcp");
+        assert_eq!(x.query(), vec![("a".to_string(), "1".to_string())]);
+        assert_eq!(x.request_body.json().unwrap()["a"], 1);
+        assert_eq!(x.request_media_type().as_deref(), Some("application/json"));
+    }
+
+    #[test]
+    fn a_partial_last_line_is_skipped_with_a_warning() {
+        let cut = &BODY[..BODY.len() / 2];
+        let cap = read(&format!("{SESSION}\n{REQUEST}\n{cut}")).unwrap();
+        assert!(cap.exchange(1).unwrap().request_body.is_empty());
+        assert!(cap.warnings.iter().any(|w| w.contains("partial")), "{:?}", cap.warnings);
+    }
+
+    #[test]
+    fn an_unknown_version_is_refused() {
+        let v2 = SESSION.replace("\"v\":1", "\"v\":2");
+        let err = read(&format!("{v2}\n")).unwrap_err();
+        assert!(err.to_string().contains("v2"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_capture_says_so() {
+        assert!(matches!(read("hello\n"), Err(ReadError::NotACapture { .. })));
+        assert!(matches!(read(""), Err(ReadError::Empty { .. })));
+        assert!(matches!(read(&format!("{REQUEST}\n")), Err(ReadError::NotACapture { .. })));
+    }
+
+    #[test]
+    fn unknown_kinds_are_skipped_with_a_warning() {
+        let odd = r#"{"t":7,"ts":"x","kind":"hologram","ex":1}"#;
+        let cap = read(&format!("{SESSION}\n{REQUEST}\n{odd}\n")).unwrap();
+        assert_eq!(cap.exchanges.len(), 1);
+        assert!(cap.warnings.iter().any(|w| w.contains("hologram")));
+    }
+
+    proptest::proptest! {
+        /// Any truncation of a valid capture reads back all of its whole lines.
+        #[test]
+        fn any_truncation_reads_back_its_whole_lines(cut in 0usize..2000) {
+            let full = format!("{SESSION}\n{REQUEST}\n{BODY}\n");
+            let cut = SESSION.len() + 1 + cut % (full.len() - SESSION.len());
+            let text = &full[..cut];
+            let cap = read(text).unwrap();
+            let whole_lines = text.matches('\n').count();
+            proptest::prop_assert_eq!(cap.exchanges.len(), usize::from(whole_lines >= 2));
+            if whole_lines >= 3 {
+                proptest::prop_assert!(!cap.exchange(1).unwrap().request_body.is_empty());
+            }
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! MCP and OAuth awareness: JSON-RPC decoding, the session analysis (roles, stages, silence,
+//! token lineage) and the checks that `mcptap explain` reports.
+
+pub mod jsonrpc;
+pub mod session;

@@ -1,0 +1,705 @@
+//! A capture read as an MCP + OAuth session: what role each exchange plays, the JSON-RPC
+//! messages it carried (paired by id across streams), the stages reached, where the client
+//! went quiet, and which tokens were issued and presented.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::jsonrpc::{self, Message};
+use crate::capture::reader::{header, media_type, Capture, Exchange};
+
+/// What an exchange is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// RFC 9728 protected-resource metadata.
+    ResourceMetadata,
+    /// RFC 8414 authorization-server metadata, or OpenID Connect discovery.
+    AuthServerMetadata,
+    /// RFC 7591 dynamic client registration.
+    Registration,
+    /// The authorization request (RFC 6749 §4.1.1).
+    Authorize,
+    /// The token endpoint (RFC 6749 §3.2).
+    Token,
+    /// The Streamable HTTP MCP endpoint (POST, GET stream, DELETE).
+    Mcp,
+    /// The legacy HTTP+SSE transport's event stream (2024-11-05).
+    LegacySse,
+    /// The legacy transport's message endpoint.
+    LegacyMessages,
+    /// A CORS preflight.
+    Preflight,
+    Other,
+}
+
+/// One exchange with what the analyzer learned about it.
+#[derive(Debug, Clone)]
+pub struct Step<'a> {
+    pub x: &'a Exchange,
+    pub role: Role,
+    /// JSON-RPC messages in the request body.
+    pub sent: Vec<Message>,
+    /// JSON-RPC messages in the response (JSON body or SSE events), with their time.
+    pub received: Vec<(u64, Message)>,
+    /// The bearer credential presented, as a token key (see [`token_key`]).
+    pub bearer: Option<String>,
+}
+
+/// One JSON-RPC request and its answer, wherever it came.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub id: String,
+    pub method: String,
+    /// The exchange that carried the request.
+    pub ex: u64,
+    pub t: u64,
+    /// The exchange that carried the answer, its time, and the answer.
+    pub answer: Option<(u64, u64, Message)>,
+}
+
+/// Stage ids, in the order a connector goes through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageId {
+    Reach,
+    Challenge,
+    ResourceMetadata,
+    AuthServerMetadata,
+    Registration,
+    Authorize,
+    Token,
+    Initialize,
+    Initialized,
+    GetStream,
+    List,
+    Call,
+}
+
+impl StageId {
+    pub const ALL: [StageId; 12] = [
+        StageId::Reach,
+        StageId::Challenge,
+        StageId::ResourceMetadata,
+        StageId::AuthServerMetadata,
+        StageId::Registration,
+        StageId::Authorize,
+        StageId::Token,
+        StageId::Initialize,
+        StageId::Initialized,
+        StageId::GetStream,
+        StageId::List,
+        StageId::Call,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            StageId::Reach => "reach",
+            StageId::Challenge => "challenge",
+            StageId::ResourceMetadata => "resource_metadata",
+            StageId::AuthServerMetadata => "auth_server_metadata",
+            StageId::Registration => "registration",
+            StageId::Authorize => "authorize",
+            StageId::Token => "token",
+            StageId::Initialize => "initialize",
+            StageId::Initialized => "initialized",
+            StageId::GetStream => "get_stream",
+            StageId::List => "list",
+            StageId::Call => "call",
+        }
+    }
+
+    /// Human words for the stage.
+    pub fn title(self) -> &'static str {
+        match self {
+            StageId::Reach => "a request reached the proxy",
+            StageId::Challenge => "401 challenge to an unauthenticated MCP request",
+            StageId::ResourceMetadata => "protected-resource metadata fetched (RFC 9728)",
+            StageId::AuthServerMetadata => "authorization-server metadata fetched (RFC 8414)",
+            StageId::Registration => "client registered (RFC 7591 or client ID metadata document)",
+            StageId::Authorize => "authorize redirect with a code (PKCE)",
+            StageId::Token => "token issued (authorization_code grant)",
+            StageId::Initialize => "initialize answered with InitializeResult",
+            StageId::Initialized => "notifications/initialized accepted",
+            StageId::GetStream => "GET stream opened (or 405)",
+            StageId::List => "tools/resources/prompts listed",
+            StageId::Call => "tools/call and later traffic",
+        }
+    }
+
+    /// The OAuth stages, which a proxy may not see when the authorization server is elsewhere.
+    pub fn is_auth(self) -> bool {
+        (StageId::Challenge..=StageId::Token).contains(&self)
+    }
+}
+
+/// Whether a stage was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reached {
+    Reached,
+    /// Not seen, and nothing later was either.
+    Missing,
+    /// Not seen here, but later stages were: it happened elsewhere (another host, a cached token).
+    NotObserved,
+}
+
+/// One stage's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stage {
+    pub id: StageId,
+    pub reached: Reached,
+    /// The exchange that first reached it.
+    pub first_exchange: Option<u64>,
+    /// When (µs since session start; the end of that exchange).
+    pub t: Option<u64>,
+}
+
+/// Where the client went quiet.
+#[derive(Debug, Clone, Serialize)]
+pub struct Silence {
+    pub after_stage: StageId,
+    pub at_t: u64,
+    pub expected_next: String,
+    pub quiet_for_s: f64,
+    /// Requests after that point that did not advance the flow.
+    pub other_requests: Vec<u64>,
+}
+
+/// A token issued by a token endpoint, and where it was presented.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenLine {
+    /// The redaction fingerprint (or a short form of the token in an unredacted capture).
+    pub fp: String,
+    pub issued_by: u64,
+    pub issued_t: u64,
+    pub grant_type: String,
+    /// Exchanges that presented it, with their status.
+    pub presented: Vec<(u64, Option<u16>)>,
+    /// True when a request carrying it got a non-401 answer; null when never presented.
+    pub accepted: Option<bool>,
+}
+
+/// A capture analyzed as a session.
+pub struct Session<'a> {
+    pub capture: &'a Capture,
+    pub steps: Vec<Step<'a>>,
+    pub calls: Vec<Call>,
+    pub stages: Vec<Stage>,
+    pub silence: Option<Silence>,
+    pub tokens: Vec<TokenLine>,
+    /// Paths of the MCP endpoint(s).
+    pub mcp_paths: BTreeSet<String>,
+    /// Endpoint paths learned from authorization-server metadata.
+    pub as_endpoints: AsEndpoints,
+}
+
+/// Endpoint paths named by authorization-server metadata.
+#[derive(Debug, Clone, Default)]
+pub struct AsEndpoints {
+    pub authorization: Option<String>,
+    pub token: Option<String>,
+    pub registration: Option<String>,
+}
+
+/// A credential as a comparable key: the `fp` of a redacted value, or a keyed-free short hash
+/// of a raw one (unredacted captures), so tokens can be followed either way.
+pub fn token_key(value: &str) -> String {
+    let value = value.trim();
+    if let Some(start) = value.find("<redacted fp=") {
+        let rest = &value[start + "<redacted fp=".len()..];
+        return rest.chars().take_while(|c| *c != '>').collect();
+    }
+    let hash = blake3::hash(value.as_bytes()).to_hex();
+    format!("raw:{}", &hash[..8])
+}
+
+/// The bearer credential of an `Authorization` value.
+fn bearer_of(value: &str) -> Option<String> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token_key(rest))
+}
+
+/// The path of a URL or path string.
+pub fn url_path(url: &str) -> String {
+    let rest = match url.find("://") {
+        Some(i) => {
+            let after = &url[i + 3..];
+            after.find('/').map(|j| &after[j..]).unwrap_or("/")
+        }
+        None => url,
+    };
+    rest.split(['?', '#']).next().unwrap_or("/").to_string()
+}
+
+fn is_json(x: &Exchange, response: bool) -> bool {
+    let mt = if response {
+        x.response_media_type()
+    } else {
+        x.request_media_type()
+    };
+    mt.is_some_and(|m| m == "application/json" || m.ends_with("+json"))
+}
+
+impl<'a> Session<'a> {
+    /// Analyzes a capture.
+    pub fn analyze(capture: &'a Capture) -> Session<'a> {
+        let as_endpoints = find_as_endpoints(capture);
+        let legacy_post_paths = find_legacy_endpoints(capture);
+        let mut mcp_paths = BTreeSet::new();
+        for x in &capture.exchanges {
+            if x.method() == "POST"
+                && !legacy_post_paths.contains(x.path())
+                && jsonrpc::decode_bytes(&x.request_body.bytes)
+                    .is_some_and(|m| m.iter().any(|m| !matches!(m, Message::Invalid { .. })))
+            {
+                mcp_paths.insert(x.path().to_string());
+            }
+        }
+        // The resource named in a 401 challenge's metadata is the MCP endpoint too.
+        for x in &capture.exchanges {
+            if x.path().starts_with("/.well-known/oauth-protected-resource") {
+                if let Some(resource) = x
+                    .response_body
+                    .json()
+                    .and_then(|j| j.get("resource").and_then(Value::as_str).map(url_path))
+                {
+                    if resource != "/" && mcp_paths.is_empty() {
+                        mcp_paths.insert(resource);
+                    }
+                }
+            }
+        }
+
+        let steps: Vec<Step<'a>> = capture
+            .exchanges
+            .iter()
+            .map(|x| {
+                let role = classify(x, &as_endpoints, &mcp_paths, &legacy_post_paths);
+                let sent = if is_json(x, false) || matches!(role, Role::Mcp | Role::LegacyMessages) {
+                    jsonrpc::decode_bytes(&x.request_body.bytes).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                let mut received = Vec::new();
+                if matches!(role, Role::Mcp | Role::LegacySse | Role::LegacyMessages) {
+                    if x.response_media_type().as_deref() == Some("text/event-stream") {
+                        for (t, e) in &x.sse {
+                            if let Some(data) = &e.data {
+                                if let Some(msgs) = jsonrpc::decode_bytes(data.as_bytes()) {
+                                    received.extend(msgs.into_iter().map(|m| (*t, m)));
+                                }
+                            }
+                        }
+                    } else if let Some(msgs) = jsonrpc::decode_bytes(&x.response_body.bytes) {
+                        received.extend(msgs.into_iter().map(|m| (x.end_t(), m)));
+                    }
+                }
+                let bearer = x.request_header("authorization").and_then(bearer_of);
+                Step {
+                    x,
+                    role,
+                    sent,
+                    received,
+                    bearer,
+                }
+            })
+            .collect();
+
+        let calls = pair_calls(&steps);
+        let tokens = token_lines(&steps);
+        let stages = stages(&steps, &calls);
+        let mut session = Session {
+            capture,
+            steps,
+            calls,
+            stages,
+            silence: None,
+            tokens,
+            mcp_paths,
+            as_endpoints,
+        };
+        session.silence = session.find_silence();
+        session
+    }
+
+    pub fn stage(&self, id: StageId) -> &Stage {
+        &self.stages[id as usize]
+    }
+
+    pub fn step(&self, ex: u64) -> Option<&Step<'a>> {
+        self.steps.iter().find(|s| s.x.ex == ex)
+    }
+
+    pub fn steps_with(&self, role: Role) -> impl Iterator<Item = &Step<'a>> {
+        self.steps.iter().filter(move |s| s.role == role)
+    }
+
+    /// The MCP URL path the client uses (the most used MCP path).
+    pub fn mcp_path(&self) -> Option<&str> {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in self.steps_with(Role::Mcp) {
+            *counts.entry(s.x.path()).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(p, _)| p)
+            .or_else(|| self.mcp_paths.iter().next().map(String::as_str))
+    }
+
+    /// Whether the server asked for authorization at all.
+    pub fn uses_oauth(&self) -> bool {
+        self.steps.iter().any(|s| {
+            matches!(
+                s.role,
+                Role::ResourceMetadata | Role::AuthServerMetadata | Role::Token | Role::Authorize
+            ) || (s.role == Role::Mcp && s.x.status() == Some(401))
+                || s.bearer.is_some()
+        })
+    }
+
+    fn find_silence(&self) -> Option<Silence> {
+        let last = self
+            .stages
+            .iter()
+            .filter(|s| s.reached == Reached::Reached)
+            .max_by_key(|s| s.id)?;
+        if last.id == StageId::Call {
+            return None;
+        }
+        let at_t = last.t.unwrap_or(0);
+        let mcp = self.mcp_path().unwrap_or("/mcp").to_string();
+        let expected_next = match last.id {
+            StageId::Reach => format!("an MCP request: POST {mcp} initialize"),
+            StageId::Challenge => {
+                "GET of the protected-resource metadata named in WWW-Authenticate (RFC 9728 §5.1)".into()
+            }
+            StageId::ResourceMetadata => {
+                "GET of the authorization server's metadata (RFC 8414 §3)".into()
+            }
+            StageId::AuthServerMetadata => {
+                "client registration (RFC 7591) or the browser's authorize request".into()
+            }
+            StageId::Registration => format!(
+                "the browser's authorize request (GET {})",
+                self.as_endpoints.authorization.as_deref().unwrap_or("/authorize")
+            ),
+            StageId::Authorize => format!(
+                "the token request (POST {})",
+                self.as_endpoints.token.as_deref().unwrap_or("/token")
+            ),
+            StageId::Token => format!(
+                "POST {mcp} initialize with Authorization: Bearer and the token just issued"
+            ),
+            StageId::Initialize => format!("POST {mcp} notifications/initialized"),
+            StageId::Initialized => format!("GET {mcp} (the server's SSE stream) or tools/list"),
+            StageId::GetStream => "tools/list (or resources/list, prompts/list)".into(),
+            StageId::List => "tools/call".into(),
+            StageId::Call => unreachable!("returned above"),
+        };
+        let other_requests = self
+            .steps
+            .iter()
+            .filter(|s| s.x.t > at_t)
+            .map(|s| s.x.ex)
+            .collect();
+        let quiet_for_s = self.capture.end_t().saturating_sub(at_t) as f64 / 1e6;
+        Some(Silence {
+            after_stage: last.id,
+            at_t,
+            expected_next,
+            quiet_for_s,
+            other_requests,
+        })
+    }
+}
+
+fn find_as_endpoints(capture: &Capture) -> AsEndpoints {
+    let mut eps = AsEndpoints::default();
+    for x in &capture.exchanges {
+        let p = x.path();
+        if !(p.starts_with("/.well-known/oauth-authorization-server")
+            || p.starts_with("/.well-known/openid-configuration"))
+        {
+            continue;
+        }
+        let Some(doc) = x.response_body.json() else {
+            continue;
+        };
+        let get = |k: &str| doc.get(k).and_then(Value::as_str).map(url_path);
+        eps.authorization = eps.authorization.or_else(|| get("authorization_endpoint"));
+        eps.token = eps.token.or_else(|| get("token_endpoint"));
+        eps.registration = eps.registration.or_else(|| get("registration_endpoint"));
+    }
+    eps
+}
+
+/// Message-endpoint paths announced by legacy SSE streams (`event: endpoint`).
+fn find_legacy_endpoints(capture: &Capture) -> BTreeSet<String> {
+    capture
+        .exchanges
+        .iter()
+        .filter(|x| x.method() == "GET")
+        .flat_map(|x| x.sse.iter())
+        .filter(|(_, e)| e.event.as_deref() == Some("endpoint"))
+        .filter_map(|(_, e)| e.data.as_deref().map(url_path))
+        .collect()
+}
+
+fn classify(
+    x: &Exchange,
+    eps: &AsEndpoints,
+    mcp_paths: &BTreeSet<String>,
+    legacy_posts: &BTreeSet<String>,
+) -> Role {
+    let path = x.path();
+    let method = x.method();
+    if method == "OPTIONS" {
+        return Role::Preflight;
+    }
+    if path.starts_with("/.well-known/oauth-protected-resource") {
+        return Role::ResourceMetadata;
+    }
+    if path.starts_with("/.well-known/oauth-authorization-server")
+        || path.starts_with("/.well-known/openid-configuration")
+        || path.ends_with("/.well-known/openid-configuration")
+    {
+        return Role::AuthServerMetadata;
+    }
+    let is = |ep: &Option<String>| ep.as_deref() == Some(path);
+    if is(&eps.registration)
+        || (method == "POST"
+            && x.request_body
+                .json()
+                .is_some_and(|j| j.get("redirect_uris").is_some()))
+    {
+        return Role::Registration;
+    }
+    if is(&eps.authorization)
+        || (method == "GET" && x.query().iter().any(|(k, _)| k == "response_type"))
+    {
+        return Role::Authorize;
+    }
+    let form_grant = x.request_media_type().as_deref() == Some("application/x-www-form-urlencoded")
+        && x.request_body.text().contains("grant_type=");
+    if is(&eps.token) || (method == "POST" && form_grant) {
+        return Role::Token;
+    }
+    if method == "GET"
+        && x.sse
+            .first()
+            .is_some_and(|(_, e)| e.event.as_deref() == Some("endpoint"))
+    {
+        return Role::LegacySse;
+    }
+    if legacy_posts.contains(path) {
+        return Role::LegacyMessages;
+    }
+    if mcp_paths.contains(path) {
+        return Role::Mcp;
+    }
+    // A GET asking for an event stream on an unknown path: an MCP client's stream.
+    if method == "GET"
+        && x.request_header("accept")
+            .is_some_and(|a| a.contains("text/event-stream"))
+    {
+        return Role::LegacySse;
+    }
+    Role::Other
+}
+
+/// Pairs JSON-RPC requests with their answers by id, across every stream (an answer may come
+/// in the POST's own response or on another stream).
+fn pair_calls(steps: &[Step<'_>]) -> Vec<Call> {
+    let mut calls: Vec<Call> = Vec::new();
+    for s in steps {
+        for m in &s.sent {
+            if let Message::Request { id, method, .. } = m {
+                calls.push(Call {
+                    id: id.clone(),
+                    method: method.clone(),
+                    ex: s.x.ex,
+                    t: s.x.t,
+                    answer: None,
+                });
+            }
+        }
+    }
+    let mut answers: Vec<(u64, u64, &Message)> = steps
+        .iter()
+        .flat_map(|s| s.received.iter().map(move |(t, m)| (s.x.ex, *t, m)))
+        .filter(|(_, _, m)| m.is_response())
+        .collect();
+    answers.sort_by_key(|(_, t, _)| *t);
+    let mut used = vec![false; answers.len()];
+    for call in &mut calls {
+        if let Some(i) = answers.iter().enumerate().position(|(i, (_, t, m))| {
+            !used[i] && *t >= call.t && m.id() == Some(call.id.as_str())
+        }) {
+            used[i] = true;
+            let (ex, t, m) = answers[i];
+            call.answer = Some((ex, t, m.clone()));
+        }
+    }
+    calls
+}
+
+fn token_lines(steps: &[Step<'_>]) -> Vec<TokenLine> {
+    let mut lines: Vec<TokenLine> = Vec::new();
+    for s in steps.iter().filter(|s| s.role == Role::Token) {
+        let Some(body) = s.x.response_body.json() else {
+            continue;
+        };
+        let Some(token) = body.get("access_token").and_then(Value::as_str) else {
+            continue;
+        };
+        let grant_type = form_value(&s.x.request_body.text(), "grant_type").unwrap_or_default();
+        lines.push(TokenLine {
+            fp: token_key(token),
+            issued_by: s.x.ex,
+            issued_t: s.x.end_t(),
+            grant_type,
+            presented: Vec::new(),
+            accepted: None,
+        });
+    }
+    for line in &mut lines {
+        for s in steps.iter().filter(|s| s.bearer.as_deref() == Some(line.fp.as_str())) {
+            line.presented.push((s.x.ex, s.x.status()));
+        }
+        if !line.presented.is_empty() {
+            line.accepted = Some(
+                line.presented
+                    .iter()
+                    .any(|(_, st)| st.is_some_and(|c| c != 401 && c != 403)),
+            );
+        }
+    }
+    lines
+}
+
+/// A value from a form body (decoded).
+pub fn form_value(body: &str, key: &str) -> Option<String> {
+    form_urlencoded::parse(body.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn stages(steps: &[Step<'_>], calls: &[Call]) -> Vec<Stage> {
+    let mut first: BTreeMap<StageId, (u64, u64)> = BTreeMap::new();
+    let mut mark = |id: StageId, x: &Exchange| {
+        first.entry(id).or_insert((x.ex, x.end_t()));
+    };
+    let challenged = steps
+        .iter()
+        .any(|s| s.role == Role::Mcp && s.x.status() == Some(401));
+    for s in steps {
+        let x = s.x;
+        let ok = x.status().is_some_and(|c| (200..300).contains(&c));
+        mark(StageId::Reach, x);
+        match s.role {
+            Role::Mcp | Role::LegacyMessages
+                if s.bearer.is_none()
+                    && x.request_header("authorization").is_none()
+                    && x.status() == Some(401) =>
+            {
+                mark(StageId::Challenge, x)
+            }
+            Role::ResourceMetadata if ok => mark(StageId::ResourceMetadata, x),
+            Role::AuthServerMetadata if ok => mark(StageId::AuthServerMetadata, x),
+            Role::Registration if ok => mark(StageId::Registration, x),
+            Role::Authorize => {
+                if x.query()
+                    .iter()
+                    .any(|(k, v)| k == "client_id" && v.starts_with("https://"))
+                {
+                    mark(StageId::Registration, x);
+                }
+                let redirected_with_code = x.status().is_some_and(|c| (300..400).contains(&c))
+                    && x.response_header("location").is_some_and(|l| {
+                        l.contains("code=") && !l.contains("error=")
+                    });
+                if redirected_with_code {
+                    mark(StageId::Authorize, x);
+                }
+            }
+            Role::Token
+                if ok
+                    && form_value(&x.request_body.text(), "grant_type").as_deref()
+                        == Some("authorization_code")
+                    && x.response_body
+                        .json()
+                        .is_some_and(|j| j.get("access_token").is_some()) =>
+            {
+                mark(StageId::Token, x)
+            }
+            Role::Mcp | Role::LegacySse => {
+                let stream = x.response_media_type().as_deref() == Some("text/event-stream");
+                if x.method() == "GET" && ((ok && stream) || x.status() == Some(405)) {
+                    mark(StageId::GetStream, x);
+                }
+            }
+            _ => {}
+        }
+        if matches!(s.role, Role::Mcp | Role::LegacyMessages)
+            && ok
+            && s.sent
+                .iter()
+                .any(|m| m.method() == Some("notifications/initialized"))
+        {
+            mark(StageId::Initialized, x);
+        }
+    }
+    for call in calls {
+        let Some((_, t, Message::Result { result, .. })) = &call.answer else {
+            continue;
+        };
+        let Some(step) = steps.iter().find(|s| s.x.ex == call.ex) else {
+            continue;
+        };
+        let stage = match call.method.as_str() {
+            "initialize" => {
+                let authed = step.bearer.is_some() || !challenged;
+                (authed && result.get("protocolVersion").is_some()).then_some(StageId::Initialize)
+            }
+            "tools/list" | "resources/list" | "prompts/list" | "resources/templates/list" => {
+                Some(StageId::List)
+            }
+            "ping" | "logging/setLevel" => None,
+            _ => Some(StageId::Call),
+        };
+        if let Some(stage) = stage {
+            first.entry(stage).or_insert((call.ex, *t));
+        }
+    }
+    let latest = first.keys().max().copied();
+    StageId::ALL
+        .iter()
+        .map(|&id| {
+            let seen = first.get(&id);
+            let reached = match (seen, latest) {
+                (Some(_), _) => Reached::Reached,
+                (None, Some(l)) if l > id && (id.is_auth() || id == StageId::GetStream) => {
+                    Reached::NotObserved
+                }
+                _ => Reached::Missing,
+            };
+            Stage {
+                id,
+                reached,
+                first_exchange: seen.map(|(ex, _)| *ex),
+                t: seen.map(|(_, t)| *t),
+            }
+        })
+        .collect()
+}
+
+/// The media type of a recorded header list's Content-Type.
+pub fn content_type_of(headers: &crate::capture::model::Headers) -> Option<String> {
+    header(headers, "content-type").map(media_type)
+}
