@@ -27,6 +27,33 @@ pub enum Command {
     /// Forward to an upstream MCP server and record every exchange.
     #[command(after_help = PROXY_EXAMPLES)]
     Proxy(ProxyArgs),
+    /// Read a capture the way an MCP and OAuth expert would: the stages reached, where the
+    /// client went silent, which tokens were issued and presented, which rules were broken.
+    #[command(after_help = EXPLAIN_EXAMPLES)]
+    Explain(ExplainArgs),
+}
+
+const EXPLAIN_EXAMPLES: &str = "\
+Examples:
+  mcptap explain captures/20261126T224832Z-3e9b4017.jsonl
+  mcptap explain capture.jsonl --json | jq '.findings[] | select(.severity==\"error\")'
+
+Exit status: 0 when the capture was read (whatever it shows; with --exit-code, 1 when a
+finding of severity error was reported), 2 when it could not be read.";
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The capture file (JSONL) written by `mcptap proxy`.
+    #[arg(value_name = "CAPTURE")]
+    pub capture: PathBuf,
+
+    /// Print one JSON object (stages, silence, tokens, findings) instead of the report.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit with status 1 when an error-severity finding is reported.
+    #[arg(long)]
+    pub exit_code: bool,
 }
 
 const PROXY_EXAMPLES: &str = "\
@@ -226,10 +253,24 @@ mod tests {
 
     #[test]
     fn upstream_must_be_http_with_a_host() {
-        let args = |u: &str| Cli::parse_from(["mcptap", "proxy", "--upstream", u]);
-        let Command::Proxy(a) = args("ftp://x").command;
-        assert!(a.validate().unwrap_err().to_string().contains("http://"));
-        let Command::Proxy(a) = args("http://127.0.0.1:9/base").command;
-        assert_eq!(a.validate().unwrap().upstream.path(), "/base");
+        let args = |u: &str| match Cli::parse_from(["mcptap", "proxy", "--upstream", u]).command {
+            Command::Proxy(a) => a,
+            other => panic!("parsed as {other:?}"),
+        };
+        assert!(args("ftp://x")
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("http://"));
+        assert_eq!(
+            args("http://127.0.0.1:9/base")
+                .validate()
+                .unwrap()
+                .upstream
+                .path(),
+            "/base"
+        );
+        let err = args("http://u:p@127.0.0.1:9").validate().unwrap_err();
+        assert!(err.to_string().contains("user:password"));
     }
 }

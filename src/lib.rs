@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod explain;
 pub mod mcp;
 pub mod proxy;
 pub mod sse;

@@ -37,5 +37,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Explain(args) => {
+            let (capture, report) = mcptap::explain::explain_file(&args.capture)?;
+            for warning in &capture.warnings {
+                eprintln!("mcptap: warning: {warning}");
+            }
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!(
+                    "{}",
+                    mcptap::explain::render(&capture, &report, mcptap::explain::Style::detect())
+                );
+            }
+            let has_error = report
+                .findings
+                .iter()
+                .any(|f| f.severity == mcptap::mcp::checks::Severity::Error);
+            Ok(if args.exit_code && has_error {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
     }
 }

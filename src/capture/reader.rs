@@ -114,7 +114,9 @@ impl Exchange {
 
     /// The first response header of that name (case-insensitive).
     pub fn response_header(&self, name: &str) -> Option<&str> {
-        self.response.as_ref().and_then(|r| header(&r.headers, name))
+        self.response
+            .as_ref()
+            .and_then(|r| header(&r.headers, name))
     }
 
     /// Every response header value of that name.
@@ -338,11 +340,10 @@ impl Builder {
                 found,
             });
         }
-        let event: Event =
-            serde_json::from_value(value).map_err(|e| ReadError::NotACapture {
-                path: name.to_string(),
-                detail: format!("the session line does not parse: {e}"),
-            })?;
+        let event: Event = serde_json::from_value(value).map_err(|e| ReadError::NotACapture {
+            path: name.to_string(),
+            detail: format!("the session line does not parse: {e}"),
+        })?;
         let EventBody::Session(session) = event.body else {
             unreachable!("kind checked above");
         };
@@ -390,9 +391,14 @@ impl Builder {
                 .warnings
                 .push(format!("{name}:{number}: a second session line; ignored")),
             EventBody::ConnOpen(open) => {
-                self.capture
-                    .connections
-                    .insert(open.conn, Connection { t, open, close: None });
+                self.capture.connections.insert(
+                    open.conn,
+                    Connection {
+                        t,
+                        open,
+                        close: None,
+                    },
+                );
             }
             EventBody::ConnClose(close) => {
                 if let Some(c) = self.capture.connections.get_mut(&close.conn) {
@@ -477,7 +483,11 @@ mod tests {
         let cut = &BODY[..BODY.len() / 2];
         let cap = read(&format!("{SESSION}\n{REQUEST}\n{cut}")).unwrap();
         assert!(cap.exchange(1).unwrap().request_body.is_empty());
-        assert!(cap.warnings.iter().any(|w| w.contains("partial")), "{:?}", cap.warnings);
+        assert!(
+            cap.warnings.iter().any(|w| w.contains("partial")),
+            "{:?}",
+            cap.warnings
+        );
     }
 
     #[test]
@@ -489,9 +499,15 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_a_capture_says_so() {
-        assert!(matches!(read("hello\n"), Err(ReadError::NotACapture { .. })));
+        assert!(matches!(
+            read("hello\n"),
+            Err(ReadError::NotACapture { .. })
+        ));
         assert!(matches!(read(""), Err(ReadError::Empty { .. })));
-        assert!(matches!(read(&format!("{REQUEST}\n")), Err(ReadError::NotACapture { .. })));
+        assert!(matches!(
+            read(&format!("{REQUEST}\n")),
+            Err(ReadError::NotACapture { .. })
+        ));
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub enum Message {
         message: String,
     },
     /// JSON that is not a valid JSON-RPC message; the reason says why.
-    Invalid { reason: String },
+    Invalid {
+        reason: String,
+    },
 }
 
 impl Message {

@@ -1,5 +1,6 @@
 //! MCP and OAuth awareness: JSON-RPC decoding, the session analysis (roles, stages, silence,
 //! token lineage) and the checks that `mcptap explain` reports.
 
+pub mod checks;
 pub mod jsonrpc;
 pub mod session;

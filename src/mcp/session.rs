@@ -262,7 +262,9 @@ impl<'a> Session<'a> {
         }
         // The resource named in a 401 challenge's metadata is the MCP endpoint too.
         for x in &capture.exchanges {
-            if x.path().starts_with("/.well-known/oauth-protected-resource") {
+            if x.path()
+                .starts_with("/.well-known/oauth-protected-resource")
+            {
                 if let Some(resource) = x
                     .response_body
                     .json()
@@ -280,7 +282,8 @@ impl<'a> Session<'a> {
             .iter()
             .map(|x| {
                 let role = classify(x, &as_endpoints, &mcp_paths, &legacy_post_paths);
-                let sent = if is_json(x, false) || matches!(role, Role::Mcp | Role::LegacyMessages) {
+                let sent = if is_json(x, false) || matches!(role, Role::Mcp | Role::LegacyMessages)
+                {
                     jsonrpc::decode_bytes(&x.request_body.bytes).unwrap_or_default()
                 } else {
                     Vec::new()
@@ -377,7 +380,8 @@ impl<'a> Session<'a> {
         let expected_next = match last.id {
             StageId::Reach => format!("an MCP request: POST {mcp} initialize"),
             StageId::Challenge => {
-                "GET of the protected-resource metadata named in WWW-Authenticate (RFC 9728 §5.1)".into()
+                "GET of the protected-resource metadata named in WWW-Authenticate (RFC 9728 §5.1)"
+                    .into()
             }
             StageId::ResourceMetadata => {
                 "GET of the authorization server's metadata (RFC 8414 §3)".into()
@@ -387,7 +391,10 @@ impl<'a> Session<'a> {
             }
             StageId::Registration => format!(
                 "the browser's authorize request (GET {})",
-                self.as_endpoints.authorization.as_deref().unwrap_or("/authorize")
+                self.as_endpoints
+                    .authorization
+                    .as_deref()
+                    .unwrap_or("/authorize")
             ),
             StageId::Authorize => format!(
                 "the token request (POST {})",
@@ -538,9 +545,11 @@ fn pair_calls(steps: &[Step<'_>]) -> Vec<Call> {
     answers.sort_by_key(|(_, t, _)| *t);
     let mut used = vec![false; answers.len()];
     for call in &mut calls {
-        if let Some(i) = answers.iter().enumerate().position(|(i, (_, t, m))| {
-            !used[i] && *t >= call.t && m.id() == Some(call.id.as_str())
-        }) {
+        if let Some(i) = answers
+            .iter()
+            .enumerate()
+            .position(|(i, (_, t, m))| !used[i] && *t >= call.t && m.id() == Some(call.id.as_str()))
+        {
             used[i] = true;
             let (ex, t, m) = answers[i];
             call.answer = Some((ex, t, m.clone()));
@@ -569,7 +578,10 @@ fn token_lines(steps: &[Step<'_>]) -> Vec<TokenLine> {
         });
     }
     for line in &mut lines {
-        for s in steps.iter().filter(|s| s.bearer.as_deref() == Some(line.fp.as_str())) {
+        for s in steps
+            .iter()
+            .filter(|s| s.bearer.as_deref() == Some(line.fp.as_str()))
+        {
             line.presented.push((s.x.ex, s.x.status()));
         }
         if !line.presented.is_empty() {
@@ -621,9 +633,8 @@ fn stages(steps: &[Step<'_>], calls: &[Call]) -> Vec<Stage> {
                     mark(StageId::Registration, x);
                 }
                 let redirected_with_code = x.status().is_some_and(|c| (300..400).contains(&c))
-                    && x.response_header("location").is_some_and(|l| {
-                        l.contains("code=") && !l.contains("error=")
-                    });
+                    && x.response_header("location")
+                        .is_some_and(|l| l.contains("code=") && !l.contains("error="));
                 if redirected_with_code {
                     mark(StageId::Authorize, x);
                 }
