@@ -120,9 +120,14 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "SECONDS", default_value = "5")]
     pub grace: f64,
 
-    /// Print no line per exchange.
+    /// Print no line per exchange (the silence notice is still printed).
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Print a notice (with the explain summary) when a token was issued and no request with
+    /// a Bearer token followed within this many seconds (0: never).
+    #[arg(long, value_name = "SECONDS", default_value = "30")]
+    pub silence_after: f64,
 
     /// Body bytes that may wait between the data path and the capture writer before
     /// --on-full applies.
@@ -222,6 +227,7 @@ impl ProxyArgs {
             upstream_timeout: seconds("upstream-timeout", self.upstream_timeout)?,
             grace: seconds("grace", self.grace)?.unwrap_or(Duration::ZERO),
             quiet: self.quiet,
+            silence_after: seconds("silence-after", self.silence_after)?,
         })
     }
 }

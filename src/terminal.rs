@@ -19,20 +19,77 @@ struct Line {
     stream: bool,
     body: Vec<u8>,
     sse_events: u64,
+    authenticated: bool,
+    response_type: Option<String>,
 }
 
-/// Prints exchanges as they happen.
+/// A token was issued and no authenticated request has followed yet.
+struct Waiting {
+    since_t: u64,
+    by: String,
+    notified: bool,
+}
+
+/// Prints exchanges as they happen, and a notice when the client goes quiet after a token.
 pub struct Terminal {
     clock: Arc<Clock>,
     open: HashMap<u64, Line>,
+    /// Print a line per exchange (off with --quiet; the silence notice is printed regardless).
+    lines: bool,
+    silence_after_us: Option<u64>,
+    capture: std::path::PathBuf,
+    waiting: Option<Waiting>,
 }
 
 impl Terminal {
-    pub fn new(clock: Arc<Clock>) -> Self {
+    pub fn new(
+        clock: Arc<Clock>,
+        lines: bool,
+        silence_after: Option<std::time::Duration>,
+        capture: std::path::PathBuf,
+    ) -> Self {
         Terminal {
             clock,
             open: HashMap::new(),
+            lines,
+            silence_after_us: silence_after.map(|d| d.as_micros() as u64),
+            capture,
+            waiting: None,
         }
+    }
+
+    /// Called about once a second: the silence watchdog.
+    pub fn tick(&mut self, now: u64) {
+        let (Some(limit), Some(w)) = (self.silence_after_us, self.waiting.as_mut()) else {
+            return;
+        };
+        if w.notified || now.saturating_sub(w.since_t) < limit {
+            return;
+        }
+        w.notified = true;
+        let quiet = (now - w.since_t) as f64 / 1e6;
+        let summary = match crate::capture::reader::Capture::open(&self.capture) {
+            Ok(cap) => {
+                let report = crate::explain::explain(&cap, &self.capture.display().to_string());
+                let errors: Vec<String> = report
+                    .findings
+                    .iter()
+                    .filter(|f| f.severity == crate::mcp::checks::Severity::Error)
+                    .map(|f| format!("  {}: {}", f.check, f.message))
+                    .collect();
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n{}", errors.join("\n"))
+                }
+            }
+            Err(e) => format!("\n  (could not read the capture back: {e})"),
+        };
+        eprintln!(
+            "mcptap: NOTICE: a token was issued by {} {quiet:.0} s ago and no request with Authorization: Bearer has arrived since. The client went silent after the token exchange.{summary}\nmcptap: run `mcptap explain {}` for the whole story.",
+            w.by,
+            self.capture.display()
+        );
     }
 
     fn time(&self, t: u64) -> String {
@@ -52,6 +109,12 @@ impl Terminal {
             }
             None => req.target.clone(),
         };
+        let authenticated = req.headers.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("authorization") && v.to_ascii_lowercase().starts_with("bearer ")
+        });
+        if authenticated {
+            self.waiting = None;
+        }
         self.open.insert(
             req.ex,
             Line {
@@ -61,6 +124,8 @@ impl Terminal {
                 stream: false,
                 body: Vec::new(),
                 sse_events: 0,
+                authenticated,
+                response_type: None,
             },
         );
     }
@@ -72,7 +137,12 @@ impl Terminal {
         };
         line.status = Some(resp.status);
         line.stream = stream;
-        if stream {
+        line.response_type = resp
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| crate::capture::reader::media_type(v));
+        if stream && self.lines {
             let rpc = rpc_method(&line.body)
                 .map(|m| format!(" {m}"))
                 .unwrap_or_default();
@@ -112,6 +182,28 @@ impl Terminal {
         let rpc = rpc_method(&line.body)
             .map(|m| format!(" {m}"))
             .unwrap_or_default();
+        let stage = crate::mcp::session::stage_hint(
+            &line.method,
+            line.path.split('?').next().unwrap_or(""),
+            &line.body,
+            end.status.or(line.status),
+            line.authenticated,
+            line.response_type.as_deref(),
+        );
+        if stage == Some(crate::mcp::session::StageId::Token)
+            && end.status.is_some_and(|s| (200..300).contains(&s))
+            && String::from_utf8_lossy(&line.body).contains("grant_type=authorization_code")
+        {
+            self.waiting = Some(Waiting {
+                since_t: t,
+                by: format!("{} {} #{}", line.method, line.path, end.ex),
+                notified: false,
+            });
+        }
+        if !self.lines {
+            return;
+        }
+        let stage = stage.map(|s| format!(" [{}]", s.id())).unwrap_or_default();
         let took = duration(end.timings.total_us);
         let outcome = match end.outcome {
             Outcome::Complete => String::new(),
@@ -128,7 +220,7 @@ impl Terminal {
         };
         if line.stream {
             print(format_args!(
-                "{time} {} {} event stream closed after {took}, {} events, {}{outcome}",
+                "{time} {} {} event stream closed after {took}, {} events, {}{outcome}{stage}",
                 line.method,
                 line.path,
                 line.sse_events,
@@ -136,7 +228,7 @@ impl Terminal {
             ));
         } else {
             print(format_args!(
-                "{time} {} {} {status}{rpc} {took} ↑{} ↓{}{outcome}",
+                "{time} {} {} {status}{rpc} {took} ↑{} ↓{}{outcome}{stage}",
                 line.method,
                 line.path,
                 size(end.bytes.request),
@@ -146,6 +238,9 @@ impl Terminal {
     }
 
     pub fn upgrade(&mut self, t: u64, up: &Upgrade) {
+        if !self.lines {
+            return;
+        }
         let time = self.time(t);
         print(format_args!(
             "{time} upgrade #{} {} closed after {}: ↑{} ↓{}{}",

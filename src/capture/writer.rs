@@ -83,6 +83,8 @@ pub enum Record {
     },
     /// A body finished (ended, failed or was abandoned); the writer flushes what it holds.
     BodyEnd { ex: u64, dir: Direction, t: u64 },
+    /// About once a second, for the live watchdog; nothing is written.
+    Tick { t: u64 },
     /// The proxy is done: write `session_end` and stop.
     Finish {
         t: u64,
@@ -333,6 +335,11 @@ impl Writer {
                 drop(permit);
             }
             Record::BodyEnd { ex, dir, t } => self.body_end(ex, dir, t),
+            Record::Tick { t } => {
+                if let Some(term) = &mut self.terminal {
+                    term.tick(t);
+                }
+            }
             Record::Finish {
                 t,
                 exchanges,

@@ -714,3 +714,58 @@ fn stages(steps: &[Step<'_>], calls: &[Call]) -> Vec<Stage> {
 pub fn content_type_of(headers: &crate::capture::model::Headers) -> Option<String> {
     header(headers, "content-type").map(media_type)
 }
+
+/// The stage one exchange shows by itself, for the proxy's live lines (the full analysis needs
+/// the whole session; this needs only the exchange).
+pub fn stage_hint(
+    method: &str,
+    path: &str,
+    request_body: &[u8],
+    status: Option<u16>,
+    authenticated: bool,
+    response_type: Option<&str>,
+) -> Option<StageId> {
+    let ok = status.is_some_and(|c| (200..300).contains(&c));
+    if path.starts_with("/.well-known/oauth-protected-resource") {
+        return Some(StageId::ResourceMetadata);
+    }
+    if path.starts_with("/.well-known/oauth-authorization-server")
+        || path.contains("/.well-known/openid-configuration")
+    {
+        return Some(StageId::AuthServerMetadata);
+    }
+    let text = String::from_utf8_lossy(request_body);
+    if method == "POST" && text.contains("grant_type=") {
+        return Some(StageId::Token);
+    }
+    if method == "POST" && text.contains("\"redirect_uris\"") {
+        return Some(StageId::Registration);
+    }
+    if method == "GET"
+        && status.is_some_and(|c| (300..400).contains(&c))
+        && path.ends_with("authorize")
+    {
+        return Some(StageId::Authorize);
+    }
+    if let Some(messages) = jsonrpc::decode_bytes(request_body) {
+        if status == Some(401) && !authenticated {
+            return Some(StageId::Challenge);
+        }
+        let methods: Vec<&str> = messages.iter().filter_map(|m| m.method()).collect();
+        return methods.iter().find_map(|m| match *m {
+            "initialize" => Some(StageId::Initialize),
+            "notifications/initialized" => Some(StageId::Initialized),
+            "tools/list" | "resources/list" | "prompts/list" | "resources/templates/list" => {
+                Some(StageId::List)
+            }
+            m if m.starts_with("notifications/") || m == "ping" => None,
+            _ => Some(StageId::Call),
+        });
+    }
+    if method == "GET"
+        && (status == Some(405) || (ok && response_type == Some("text/event-stream")))
+    {
+        return Some(StageId::GetStream);
+    }
+    None
+}

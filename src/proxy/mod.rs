@@ -57,6 +57,8 @@ pub struct ProxyConfig {
     pub upstream_timeout: Option<Duration>,
     pub grace: Duration,
     pub quiet: bool,
+    /// Notice when a token was issued and no authenticated request followed this long.
+    pub silence_after: Option<Duration>,
 }
 
 /// How the proxy ended.
@@ -115,7 +117,12 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<ProxyOutcome> {
             max_body: config.max_body,
             queue_bytes: config.queue_bytes,
             on_full: config.on_full,
-            terminal: (!config.quiet).then(|| Terminal::new(clock.clone())),
+            terminal: Some(Terminal::new(
+                clock.clone(),
+                !config.quiet,
+                config.silence_after,
+                path.clone(),
+            )),
         },
         clock.clone(),
     );
@@ -142,6 +149,20 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<ProxyOutcome> {
         );
     }
 
+    // The watchdog's clock: one tick a second into the writer.
+    let ticker = {
+        let recorder = recorder.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                recorder.record(Record::Tick {
+                    t: recorder.clock().now_us(),
+                });
+            }
+        })
+    };
     let mut conns = JoinSet::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut signals = Signals::new()?;
@@ -190,6 +211,7 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<ProxyOutcome> {
     let all_ended = tokio::time::timeout(Duration::from_secs(2), shared.all_ended())
         .await
         .is_ok();
+    ticker.abort();
     recorder.record(Record::Finish {
         t: clock.now_us(),
         exchanges: shared.exchanges(),
