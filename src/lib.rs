@@ -6,6 +6,7 @@
 pub mod capture;
 pub mod cli;
 pub mod explain;
+pub mod fixture;
 pub mod mcp;
 pub mod proxy;
 pub mod sse;
