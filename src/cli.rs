@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::capture::writer::OnFull;
 use crate::proxy::upstream::UpstreamTls;
-use crate::proxy::{CaptureTarget, ProxyConfig};
+use crate::proxy::{CaptureTarget, ListenTls, ProxyConfig};
 
 /// See exactly what an MCP client does to your remote MCP server.
 ///
@@ -22,11 +22,16 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per run: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Forward to an upstream MCP server and record every exchange.
     #[command(after_help = PROXY_EXAMPLES)]
     Proxy(ProxyArgs),
+    /// Manage the local certificate authority for TLS on your own machine.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Read a capture the way an MCP and OAuth expert would: the stages reached, where the
     /// client went silent, which tokens were issued and presented, which rules were broken.
     #[command(after_help = EXPLAIN_EXAMPLES)]
@@ -40,6 +45,28 @@ Examples:
 
 Exit status: 0 when the capture was read (whatever it shows; with --exit-code, 1 when a
 finding of severity error was reported), 2 when it could not be read.";
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create the local CA (once) and a certificate it signs for the given names, and say how
+    /// to make clients trust the CA.
+    #[command(
+        after_help = "Example:\n  mcptap certs init --host localhost --host mcp.test\n  mcptap proxy --upstream http://127.0.0.1:8000 --cert certs/localhost.pem --key certs/localhost-key.pem"
+    )]
+    Init(CertsInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsInitArgs {
+    /// A DNS name or IP address the certificate covers (repeatable; default localhost,
+    /// 127.0.0.1 and ::1).
+    #[arg(long, value_name = "NAME")]
+    pub host: Vec<String>,
+
+    /// Where the CA and the certificates go (the CA key is written 0600).
+    #[arg(long, value_name = "DIR", default_value = "certs")]
+    pub dir: PathBuf,
+}
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
@@ -63,8 +90,16 @@ Examples:
   mcptap proxy --upstream https://mcp.internal:8443 --upstream-ca ca.pem --listen 0.0.0.0:8080
   mcptap proxy --upstream http://127.0.0.1:8000 --capture /dev/null --quiet
 
-The proxy speaks plain HTTP on --listen (HTTP/1.1 and HTTP/2 prior knowledge); run it behind
-a TLS terminator for a public domain. Stop it with Ctrl-C (SIGINT) or SIGTERM: exchanges in
+Without --cert/--self-signed the proxy speaks plain HTTP on --listen (HTTP/1.1 and HTTP/2
+prior knowledge), for use behind another TLS terminator. With them it serves TLS 1.2/1.3 with
+ALPN h2 and http/1.1, and records every handshake, failed ones included.
+
+  mcptap proxy --upstream http://127.0.0.1:8000 --listen 0.0.0.0:443 \\
+      --cert /etc/letsencrypt/live/mcp.example.com/fullchain.pem \\
+      --key /etc/letsencrypt/live/mcp.example.com/privkey.pem
+  mcptap proxy --upstream http://127.0.0.1:8000 --self-signed --host mcp.test
+
+SIGHUP re-reads the certificate files (they are also watched for changes). Stop it with Ctrl-C (SIGINT) or SIGTERM: exchanges in
 flight get --grace seconds to finish, then the capture is closed with a session_end line.";
 
 #[derive(Debug, Args)]
@@ -76,6 +111,30 @@ pub struct ProxyArgs {
     /// Address to listen on (port 0 picks a free port; the chosen one is printed).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: String,
+
+    /// Serve TLS with this certificate file (PEM, full chain, leaf first: certbot's
+    /// fullchain.pem). Repeat with --key for several names; the client's SNI picks one.
+    /// Files are re-read when they change, and on SIGHUP.
+    #[arg(long, value_name = "PEM", requires = "key")]
+    pub cert: Vec<PathBuf>,
+
+    /// The private key for the --cert at the same position (PEM: PKCS#8, PKCS#1 or SEC1;
+    /// RSA, ECDSA or Ed25519).
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    pub key: Vec<PathBuf>,
+
+    /// Serve TLS with a certificate from the local CA under --certs-dir (created if needed),
+    /// for the listen address, localhost and every --host.
+    #[arg(long, conflicts_with = "cert")]
+    pub self_signed: bool,
+
+    /// A name the --self-signed certificate also covers (repeatable).
+    #[arg(long, value_name = "NAME", requires = "self_signed")]
+    pub host: Vec<String>,
+
+    /// Folder of the local CA (see `mcptap certs init`).
+    #[arg(long, value_name = "DIR", default_value = "certs")]
+    pub certs_dir: PathBuf,
 
     /// Write the capture to this file (never overwritten; /dev/null records nothing).
     #[arg(long, value_name = "FILE", conflicts_with = "captures_dir")]
@@ -205,8 +264,40 @@ impl ProxyArgs {
                 bail!("--upstream-ca {}: no such file", ca.display());
             }
         }
+        if self.cert.len() != self.key.len() {
+            bail!(
+                "--cert and --key come in pairs: got {} certificates and {} keys",
+                self.cert.len(),
+                self.key.len()
+            );
+        }
+        let tls = if !self.cert.is_empty() {
+            ListenTls::Files(
+                self.cert
+                    .iter()
+                    .cloned()
+                    .zip(self.key.iter().cloned())
+                    .collect(),
+            )
+        } else if self.self_signed {
+            let mut names = vec!["localhost".to_string()];
+            if !listen.ip().is_unspecified() {
+                names.push(listen.ip().to_string());
+            } else {
+                names.push("127.0.0.1".into());
+            }
+            names.extend(self.host.iter().cloned());
+            names.dedup();
+            ListenTls::SelfSigned {
+                certs_dir: self.certs_dir.clone(),
+                names,
+            }
+        } else {
+            ListenTls::Off
+        };
         Ok(ProxyConfig {
             listen,
+            tls,
             upstream,
             capture: match &self.capture {
                 Some(file) => CaptureTarget::File(file.clone()),

@@ -11,3 +11,4 @@ pub mod mcp;
 pub mod proxy;
 pub mod sse;
 pub mod terminal;
+pub mod tls;

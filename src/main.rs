@@ -37,6 +37,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Certs(mcptap::cli::CertsCommand::Init(args)) => {
+            let init = mcptap::tls::ca::certs_init(&args.dir, &args.host)?;
+            println!(
+                "{} the local CA: {}",
+                if init.created_ca { "created" } else { "reused" },
+                init.ca.display()
+            );
+            println!("certificate: {}", init.cert.display());
+            println!("key:         {}", init.key.display());
+            println!();
+            println!("{}", init.trust_instructions);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Explain(args) => {
             let (capture, report) = mcptap::explain::explain_file(&args.capture)?;
             for warning in &capture.warnings {

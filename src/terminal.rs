@@ -237,6 +237,22 @@ impl Terminal {
         }
     }
 
+    pub fn tls_error(&mut self, t: u64, e: &crate::capture::model::TlsError) {
+        if !self.lines {
+            return;
+        }
+        let time = self.time(t);
+        let sni = e
+            .sni
+            .as_deref()
+            .map(|s| format!(" for {s}"))
+            .unwrap_or_default();
+        print(format_args!(
+            "{time} TLS handshake from {}{sni} failed: {}",
+            e.peer, e.reason
+        ));
+    }
+
     pub fn upgrade(&mut self, t: u64, up: &Upgrade) {
         if !self.lines {
             return;

@@ -3,7 +3,11 @@
 
 mod util;
 
+/// `mcptap explain` on sessions recorded through the proxy, one test per rule.
+mod explain;
 /// The data path: transparency, streaming, outcomes, shutdown.
 mod proxy;
 /// Secrets never reach the capture; fingerprints link them.
 mod redaction;
+/// TLS at the edge: certificates, SNI, handshakes on the record, reloads.
+mod tls;

@@ -90,6 +90,9 @@ pub struct TlsFacts {
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cipher: Option<String>,
+    /// Key exchange group, e.g. `X25519` (absent on a TLS 1.2 resumption, which has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handshake_us: Option<u64>,
     #[serde(default)]

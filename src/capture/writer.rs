@@ -385,6 +385,11 @@ impl Writer {
                     term.upgrade(t, up);
                 }
             }
+            EventBody::TlsError(e) => {
+                if let Some(term) = &mut self.terminal {
+                    term.tls_error(t, e);
+                }
+            }
             _ => {}
         }
         self.push(t, body);

@@ -291,7 +291,8 @@ impl<'a> Session<'a> {
                 let mut received = Vec::new();
                 if matches!(role, Role::Mcp | Role::LegacySse | Role::LegacyMessages) {
                     if x.response_media_type().as_deref() == Some("text/event-stream") {
-                        for (t, e) in &x.sse {
+                        // Only what a client would dispatch counts as a message.
+                        for (t, e) in x.sse.iter().filter(|(_, e)| e.dispatched) {
                             if let Some(data) = &e.data {
                                 if let Some(msgs) = jsonrpc::decode_bytes(data.as_bytes()) {
                                     received.extend(msgs.into_iter().map(|m| (*t, m)));
@@ -520,38 +521,46 @@ fn classify(
     Role::Other
 }
 
-/// Pairs JSON-RPC requests with their answers by id, across every stream (an answer may come
-/// in the POST's own response or on another stream).
+/// Pairs JSON-RPC requests with their answers by id. An answer in the request's own
+/// exchange (its JSON body or its SSE stream) wins; otherwise the first later answer with that
+/// id on a stream that did not carry requests of its own (a GET stream, the legacy SSE
+/// stream). Ids restart with every session, so an answer is never taken from another POST.
 fn pair_calls(steps: &[Step<'_>]) -> Vec<Call> {
     let mut calls: Vec<Call> = Vec::new();
     for s in steps {
         for m in &s.sent {
             if let Message::Request { id, method, .. } = m {
+                let own = s
+                    .received
+                    .iter()
+                    .find(|(_, a)| a.is_response() && a.id() == Some(id.as_str()))
+                    .map(|(t, a)| (s.x.ex, *t, a.clone()));
                 calls.push(Call {
                     id: id.clone(),
                     method: method.clone(),
                     ex: s.x.ex,
                     t: s.x.t,
-                    answer: None,
+                    answer: own,
                 });
             }
         }
     }
-    let mut answers: Vec<(u64, u64, &Message)> = steps
+    let mut shared: Vec<(u64, u64, &Message)> = steps
         .iter()
+        .filter(|s| !s.sent.iter().any(Message::is_request))
         .flat_map(|s| s.received.iter().map(move |(t, m)| (s.x.ex, *t, m)))
         .filter(|(_, _, m)| m.is_response())
         .collect();
-    answers.sort_by_key(|(_, t, _)| *t);
-    let mut used = vec![false; answers.len()];
-    for call in &mut calls {
-        if let Some(i) = answers
+    shared.sort_by_key(|(_, t, _)| *t);
+    let mut used = vec![false; shared.len()];
+    for call in calls.iter_mut().filter(|c| c.answer.is_none()) {
+        if let Some(i) = shared
             .iter()
             .enumerate()
             .position(|(i, (_, t, m))| !used[i] && *t >= call.t && m.id() == Some(call.id.as_str()))
         {
             used[i] = true;
-            let (ex, t, m) = answers[i];
+            let (ex, t, m) = shared[i];
             call.answer = Some((ex, t, m.clone()));
         }
     }

@@ -30,6 +30,7 @@ use crate::capture::redact::Redactor;
 use crate::capture::writer::{self, OnFull, WriterConfig, WriterStats};
 use crate::capture::{Clock, Record};
 use crate::terminal::Terminal;
+use crate::tls::{ReloadSummary, TlsSetup};
 use exchange::Shared;
 use forward::{ConnContext, Route};
 
@@ -42,10 +43,25 @@ pub enum CaptureTarget {
     Dir(PathBuf),
 }
 
+/// How the listener speaks.
+#[derive(Debug, Clone)]
+pub enum ListenTls {
+    /// Plain HTTP (behind another TLS terminator).
+    Off,
+    /// Certificate and key files (full chain, leaf first), chosen by SNI; re-read on change.
+    Files(Vec<(PathBuf, PathBuf)>),
+    /// A leaf for these names from the local CA in this folder (created if needed).
+    SelfSigned {
+        certs_dir: PathBuf,
+        names: Vec<String>,
+    },
+}
+
 /// A validated proxy configuration.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub listen: SocketAddr,
+    pub tls: ListenTls,
     pub upstream: hyper::Uri,
     pub capture: CaptureTarget,
     pub max_body: u64,
@@ -73,6 +89,13 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<ProxyOutcome> {
     let clock = Arc::new(Clock::new());
     let session_id = short_id();
     let (path, mut file) = open_capture(&config.capture, &clock, &session_id)?;
+    let tls = match &config.tls {
+        ListenTls::Off => None,
+        ListenTls::Files(pairs) => Some(TlsSetup::from_files(pairs)?),
+        ListenTls::SelfSigned { certs_dir, names } => {
+            Some(TlsSetup::self_signed(certs_dir, names)?)
+        }
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -134,11 +157,30 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<ProxyOutcome> {
         client: upstream::client(&config.upstream_tls)?,
     });
     let shared = Arc::new(Shared::new(recorder.clone(), config.max_body));
+    let watcher = tls.as_ref().map(|setup| {
+        let recorder = recorder.clone();
+        setup.spawn_watcher(move |result| record_reload(&recorder, result))
+    });
 
-    eprintln!(
-        "mcptap: listening on http://{local} (plain HTTP: put a TLS terminator in front, or see --help), forwarding to {}",
-        config.upstream
-    );
+    match &tls {
+        None => eprintln!(
+            "mcptap: listening on http://{local} (plain HTTP: put a TLS terminator in front, or see --help), forwarding to {}",
+            config.upstream
+        ),
+        Some(setup) => {
+            eprintln!(
+                "mcptap: listening on https://{local} (TLS), forwarding to {}",
+                config.upstream
+            );
+            eprintln!("mcptap: TLS: {}", setup.summary());
+            if let Some(ca) = setup.ca_cert() {
+                eprintln!(
+                    "mcptap: TLS: certificates from the local CA {}; clients must trust it (see `mcptap certs init --help`)",
+                    ca.display()
+                );
+            }
+        }
+    }
     eprintln!("mcptap: capturing to {}", path.display());
     if !config.redact {
         eprintln!("mcptap: WARNING: --no-redact: tokens, cookies and OAuth secrets are written to the capture in clear text");
@@ -170,7 +212,8 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<ProxyOutcome> {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    serve(&mut conns, stream, peer, local, &shared, &route, stop_rx.clone());
+                    let listener = Listener { local, tls: tls.clone() };
+                    serve(&mut conns, stream, peer, listener, &shared, &route, stop_rx.clone());
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: keep the listener, slow down a little.
@@ -179,8 +222,20 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<ProxyOutcome> {
                 }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            _ = signals.next() => break,
+            signal = signals.next() => match signal {
+                Signal::Stop => break,
+                Signal::Reload => match &tls {
+                    Some(setup) => {
+                        let result = setup.reload().map_err(|e| format!("{e:#}"));
+                        record_reload(&recorder, result);
+                    }
+                    None => eprintln!("mcptap: SIGHUP: no TLS certificates to reload"),
+                },
+            },
         }
+    }
+    if let Some(w) = watcher {
+        w.abort();
     }
     drop(listener);
     let _ = stop_tx.send(true);
@@ -199,7 +254,7 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<ProxyOutcome> {
     let finished_in_time = tokio::select! {
         _ = graceful => true,
         _ = tokio::time::sleep(config.grace) => false,
-        _ = signals.next() => false,
+        _ = signals.next_stop() => false,
     };
     if !finished_in_time {
         shared.force_shutdown();
@@ -235,69 +290,155 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<ProxyOutcome> {
     })
 }
 
-/// Accepts one connection onto the connection set.
+/// A listener's address and TLS, handed to each connection.
+struct Listener {
+    local: SocketAddr,
+    tls: Option<Arc<TlsSetup>>,
+}
+
+/// Records a certificate reload (from the file watcher or SIGHUP) as a `note`, and says it.
+fn record_reload(recorder: &crate::capture::Recorder, result: Result<ReloadSummary, String>) {
+    let (code, message) = match result {
+        Ok(summary) => (
+            "tls_reloaded",
+            format!("TLS certificates reloaded: {summary}"),
+        ),
+        Err(e) => (
+            "tls_reload_failed",
+            format!("reloading the TLS certificates failed; the previous ones stay in use: {e}"),
+        ),
+    };
+    eprintln!("mcptap: {message}");
+    recorder.record(Record::Event {
+        t: recorder.clock().now_us(),
+        body: EventBody::Note(model::Note {
+            code: code.into(),
+            message,
+            count: None,
+        }),
+    });
+}
+
+/// Accepts one connection onto the connection set: the TLS handshake (if any) and the HTTP
+/// connection run on the connection's own task, so a slow handshake never holds the loop.
 fn serve(
     conns: &mut JoinSet<()>,
     stream: TcpStream,
     peer: SocketAddr,
-    local: SocketAddr,
+    listener: Listener,
     shared: &Arc<Shared>,
     route: &Arc<Route>,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let shared = shared.clone();
+    let route = route.clone();
+    conns.spawn(async move {
+        let local = stream
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        match &listener.tls {
+            None => {
+                serve_http(
+                    stream, peer, local, None, &listener, shared, route, stopping,
+                )
+                .await
+            }
+            Some(setup) => match setup.accept(stream).await {
+                Ok(accepted) => {
+                    let facts = Some(accepted.facts);
+                    serve_http(
+                        accepted.stream,
+                        peer,
+                        local,
+                        facts,
+                        &listener,
+                        shared,
+                        route,
+                        stopping,
+                    )
+                    .await
+                }
+                Err(rejected) => {
+                    let recorder = &shared.recorder;
+                    recorder.record(Record::Event {
+                        t: recorder.clock().now_us(),
+                        body: EventBody::TlsError(model::TlsError {
+                            peer: peer.to_string(),
+                            listener: listener.local.to_string(),
+                            sni: rejected.sni,
+                            alpn_offered: rejected.alpn_offered,
+                            reason: rejected.reason,
+                        }),
+                    });
+                }
+            },
+        }
+    });
+}
+
+/// Serves HTTP on an accepted (and, with TLS, handshaken) connection until it ends.
+#[allow(clippy::too_many_arguments)]
+async fn serve_http<S>(
+    io: S,
+    peer: SocketAddr,
+    local: String,
+    tls: Option<model::TlsFacts>,
+    listener: &Listener,
+    shared: Arc<Shared>,
+    route: Arc<Route>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let conn = shared.next_conn();
     let recorder = shared.recorder.clone();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     recorder.record(Record::Event {
         t: recorder.clock().now_us(),
         body: EventBody::ConnOpen(ConnOpen {
             conn,
             peer: peer.to_string(),
-            local: stream
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
-            listener: local.to_string(),
-            tls: None,
+            local,
+            listener: listener.local.to_string(),
+            tls,
         }),
     });
     let ctx = Arc::new(ConnContext {
         conn,
         peer,
         shared: shared.clone(),
-        route: route.clone(),
-        scheme: "http",
+        route,
+        scheme,
         exchanges: AtomicU64::new(0),
     });
-    let counted = CountingStream::new(stream);
-    let guard = ConnGuard {
+    let counted = CountingStream::new(io);
+    let mut guard = ConnGuard {
         conn,
         opened: Instant::now(),
         bytes_in: counted.bytes_in.clone(),
         bytes_out: counted.bytes_out.clone(),
-        shared: shared.clone(),
+        shared,
         ctx: ctx.clone(),
         error: None,
     };
-    conns.spawn(async move {
-        let mut guard = guard;
-        let service = service_fn(move |req| forward::handle(req, ctx.clone()));
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(counted), service);
-        tokio::pin!(conn);
-        // On shutdown, idle keep-alive connections close now and busy ones after their
-        // exchange (HTTP/2: GOAWAY), instead of holding the grace period open.
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = stopping.changed() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        if let Err(e) = result {
-            guard.error = Some(upstream::error_chain(&*e));
+    let service = service_fn(move |req| forward::handle(req, ctx.clone()));
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(counted), service);
+    tokio::pin!(conn);
+    // On shutdown, idle keep-alive connections close now and busy ones after their
+    // exchange (HTTP/2: GOAWAY), instead of holding the grace period open.
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stopping.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
-    });
+    };
+    if let Err(e) = result {
+        guard.error = Some(upstream::error_chain(&*e));
+    }
 }
 
 /// Records `conn_close` however the connection task ends (finished, failed or aborted).
@@ -402,10 +543,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CountingStream<S> {
     }
 }
 
-/// SIGINT and SIGTERM as one stream of "stop" requests.
+/// What a signal asks for.
+enum Signal {
+    /// SIGINT or SIGTERM.
+    Stop,
+    /// SIGHUP: re-read the certificate files.
+    Reload,
+}
+
+/// SIGINT, SIGTERM and SIGHUP.
 struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -414,13 +564,23 @@ impl Signals {
         Ok(Signals {
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
 
-    async fn next(&mut self) {
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
+
+    async fn next_stop(&mut self) {
+        loop {
+            if let Signal::Stop = self.next().await {
+                return;
+            }
         }
     }
 }

@@ -225,7 +225,10 @@ impl ProxyBuilder {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[mcptap] {line}");
-                if let Some(rest) = line.strip_prefix("mcptap: listening on http://") {
+                let rest = line
+                    .strip_prefix("mcptap: listening on http://")
+                    .or_else(|| line.strip_prefix("mcptap: listening on https://"));
+                if let Some(rest) = rest {
                     let addr = rest.split_whitespace().next().unwrap().to_string();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr);
