@@ -416,3 +416,125 @@ async fn replaced_certificate_files_are_served_without_a_restart_or_a_dropped_st
         "{notes:?}"
     );
 }
+
+/// An HTTPS upstream with a certificate from a local CA in `certs` (for `localhost`),
+/// answering with the HTTP version it spoke.
+async fn https_upstream(certs: &Path) -> (Upstream, PathBuf) {
+    let setup = mcptap::tls::TlsSetup::self_signed(certs, &["localhost".to_string()]).unwrap();
+    let ca = setup.ca_cert().unwrap().to_path_buf();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let setup = setup.clone();
+            tokio::spawn(async move {
+                let Ok(accepted) = setup.accept(tcp).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let version = format!("{:?}", req.version());
+                        Ok::<_, std::convert::Infallible>(Response::new(full(version)))
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(accepted.stream), service)
+                .await;
+            });
+        }
+    });
+    (Upstream::from_task(addr, task), ca)
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_verified_against_the_given_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let (up, ca) = https_upstream(certs.path()).await;
+    let upstream = format!("https://localhost:{}", up.addr.port());
+
+    // Trusted through --upstream-ca: HTTP/2 by ALPN.
+    let proxy = TestProxy::to(&upstream)
+        .args(&["--upstream-ca", ca.to_str().unwrap()])
+        .start();
+    let resp = h1_client()
+        .request(Request::get(proxy.url("/mcp")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(read_all(resp).await, "HTTP/2.0");
+    let cap = proxy.finish();
+    assert_eq!(cap.one(cap.exchanges()[0], "response")["version"], "HTTP/2");
+
+    // Not trusted: a 502 that says why, on the record.
+    let proxy = TestProxy::to(&upstream).start();
+    let resp = h1_client()
+        .request(Request::get(proxy.url("/mcp")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let text = String::from_utf8(read_all(resp).await.to_vec()).unwrap();
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+    let cap = proxy.finish();
+    let end = cap.one(cap.exchanges()[0], "end");
+    assert_eq!(end["outcome"], "upstream_error");
+    assert!(end["error"]
+        .as_str()
+        .unwrap()
+        .to_lowercase()
+        .contains("certificate"));
+
+    // --upstream-insecure: through, and the capture says the check was off.
+    let proxy = TestProxy::to(&upstream).arg("--upstream-insecure").start();
+    let resp = h1_client()
+        .request(Request::get(proxy.url("/mcp")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cap = proxy.finish();
+    assert_eq!(cap.events[0]["options"]["upstream_insecure"], true);
+}
+
+#[tokio::test]
+async fn explain_names_failed_handshakes() {
+    let certs = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let (_, cert, key) = certs_init(certs.path(), &["localhost"]);
+    let (stranger_ca, _, _) = certs_init(other.path(), &["localhost"]);
+    let up = echo().await;
+    let proxy = TestProxy::to(&up.url())
+        .args(&[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
+        .start();
+    for _ in 0..2 {
+        assert!(
+            handshake(proxy.addr, "localhost", client_config(&stranger_ca, &[]))
+                .await
+                .is_err()
+        );
+    }
+    let cap = proxy.finish();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &cap.raw).unwrap();
+    let report = crate::explain::explain_json(file.path());
+    let f: Vec<_> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "tls-handshake-failures")
+        .collect();
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0]["severity"], "error");
+    assert!(
+        f[0]["message"].as_str().unwrap().contains("unknown_ca"),
+        "{:#}",
+        f[0]
+    );
+}

@@ -65,6 +65,11 @@ impl Upstream {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// An upstream served by a task of the test's own (for TLS and other special servers).
+    pub fn from_task(addr: SocketAddr, task: tokio::task::JoinHandle<()>) -> Upstream {
+        Upstream { addr, task }
+    }
 }
 
 impl Drop for Upstream {
