@@ -29,6 +29,10 @@ pub enum Command {
     /// Forward to an upstream MCP server and record every exchange.
     #[command(after_help = PROXY_EXAMPLES)]
     Proxy(ProxyArgs),
+    /// The whole story in one command: a built-in MCP server with OAuth behind the proxy, a
+    /// connector-like client walking the flow against a correct server and a faulty one,
+    /// and what `mcptap explain` says about the failing session.
+    Demo(crate::demo::DemoArgs),
     /// Manage the local certificate authority for TLS on your own machine.
     #[command(subcommand)]
     Certs(CertsCommand),

@@ -154,6 +154,10 @@ pub fn render(capture: &Capture, report: &Report, style: Style) -> String {
         let (mark, when) = match s.reached {
             Reached::Reached => (style.green("✓"), s.t.map(secs).unwrap_or_default()),
             Reached::NotObserved => (style.dim("·"), style.dim("not observed here")),
+            Reached::NotApplicable => (
+                style.dim("-"),
+                style.dim("no authorization in this session"),
+            ),
             Reached::Missing => (style.red("✗"), String::new()),
         };
         let at = s.first_exchange.map(&name_of).unwrap_or_default();

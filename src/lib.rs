@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod demo;
 pub mod explain;
 pub mod fixture;
 pub mod mcp;

@@ -37,6 +37,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Demo(args) => mcptap::demo::run(&args),
         Command::Certs(mcptap::cli::CertsCommand::Init(args)) => {
             let init = mcptap::tls::ca::certs_init(&args.dir, &args.host)?;
             println!(

@@ -75,6 +75,8 @@ impl Terminal {
                     .findings
                     .iter()
                     .filter(|f| f.severity == crate::mcp::checks::Severity::Error)
+                    // The notice itself says what that check would.
+                    .filter(|f| f.check != "post-token-silence")
                     .map(|f| format!("  {}: {}", f.check, f.message))
                     .collect();
                 if errors.is_empty() {
@@ -108,6 +110,12 @@ impl Terminal {
                     .to_string()
             }
             None => req.target.clone(),
+        };
+        // Long queries (an authorize URL) are cut: the capture has them whole.
+        let path = if path.chars().count() > 72 {
+            format!("{}…", path.chars().take(71).collect::<String>())
+        } else {
+            path
         };
         let authenticated = req.headers.iter().any(|(n, v)| {
             n.eq_ignore_ascii_case("authorization") && v.to_ascii_lowercase().starts_with("bearer ")

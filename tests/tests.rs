@@ -3,8 +3,12 @@
 
 mod util;
 
+/// `mcptap demo` as a new user runs it.
+mod demo;
 /// `mcptap explain` on sessions recorded through the proxy, one test per rule.
 mod explain;
+/// Real MCP peers (TypeScript and Python SDKs, server-everything) through the proxy; tests/peers/setup installs them.
+mod peers;
 /// The data path: transparency, streaming, outcomes, shutdown.
 mod proxy;
 /// Secrets never reach the capture; fingerprints link them.

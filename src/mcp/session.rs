@@ -144,6 +144,8 @@ pub enum Reached {
     Missing,
     /// Not seen here, but later stages were: it happened elsewhere (another host, a cached token).
     NotObserved,
+    /// An authorization stage in a session that used no authorization at all.
+    NotApplicable,
 }
 
 /// One stage's result.
@@ -613,8 +615,9 @@ pub fn form_value(body: &str, key: &str) -> Option<String> {
 
 fn stages(steps: &[Step<'_>], calls: &[Call]) -> Vec<Stage> {
     let mut first: BTreeMap<StageId, (u64, u64)> = BTreeMap::new();
-    let mut mark = |id: StageId, x: &Exchange| {
-        first.entry(id).or_insert((x.ex, x.end_t()));
+    // A stage is reached when the exchange that shows it ends (a stream: when its headers arrive).
+    let mut mark = |id: StageId, x: &Exchange, t: u64| {
+        first.entry(id).or_insert((x.ex, t));
     };
     let challenged = steps
         .iter()
@@ -622,30 +625,30 @@ fn stages(steps: &[Step<'_>], calls: &[Call]) -> Vec<Stage> {
     for s in steps {
         let x = s.x;
         let ok = x.status().is_some_and(|c| (200..300).contains(&c));
-        mark(StageId::Reach, x);
+        mark(StageId::Reach, x, x.end_t());
         match s.role {
             Role::Mcp | Role::LegacyMessages
                 if s.bearer.is_none()
                     && x.request_header("authorization").is_none()
                     && x.status() == Some(401) =>
             {
-                mark(StageId::Challenge, x)
+                mark(StageId::Challenge, x, x.end_t())
             }
-            Role::ResourceMetadata if ok => mark(StageId::ResourceMetadata, x),
-            Role::AuthServerMetadata if ok => mark(StageId::AuthServerMetadata, x),
-            Role::Registration if ok => mark(StageId::Registration, x),
+            Role::ResourceMetadata if ok => mark(StageId::ResourceMetadata, x, x.end_t()),
+            Role::AuthServerMetadata if ok => mark(StageId::AuthServerMetadata, x, x.end_t()),
+            Role::Registration if ok => mark(StageId::Registration, x, x.end_t()),
             Role::Authorize => {
                 if x.query()
                     .iter()
                     .any(|(k, v)| k == "client_id" && v.starts_with("https://"))
                 {
-                    mark(StageId::Registration, x);
+                    mark(StageId::Registration, x, x.end_t());
                 }
                 let redirected_with_code = x.status().is_some_and(|c| (300..400).contains(&c))
                     && x.response_header("location")
                         .is_some_and(|l| l.contains("code=") && !l.contains("error="));
                 if redirected_with_code {
-                    mark(StageId::Authorize, x);
+                    mark(StageId::Authorize, x, x.end_t());
                 }
             }
             Role::Token
@@ -656,12 +659,13 @@ fn stages(steps: &[Step<'_>], calls: &[Call]) -> Vec<Stage> {
                         .json()
                         .is_some_and(|j| j.get("access_token").is_some()) =>
             {
-                mark(StageId::Token, x)
+                mark(StageId::Token, x, x.end_t())
             }
             Role::Mcp | Role::LegacySse => {
                 let stream = x.response_media_type().as_deref() == Some("text/event-stream");
                 if x.method() == "GET" && ((ok && stream) || x.status() == Some(405)) {
-                    mark(StageId::GetStream, x);
+                    // A stream is reached when its headers arrive, not when it ends.
+                    mark(StageId::GetStream, x, x.response_t.unwrap_or(x.t));
                 }
             }
             _ => {}
@@ -672,7 +676,7 @@ fn stages(steps: &[Step<'_>], calls: &[Call]) -> Vec<Stage> {
                 .iter()
                 .any(|m| m.method() == Some("notifications/initialized"))
         {
-            mark(StageId::Initialized, x);
+            mark(StageId::Initialized, x, x.end_t());
         }
     }
     for call in calls {
@@ -698,12 +702,25 @@ fn stages(steps: &[Step<'_>], calls: &[Call]) -> Vec<Stage> {
         }
     }
     let latest = first.keys().max().copied();
+    let oauth = steps.iter().any(|s| {
+        s.bearer.is_some()
+            || matches!(
+                s.role,
+                Role::ResourceMetadata
+                    | Role::AuthServerMetadata
+                    | Role::Registration
+                    | Role::Authorize
+                    | Role::Token
+            )
+            || (matches!(s.role, Role::Mcp | Role::LegacyMessages) && s.x.status() == Some(401))
+    });
     StageId::ALL
         .iter()
         .map(|&id| {
             let seen = first.get(&id);
             let reached = match (seen, latest) {
                 (Some(_), _) => Reached::Reached,
+                (None, _) if id.is_auth() && !oauth => Reached::NotApplicable,
                 (None, Some(l)) if l > id && (id.is_auth() || id == StageId::GetStream) => {
                     Reached::NotObserved
                 }
@@ -759,6 +776,9 @@ pub fn stage_hint(
     if let Some(messages) = jsonrpc::decode_bytes(request_body) {
         if status == Some(401) && !authenticated {
             return Some(StageId::Challenge);
+        }
+        if !ok {
+            return None;
         }
         let methods: Vec<&str> = messages.iter().filter_map(|m| m.method()).collect();
         return methods.iter().find_map(|m| match *m {

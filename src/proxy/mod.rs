@@ -84,8 +84,27 @@ pub struct ProxyOutcome {
     pub writer: WriterStats,
 }
 
-/// Runs the proxy until SIGINT or SIGTERM.
+/// Runs the proxy until SIGINT or SIGTERM (SIGHUP reloads certificates).
 pub async fn run(config: ProxyConfig) -> anyhow::Result<ProxyOutcome> {
+    let control = Control::signals()?;
+    serve_until(config, control, |_| {}).await
+}
+
+/// Runs the proxy in-process until `stop` completes; `ready` gets the bound address once the
+/// listener is up (`mcptap demo` and tests use this).
+pub async fn run_until(
+    config: ProxyConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<ProxyOutcome> {
+    serve_until(config, Control::future(stop), ready).await
+}
+
+async fn serve_until(
+    config: ProxyConfig,
+    mut signals: Control,
+    ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<ProxyOutcome> {
     let clock = Arc::new(Clock::new());
     let session_id = short_id();
     let (path, mut file) = open_capture(&config.capture, &clock, &session_id)?;
@@ -207,7 +226,7 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<ProxyOutcome> {
     };
     let mut conns = JoinSet::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut signals = Signals::new()?;
+    ready(local);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -551,28 +570,47 @@ enum Signal {
     Reload,
 }
 
-/// SIGINT, SIGTERM and SIGHUP.
-struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
+/// Where stop and reload requests come from: the process's signals (SIGINT, SIGTERM,
+/// SIGHUP), or a future that asks once to stop (in-process use).
+enum Control {
+    Signals {
+        int: tokio::signal::unix::Signal,
+        term: tokio::signal::unix::Signal,
+        hup: tokio::signal::unix::Signal,
+    },
+    Future(Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>),
 }
 
-impl Signals {
-    fn new() -> anyhow::Result<Self> {
+impl Control {
+    fn signals() -> anyhow::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
+        Ok(Control::Signals {
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
             hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
 
+    fn future(stop: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        Control::Future(Some(Box::pin(stop)))
+    }
+
     async fn next(&mut self) -> Signal {
-        tokio::select! {
-            _ = self.int.recv() => Signal::Stop,
-            _ = self.term.recv() => Signal::Stop,
-            _ = self.hup.recv() => Signal::Reload,
+        match self {
+            Control::Signals { int, term, hup } => tokio::select! {
+                _ = int.recv() => Signal::Stop,
+                _ = term.recv() => Signal::Stop,
+                _ = hup.recv() => Signal::Reload,
+            },
+            Control::Future(stop) => match stop.as_mut() {
+                Some(f) => {
+                    f.await;
+                    *stop = None;
+                    Signal::Stop
+                }
+                // Asked once already: nothing more will come.
+                None => std::future::pending().await,
+            },
         }
     }
 

@@ -441,7 +441,7 @@ pub fn resource_mismatch(resource: &str, host: &str, path: &str) -> Option<Strin
     }
     Some(if r_path_norm == "/" && path != "/" {
         format!(
-            "it is the base URL, but the client uses {path}: the resource must be the MCP endpoint's URL itself (the case of a server that authorizes fine and then never gets a POST {path})"
+            "that is the base URL while the client uses {path}: the resource must be the MCP endpoint's URL itself (the case of a server that authorizes fine and then never gets a POST {path})"
         )
     } else if r_path == format!("{path}/") {
         format!("it has a trailing slash the client's URL ({path}) does not")
@@ -558,9 +558,11 @@ fn as_issuer_match(session: &Session<'_>) -> Vec<Finding> {
         let (scheme, host) = client_origin(session, s.x);
         let expected = format!("{scheme}://{host}{suffix}");
         let issuer = doc.get("issuer").and_then(Value::as_str);
-        let ok = issuer
-            .and_then(split_url)
-            .is_some_and(|(_, h, p)| h.eq_ignore_ascii_case(&host) && p == suffix);
+        // RFC 8414 §3.1: a terminating "/" of the issuer is dropped before the well-known
+        // part is inserted, so "https://h/" and "https://h" fetch the same document.
+        let ok = issuer.and_then(split_url).is_some_and(|(_, h, p)| {
+            h.eq_ignore_ascii_case(&host) && p.trim_end_matches('/') == suffix.trim_end_matches('/')
+        });
         if !ok {
             out.push(finding(
                 "as-issuer-match",

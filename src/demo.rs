@@ -1,0 +1,207 @@
+//! `mcptap demo`: the whole story on loopback in one command. A built-in MCP server with
+//! OAuth (the test fixture, `crate::fixture`) runs behind `mcptap proxy`, and a connector-like
+//! client walks the flow twice: against a correct server, then against the same server with a
+//! fault (by default the one of the original case: the protected-resource metadata names the
+//! base URL as `resource`, so the client authorizes, gets its token, and sends nothing more).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::ValueEnum;
+
+use crate::capture::reader::Capture;
+use crate::capture::writer::OnFull;
+use crate::explain::{self, Style};
+use crate::fixture::client::{self, ClientOptions, ClientOutcome};
+use crate::fixture::server::{Faults, FixtureServer};
+use crate::proxy::{self, upstream::UpstreamTls, CaptureTarget, ListenTls, ProxyConfig};
+
+/// The faults the demo can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// The metadata's `resource` is the base URL while the client uses /mcp: the client
+    /// authorizes and then goes silent (RFC 9728 §3.3).
+    Case,
+    /// 401 without WWW-Authenticate.
+    MissingWwwAuthenticate,
+    /// Event streams held back until they end, as a buffering proxy does.
+    BufferedSse,
+    /// The first request with the new token is answered 401.
+    RejectFirstBearer,
+    /// A CDN/WAF answers the connector with an HTML block page.
+    EdgeBlock,
+}
+
+impl Scenario {
+    fn faults(self) -> Faults {
+        let mut f = Faults::default();
+        match self {
+            Scenario::Case => f.prm_resource_base_url = true,
+            Scenario::MissingWwwAuthenticate => f.missing_www_authenticate = true,
+            Scenario::BufferedSse => f.buffered_sse = true,
+            Scenario::RejectFirstBearer => f.reject_first_bearer = true,
+            Scenario::EdgeBlock => f.edge_block = true,
+        }
+        f
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Case => "case",
+            Scenario::MissingWwwAuthenticate => "missing-www-authenticate",
+            Scenario::BufferedSse => "buffered-sse",
+            Scenario::RejectFirstBearer => "reject-first-bearer",
+            Scenario::EdgeBlock => "edge-block",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Scenario::Case => "the same server, but its protected-resource metadata names the base URL as `resource` (the client uses /mcp)",
+            Scenario::MissingWwwAuthenticate => "the same server, but its 401 carries no WWW-Authenticate",
+            Scenario::BufferedSse => "the same server behind something that buffers event streams",
+            Scenario::RejectFirstBearer => "the same server, but it rejects the first request made with a new token",
+            Scenario::EdgeBlock => "the same server behind an edge that blocks the connector with an HTML page",
+        }
+    }
+}
+
+/// `mcptap demo` flags.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  mcptap demo\n  mcptap demo --scenario buffered-sse\n  mcptap demo --captures-dir /tmp/demo"
+)]
+pub struct DemoArgs {
+    /// Which fault the second run shows.
+    #[arg(long, value_enum, default_value = "case")]
+    pub scenario: Scenario,
+
+    /// Where the two captures are written.
+    #[arg(long, value_name = "DIR", default_value = "captures")]
+    pub captures_dir: PathBuf,
+}
+
+/// The two captures the demo wrote.
+#[derive(Debug)]
+pub struct DemoOutcome {
+    pub working: PathBuf,
+    pub failing: PathBuf,
+}
+
+/// Runs the demo and prints it.
+pub fn run(args: &DemoArgs) -> anyhow::Result<std::process::ExitCode> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let outcome = runtime.block_on(demo(args))?;
+    let style = Style::detect();
+    let (cap, report) = explain::explain_file(&outcome.failing)?;
+    println!(
+        "\n── What `mcptap explain {}` says ──\n",
+        outcome.failing.display()
+    );
+    print!("{}", explain::render(&cap, &report, style));
+    println!("\n── Next ──");
+    println!("  mcptap explain {}", outcome.failing.display());
+    println!(
+        "  mcptap explain {}   (the correct run)",
+        outcome.working.display()
+    );
+    println!(
+        "  jq -c 'select(.kind==\"sse\")' {}",
+        outcome.working.display()
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn demo(args: &DemoArgs) -> anyhow::Result<DemoOutcome> {
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let dir = &args.captures_dir;
+    let working = dir.join(format!("demo-working-{stamp}.jsonl"));
+    let failing = dir.join(format!("demo-{}-{stamp}.jsonl", args.scenario.name()));
+
+    println!(
+        "mcptap demo: a built-in MCP server with OAuth, mcptap proxy in front of it, and a client"
+    );
+    println!(
+        "that walks the flow the way a hosted connector does. Everything runs on 127.0.0.1.\n"
+    );
+    println!("── 1/2: a correct server ──");
+    let first = session(Faults::default(), &working, false).await?;
+    println!("   client: {}", outcome_words(&first));
+    println!("\n── 2/2: {} ──", args.scenario.title());
+    let second = session(args.scenario.faults(), &failing, true).await?;
+    println!("   client: {}", outcome_words(&second));
+    Ok(DemoOutcome { working, failing })
+}
+
+fn outcome_words(o: &ClientOutcome) -> String {
+    match o {
+        ClientOutcome::Completed => "completed the whole flow".into(),
+        ClientOutcome::StoppedAfterToken { reason } => {
+            format!("got its token, then sent nothing more ({reason})")
+        }
+        ClientOutcome::Failed { step, detail } => format!("gave up at {step}: {detail}"),
+    }
+}
+
+/// One recorded session: fixture server (with `faults`) behind the proxy, the client through it.
+async fn session(
+    faults: Faults,
+    capture: &Path,
+    wait_for_watchdog: bool,
+) -> anyhow::Result<ClientOutcome> {
+    let server = FixtureServer::start(faults, None)
+        .await
+        .context("starting the demo server")?;
+    let config = ProxyConfig {
+        listen: "127.0.0.1:0".parse().expect("a literal address"),
+        tls: ListenTls::Off,
+        upstream: server.url().parse().context("the demo server's URL")?,
+        capture: CaptureTarget::File(capture.to_path_buf()),
+        max_body: 10 << 20,
+        on_full: OnFull::Wait,
+        queue_bytes: 64 << 20,
+        redact: true,
+        preserve_host: false,
+        upstream_tls: UpstreamTls::default(),
+        upstream_timeout: Some(Duration::from_secs(60)),
+        grace: Duration::from_secs(2),
+        quiet: false,
+        silence_after: Some(Duration::from_secs(2)),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let proxy = tokio::spawn(proxy::run_until(
+        config,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |addr| {
+            let _ = ready_tx.send(addr);
+        },
+    ));
+    let addr = match ready_rx.await {
+        Ok(addr) => addr,
+        // The proxy ended before it listened: its error says why.
+        Err(_) => {
+            return Err(match proxy.await {
+                Ok(Err(e)) => e,
+                _ => anyhow::anyhow!("the demo proxy did not start"),
+            })
+        }
+    };
+    let base = format!("http://{addr}");
+    server.set_public_base(base.clone());
+    let report = client::run(&base, &ClientOptions::default()).await;
+    if wait_for_watchdog && !matches!(report.outcome, ClientOutcome::Completed) {
+        // Stay a moment, as a user watching the proxy would: the silence watchdog speaks up.
+        tokio::time::sleep(Duration::from_millis(3200)).await;
+    }
+    let _ = stop_tx.send(());
+    proxy.await.context("the demo proxy task")??;
+    // Make sure what was written reads back.
+    Capture::open(capture).context("reading back the demo capture")?;
+    Ok(report.outcome)
+}

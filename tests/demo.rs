@@ -1,0 +1,102 @@
+//! `mcptap demo`, run as a new user would: non-interactive, on loopback, both captures usable.
+
+use crate::explain::explain_json;
+
+fn demo_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let mut working = None;
+    let mut failing = None;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("demo-working-") {
+            working = Some(path);
+        } else if name.starts_with("demo-") {
+            failing = Some(path);
+        }
+    }
+    (
+        working.expect("a working capture"),
+        failing.expect("a failing capture"),
+    )
+}
+
+#[test]
+fn the_demo_tells_the_whole_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .args(["demo", "--captures-dir"])
+        .arg(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    // The live lines, the watchdog's notice, the explanation and what to do next.
+    assert!(stdout.contains("POST /token 200"), "{stdout}");
+    assert!(stdout.contains("[initialize]"), "{stdout}");
+    assert!(
+        stderr.contains("NOTICE"),
+        "the silence watchdog did not speak: {stderr}"
+    );
+    assert!(stdout.contains("Went quiet after token"), "{stdout}");
+    assert!(stdout.contains("prm-resource-match"), "{stdout}");
+    assert!(stdout.contains("mcptap explain"), "{stdout}");
+
+    let (working, failing) = demo_files(dir.path());
+    let good = explain_json(&working);
+    let call = good["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "call")
+        .unwrap();
+    assert_eq!(call["reached"], true, "{good:#}");
+    assert!(good["silence"].is_null());
+
+    let bad = explain_json(&failing);
+    assert_eq!(bad["silence"]["after_stage"], "token");
+    assert!(bad["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["check"] == "prm-resource-match" && f["severity"] == "error"));
+}
+
+#[test]
+fn every_demo_scenario_runs() {
+    for scenario in [
+        "missing-www-authenticate",
+        "buffered-sse",
+        "reject-first-bearer",
+        "edge-block",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+            .args(["demo", "--scenario", scenario, "--captures-dir"])
+            .arg(dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{scenario}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (_, failing) = demo_files(dir.path());
+        let report = explain_json(&failing);
+        let checks: Vec<&str> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["check"].as_str().unwrap())
+            .collect();
+        let expected = match scenario {
+            "missing-www-authenticate" => "challenge-present",
+            "buffered-sse" => "sse-buffering",
+            "reject-first-bearer" => "bearer-accepted",
+            _ => "edge-block",
+        };
+        assert!(checks.contains(&expected), "{scenario}: {checks:?}");
+    }
+}

@@ -1,0 +1,700 @@
+//! Real MCP peers: the TypeScript and Python SDKs' own OAuth clients, the TypeScript SDK's
+//! example OAuth server, and @modelcontextprotocol/server-everything, with the real `mcptap`
+//! binary between them.
+//!
+//! The peers are pinned npm and PyPI packages installed by `tests/peers/setup` into
+//! tests/peers/node_modules and tests/peers/.venv, driven by the scripts beside them (see
+//! tests/peers/README.md). Without them
+//! each test prints `SKIPPED: ...` and returns. Every peer process is killed when its guard
+//! drops, and each test gives up after 60 s.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// The most any one test here may take, start to finish.
+const TEST_BUDGET: Duration = Duration::from_secs(60);
+
+/// tests/peers, when its npm packages are installed.
+fn peers_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers");
+    let installed = [
+        "node_modules/@modelcontextprotocol/sdk/package.json",
+        "node_modules/@modelcontextprotocol/server-everything/package.json",
+    ]
+    .iter()
+    .all(|p| dir.join(p).is_file());
+    installed.then_some(dir)
+}
+
+/// The peers dir, or a loud skip (the test returns without asserting anything).
+macro_rules! peers_or_skip {
+    () => {
+        match peers_dir() {
+            Some(dir) => dir,
+            None => {
+                eprintln!("SKIPPED: real MCP peers are not installed; run tests/peers/setup");
+                return;
+            }
+        }
+    };
+}
+
+/// A peer process (a server or a driver) that is killed when dropped. Its stdout and stderr
+/// lines are echoed to the test's stderr (shown when a test fails) and can be waited for.
+struct Peer {
+    name: &'static str,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    /// Everything the process printed on stdout, for drivers that print their result there.
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Peer {
+    fn node(name: &'static str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Peer {
+        Peer::spawn(name, "node", dir, args, env)
+    }
+
+    fn spawn(
+        name: &'static str,
+        program: &str,
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Peer {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "starting `{program} {}` for {name} ({e}): tests/peers is installed, so this must be there too",
+                args.join(" ")
+            )
+        });
+        let (tx, lines) = mpsc::channel();
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        {
+            let tx = tx.clone();
+            let all = stdout.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    eprintln!("[{name}] {line}");
+                    all.lock().unwrap().push_str(&line);
+                    all.lock().unwrap().push('\n');
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[{name} stderr] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let stdin = child.stdin.take();
+        Peer {
+            name,
+            child,
+            stdin,
+            lines,
+            stdout,
+        }
+    }
+
+    /// Waits for a line (stdout or stderr) containing `needle`, and returns it.
+    fn wait_for(&self, needle: &str, deadline: Instant) -> String {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("{} did not print {needle:?} in time", self.name)
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("{} exited before printing {needle:?}", self.name)
+                }
+            }
+        }
+    }
+
+    fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the process to exit (killing it at the deadline) and returns its exit code
+    /// and stdout.
+    fn finish(mut self, deadline: Instant) -> (i32, String) {
+        drop(self.stdin.take());
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The reader thread ends at EOF, right after the exit: wait for it to drain.
+                let end = Instant::now() + Duration::from_secs(5);
+                while self
+                    .lines
+                    .recv_timeout(end.saturating_duration_since(Instant::now()))
+                    .is_ok()
+                {}
+                let out = self.stdout.lock().unwrap().clone();
+                return (status.code().unwrap_or(-1), out);
+            }
+            if Instant::now() >= deadline {
+                panic!("{} did not finish in time", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a driver script to completion and returns the JSON object it printed last on stdout,
+/// asserting it exited 0 with `"ok": true`.
+fn run_driver(
+    name: &'static str,
+    dir: &Path,
+    program: &str,
+    args: &[&str],
+    deadline: Instant,
+) -> Value {
+    let (code, out) = Peer::spawn(name, program, dir, args, &[]).finish(deadline);
+    let summary: Value = out
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("{name} printed no JSON summary (exit {code}):\n{out}"));
+    assert_eq!(code, 0, "{name} failed: {summary:#}");
+    assert_eq!(summary["ok"], true, "{name}: {summary:#}");
+    summary
+}
+
+/// `mcptap explain CAPTURE --json`, parsed; the human report is echoed for failures.
+fn explain(capture: &Path) -> Value {
+    let bin = env!("CARGO_BIN_EXE_mcptap");
+    let human = Command::new(bin)
+        .arg("explain")
+        .arg(capture)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&human.stdout));
+    let out = Command::new(bin)
+        .arg("explain")
+        .arg(capture)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mcptap explain failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("explain --json prints JSON")
+}
+
+fn stage_status<'a>(report: &'a Value, id: &str) -> &'a str {
+    report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("explain has no stage {id}"))["status"]
+        .as_str()
+        .unwrap()
+}
+
+/// What is wrong with the report's stages, against what each stage should be.
+fn stage_problems(report: &Value, expected: &[(&str, &str)]) -> Vec<String> {
+    expected
+        .iter()
+        .filter_map(|(id, want)| {
+            let got = stage_status(report, id);
+            (got != *want).then(|| format!("stage {id} is {got}, expected {want}"))
+        })
+        .collect()
+}
+
+fn error_findings(report: &Value) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .map(|f| format!("error finding {}: {}", f["check"], f["message"]))
+        .collect()
+}
+
+/// The value after `key` in a peer's line (`... mcp=http://127.0.0.1:PORT/mcp ...`).
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+const ALL_STAGES: [&str; 12] = [
+    "reach",
+    "challenge",
+    "resource_metadata",
+    "auth_server_metadata",
+    "registration",
+    "authorize",
+    "token",
+    "initialize",
+    "initialized",
+    "get_stream",
+    "list",
+    "call",
+];
+
+/// Which SDK's client drives the OAuth flow.
+#[derive(Clone, Copy, PartialEq)]
+enum Connector {
+    /// oauth-flow.mjs: the TypeScript SDK.
+    TypeScript,
+    /// oauth_flow.py: the Python SDK, from tests/peers/.venv.
+    Python,
+}
+
+/// Starts the SDK example OAuth server (`--as same|separate`) with mcptap in front of its MCP
+/// origin, runs the SDK client's whole flow through the proxy, checks what the client got and
+/// that the capture holds each of its requests to the proxy, and returns the client's summary,
+/// the proxy's origin, the AS origin, and the capture's path (in `tmp`).
+fn oauth_session(
+    dir: &Path,
+    as_mode: &str,
+    connector: Connector,
+    tmp: &Path,
+    deadline: Instant,
+) -> (Value, String, String, PathBuf) {
+    let mut server = Peer::node(
+        "oauth-server",
+        dir,
+        &["oauth-server.mjs", "--as", as_mode],
+        &[],
+    );
+    let listening = server.wait_for("mcptap-peer: listening", deadline);
+    let upstream = field(&listening, "mcp=")
+        .strip_suffix("/mcp")
+        .unwrap()
+        .to_string();
+    let as_origin = field(&listening, "as=").to_string();
+    let capture = tmp.join("capture.jsonl");
+    let proxy = TestProxy::to(&upstream).capture_to(&capture).start();
+    let mcp_url = proxy.url("/mcp");
+    // The server names the proxy's URL as its resource (RFC 9728 §3.3) and, with `same`, as
+    // its issuer too.
+    server.send_line(&mcp_url);
+    server.wait_for("mcptap-peer: ready", deadline);
+
+    let summary = match connector {
+        Connector::TypeScript => run_driver(
+            "oauth-flow.mjs",
+            dir,
+            "node",
+            &["oauth-flow.mjs", &mcp_url],
+            deadline,
+        ),
+        Connector::Python => run_driver(
+            "oauth_flow.py",
+            dir,
+            dir.join(".venv/bin/python").to_str().unwrap(),
+            &["oauth_flow.py", &mcp_url],
+            deadline,
+        ),
+    };
+    let cap = proxy.finish();
+    drop(server);
+
+    // What every SDK-driven connector must have got.
+    assert_eq!(
+        summary["challenged"], true,
+        "the first initialize was not challenged: {summary:#}"
+    );
+    assert_eq!(summary["client_id_registered"], true);
+    assert_eq!(summary["token_type"], "bearer");
+    assert_eq!(summary["server"]["name"], "simple-streamable-http-server");
+    assert_eq!(
+        summary["tools"],
+        serde_json::json!(["greet", "multi-greet"])
+    );
+    assert_eq!(summary["greet"], "Hello, mcptap!");
+    assert_eq!(summary["multi_greet"], "Good morning, mcptap!");
+    assert_eq!(
+        summary["logging"],
+        serde_json::json!([
+            "debug: Starting multi-greet for mcptap",
+            "info: Sending first greeting to mcptap",
+            "info: Sending second greeting to mcptap"
+        ]),
+        "multi-greet's notifications"
+    );
+    if connector == Connector::TypeScript {
+        assert_eq!(summary["state_round_trip"], true);
+        assert_eq!(summary["session_terminated"], true);
+    }
+
+    // The capture holds exactly the requests the client sent to the proxy.
+    let proxy_origin = mcp_url.strip_suffix("/mcp").unwrap().to_string();
+    let via_proxy: Vec<String> = summary["contacted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .filter(|c| {
+            c.split_whitespace()
+                .nth(1)
+                .unwrap()
+                .starts_with(&proxy_origin)
+        })
+        .map(|c| {
+            let (method, url) = c.split_once(' ').unwrap();
+            format!("{method} {}", &url[proxy_origin.len()..])
+        })
+        .collect();
+    let recorded: Vec<String> = cap
+        .kind("request")
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap(),
+                r["target"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let mut a = via_proxy.clone();
+    let mut b = recorded.clone();
+    a.sort();
+    b.sort();
+    assert_eq!(
+        a, b,
+        "the client's requests to the proxy and the capture's differ"
+    );
+    for ex in cap.exchanges() {
+        if cap.one(ex, "request")["method"] != "GET" {
+            assert_eq!(cap.one(ex, "end")["outcome"], "complete", "exchange {ex}");
+        }
+    }
+    assert_eq!(cap.last()["kind"], "session_end");
+    (summary, proxy_origin, as_origin, capture)
+}
+
+/// explain on a session the proxy saw whole: every stage reached, no silence, no error, and the
+/// token issued by /token presented and accepted.
+fn assert_explains_clean(capture: &Path) {
+    let report = explain(capture);
+    let mut problems = stage_problems(&report, &ALL_STAGES.map(|id| (id, "reached")));
+    problems.extend(error_findings(&report));
+    if !report["silence"].is_null() {
+        problems.push(format!("silence reported: {}", report["silence"]));
+    }
+    let tokens = report["tokens"].as_array().unwrap();
+    if !tokens.iter().any(|t| {
+        t["grant_type"] == "authorization_code"
+            && t["accepted"] == true
+            && t["presented"].as_array().is_some_and(|p| !p.is_empty())
+    }) {
+        problems.push(format!(
+            "no authorization_code token line presented and accepted: {tokens:?}"
+        ));
+    }
+    assert!(
+        problems.is_empty(),
+        "explain on a clean SDK OAuth session:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// The SDK's OAuth example with its authorization server on the MCP server's own origin: the
+/// proxy sees the whole flow, and explain must find every stage and nothing wrong.
+#[test]
+fn typescript_sdk_oauth_session_explains_clean() {
+    let dir = peers_or_skip!();
+    let deadline = Instant::now() + TEST_BUDGET;
+    let tmp = tempfile::tempdir().unwrap();
+    let (summary, proxy_origin, _, capture) =
+        oauth_session(&dir, "same", Connector::TypeScript, tmp.path(), deadline);
+    for c in summary["contacted"].as_array().unwrap() {
+        let url = c.as_str().unwrap().split_whitespace().nth(1).unwrap();
+        assert!(
+            url.starts_with(&proxy_origin),
+            "the client went around the proxy: {c}"
+        );
+    }
+
+    assert_explains_clean(&capture);
+}
+
+/// The same session driven by the Python SDK's client (tests/peers/.venv), which probes
+/// `server/discover` (protocol 2026-07-28) first and falls back to initialize.
+#[test]
+fn python_sdk_oauth_session_explains_clean() {
+    let dir = peers_or_skip!();
+    if !dir.join(".venv/bin/python").is_file() {
+        eprintln!("SKIPPED: the Python MCP peer is not installed; run tests/peers/setup");
+        return;
+    }
+    let deadline = Instant::now() + TEST_BUDGET;
+    let tmp = tempfile::tempdir().unwrap();
+    let (summary, proxy_origin, _, capture) =
+        oauth_session(&dir, "same", Connector::Python, tmp.path(), deadline);
+    for c in summary["contacted"].as_array().unwrap() {
+        let url = c.as_str().unwrap().split_whitespace().nth(1).unwrap();
+        assert!(
+            url.starts_with(&proxy_origin),
+            "the client went around the proxy: {c}"
+        );
+    }
+    assert_explains_clean(&capture);
+}
+
+/// As in the SDK example, the authorization server on its own port: the client reaches it
+/// directly, so the proxy sees challenge and resource metadata, then the authorized MCP
+/// traffic; explain must call the OAuth stages in between not observed, not missing.
+#[test]
+fn typescript_sdk_oauth_with_a_separate_authorization_server_is_not_observed_not_missing() {
+    let dir = peers_or_skip!();
+    let deadline = Instant::now() + TEST_BUDGET;
+    let tmp = tempfile::tempdir().unwrap();
+    let (summary, proxy_origin, as_origin, capture) = oauth_session(
+        &dir,
+        "separate",
+        Connector::TypeScript,
+        tmp.path(),
+        deadline,
+    );
+    let contacted: Vec<&str> = summary["contacted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for path in ["/register", "/authorize", "/token"] {
+        assert!(
+            contacted.iter().any(|c| c
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .starts_with(&format!("{as_origin}{path}"))),
+            "the client did not reach {as_origin}{path} directly: {contacted:?}"
+        );
+    }
+    assert!(contacted
+        .iter()
+        .any(|c| c.starts_with(&format!("POST {proxy_origin}/mcp"))));
+
+    let report = explain(&capture);
+    let expected: Vec<(&str, &str)> = ALL_STAGES
+        .iter()
+        .map(|&id| match id {
+            "auth_server_metadata" | "registration" | "authorize" | "token" => (id, "not_observed"),
+            _ => (id, "reached"),
+        })
+        .collect();
+    let mut problems = stage_problems(&report, &expected);
+    problems.extend(error_findings(&report));
+    if !report["silence"].is_null() {
+        problems.push(format!("silence reported: {}", report["silence"]));
+    }
+    assert!(
+        problems.is_empty(),
+        "explain on an SDK OAuth session with the AS elsewhere:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// server-everything over Streamable HTTP: the same client run direct and through the proxy
+/// gets the same answers, and the capture holds every exchange and every SSE event.
+#[test]
+fn server_everything_through_the_proxy_matches_direct() {
+    let dir = peers_or_skip!();
+    let deadline = Instant::now() + TEST_BUDGET;
+    let server = Peer::node(
+        "server-everything",
+        &dir,
+        &[
+            "--import",
+            "./listen-reporter.mjs",
+            "node_modules/@modelcontextprotocol/server-everything/dist/index.js",
+            "streamableHttp",
+        ],
+        &[("PORT", "0")],
+    );
+    let listening = server.wait_for("mcptap-peer: listening on ", deadline);
+    let upstream = field(&listening, "http://").to_string();
+    let upstream = format!("http://{upstream}");
+
+    let direct = run_driver(
+        "everything-client direct",
+        &dir,
+        "node",
+        &["everything-client.mjs", &format!("{upstream}/mcp")],
+        deadline,
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = tmp.path().join("capture.jsonl");
+    let proxy = TestProxy::to(&upstream).capture_to(&capture).start();
+    let proxied = run_driver(
+        "everything-client proxied",
+        &dir,
+        "node",
+        &["everything-client.mjs", &proxy.url("/mcp")],
+        deadline,
+    );
+    let cap = proxy.finish();
+    drop(server);
+
+    // Same answers. (Nothing in what this client asks for is volatile: the static document,
+    // not the dynamic resources with their timestamps; no session ids in `results`.)
+    assert_eq!(
+        direct["results"], proxied["results"],
+        "server-everything answered differently through the proxy"
+    );
+    let progress = proxied["results"]["progress"].as_array().unwrap();
+    assert_eq!(progress.len(), 4, "progress notifications: {progress:?}");
+    assert_eq!(
+        proxied["results"]["echo"]["content"][0]["text"],
+        "Echo: through mcptap ✓"
+    );
+    // Same HTTP exchanges, same statuses and content types.
+    let sorted = |v: &Value| {
+        let mut r: Vec<String> = v["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        r.sort();
+        r
+    };
+    assert_eq!(
+        sorted(&direct),
+        sorted(&proxied),
+        "the HTTP exchanges differ"
+    );
+
+    // The capture holds every request the client made, in the same numbers.
+    let count = |method: &str| {
+        proxied["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["method"] == method)
+            .count()
+    };
+    let recorded = |method: &str| {
+        cap.kind("request")
+            .iter()
+            .filter(|r| r["method"] == method)
+            .count()
+    };
+    for method in ["POST", "GET", "DELETE"] {
+        assert_eq!(
+            recorded(method),
+            count(method),
+            "{method} exchanges in the capture"
+        );
+    }
+    assert_eq!(
+        count("POST"),
+        7,
+        "initialize, initialized, 2 lists, 2 calls, 1 read"
+    );
+    for ex in cap.exchanges() {
+        let req = cap.one(ex, "request");
+        assert_eq!(req["target"], "/mcp");
+        if req["method"] != "GET" {
+            assert_eq!(cap.one(ex, "end")["outcome"], "complete", "exchange {ex}");
+        }
+    }
+
+    // The long-running call's stream: each progress notification as its own SSE event, in
+    // order, then the result.
+    let call = cap
+        .exchanges()
+        .into_iter()
+        .find(|&ex| {
+            cap.body_text(ex, "request")
+                .contains("trigger-long-running-operation")
+        })
+        .expect("the long-running call is in the capture");
+    let events: Vec<Value> = cap
+        .exchange(call)
+        .into_iter()
+        .filter(|e| e["kind"] == "sse")
+        .filter_map(|e| {
+            e["data"]
+                .as_str()
+                .and_then(|d| serde_json::from_str(d).ok())
+        })
+        .collect();
+    let recorded_progress: Vec<Value> = events
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .map(|m| serde_json::json!({"progress": m["params"]["progress"], "total": m["params"]["total"]}))
+        .collect();
+    assert_eq!(
+        &recorded_progress, progress,
+        "progress events in the capture"
+    );
+    let last = events.last().expect("SSE events on the call");
+    assert_eq!(
+        last["result"], proxied["results"]["long_running"],
+        "the call's result is the stream's last event"
+    );
+    // Every SSE event the client could have parsed came through: JSON-RPC messages in the
+    // capture's POST streams = answers + notifications the client got on them.
+    let answers = cap
+        .kind("sse")
+        .iter()
+        .filter_map(|e| e["data"].as_str())
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|m| m.get("result").is_some())
+        .count();
+    assert_eq!(
+        answers, 6,
+        "one result event per request (initialize, 2 lists, 2 calls, 1 read)"
+    );
+
+    let report = explain(&capture);
+    let mut problems = stage_problems(
+        &report,
+        &[
+            ("reach", "reached"),
+            ("initialize", "reached"),
+            ("initialized", "reached"),
+            ("get_stream", "reached"),
+            ("list", "reached"),
+            ("call", "reached"),
+        ],
+    );
+    problems.extend(error_findings(&report));
+    assert!(
+        problems.is_empty(),
+        "explain on a server-everything session:\n  {}",
+        problems.join("\n  ")
+    );
+}

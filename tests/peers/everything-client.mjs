@@ -1,0 +1,82 @@
+// A plain MCP client (the TypeScript SDK's Client + StreamableHTTPClientTransport) for
+// @modelcontextprotocol/server-everything.
+//
+// Usage:  node everything-client.mjs MCP_URL
+//
+// initialize, tools/list, tools/call echo, tools/call trigger-long-running-operation with a
+// progress token (the server sends notifications/progress on the call's SSE stream),
+// resources/list, resources/read of the first static document, then DELETE of the session.
+// Prints one JSON line: what the server answered (`results`, comparable between a direct run
+// and one through a proxy) and what the client sent (`requests`: method, path, status of each
+// HTTP request, in order). Exits 1 on any failure, and by itself after 45 s.
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+
+const mcpUrl = new URL(process.argv[2] ?? '');
+const fail = (stage, error) => {
+    console.error(`everything-client: failed at ${stage}:`, error);
+    console.log(JSON.stringify({ ok: false, stage, error: String(error?.stack ?? error) }));
+    process.exit(1);
+};
+setTimeout(() => fail('deadline', new Error('did not finish within 45 s')), 45_000).unref();
+
+const requests = [];
+const recordingFetch = async (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    const method = init?.method ?? (input instanceof Request ? input.method : 'GET');
+    const entry = { method, path: url.pathname + url.search, status: null };
+    requests.push(entry);
+    const res = await fetch(input, init);
+    entry.status = res.status;
+    entry.content_type = res.headers.get('content-type')?.split(';')[0] ?? null;
+    return res;
+};
+
+const client = new Client({ name: 'mcptap-everything-client', version: '1.0.0' });
+const transport = new StreamableHTTPClientTransport(mcpUrl, { fetch: recordingFetch });
+const results = {};
+let stage = 'connect';
+try {
+    await client.connect(transport);
+    results.server = client.getServerVersion();
+    results.capabilities = client.getServerCapabilities();
+    results.instructions_length = client.getInstructions()?.length ?? 0;
+    results.protocol_version = transport.protocolVersion;
+
+    stage = 'tools/list';
+    const tools = await client.listTools();
+    results.tools = tools.tools.map(t => ({ name: t.name, inputSchema: t.inputSchema })).sort((a, b) => a.name.localeCompare(b.name));
+
+    stage = 'tools/call echo';
+    results.echo = await client.callTool({ name: 'echo', arguments: { message: 'through mcptap ✓' } });
+
+    stage = 'tools/call trigger-long-running-operation';
+    const progress = [];
+    const long = await client.callTool(
+        { name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 4 } },
+        undefined,
+        { onprogress: p => progress.push({ progress: p.progress, total: p.total }) }
+    );
+    results.long_running = long;
+    results.progress = progress;
+
+    stage = 'resources/list';
+    const resources = await client.listResources();
+    results.resources = resources.resources;
+    const doc = resources.resources
+        .map(r => r.uri)
+        .filter(u => u.startsWith('demo://resource/static/document/'))
+        .sort()[0];
+    if (!doc) throw new Error('no static document among the resources');
+
+    stage = 'resources/read';
+    results.read = await client.readResource({ uri: doc });
+
+    stage = 'close';
+    await transport.terminateSession();
+    await client.close();
+} catch (error) {
+    fail(stage, error);
+}
+console.log(JSON.stringify({ ok: true, results, requests }));
+process.exit(0);
