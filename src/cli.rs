@@ -183,6 +183,20 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "SECONDS", default_value = "5")]
     pub grace: f64,
 
+    /// Seconds a client may take to send its request headers before the connection is
+    /// closed (slowloris protection; 0: no limit).
+    #[arg(long, value_name = "SECONDS", default_value = "30")]
+    pub header_timeout: f64,
+
+    /// Largest request head (request line and headers) accepted; larger is answered 431.
+    #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = parse_size)]
+    pub max_header_bytes: u64,
+
+    /// Open client connections at most; more are refused (503 on plain HTTP) and counted
+    /// in the capture.
+    #[arg(long, value_name = "N", default_value = "10000")]
+    pub max_connections: usize,
+
     /// Print no line per exchange (the silence notice is still printed).
     #[arg(long, short)]
     pub quiet: bool,
@@ -321,6 +335,9 @@ impl ProxyArgs {
             },
             upstream_timeout: seconds("upstream-timeout", self.upstream_timeout)?,
             grace: seconds("grace", self.grace)?.unwrap_or(Duration::ZERO),
+            header_timeout: seconds("header-timeout", self.header_timeout)?,
+            max_header_bytes: self.max_header_bytes.clamp(8192, 16 << 20) as usize,
+            max_connections: self.max_connections.max(1),
             quiet: self.quiet,
             silence_after: seconds("silence-after", self.silence_after)?,
         })

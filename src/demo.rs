@@ -168,6 +168,9 @@ async fn session(
         upstream_tls: UpstreamTls::default(),
         upstream_timeout: Some(Duration::from_secs(60)),
         grace: Duration::from_secs(2),
+        header_timeout: Some(Duration::from_secs(30)),
+        max_header_bytes: 64 << 10,
+        max_connections: 1000,
         quiet: false,
         silence_after: Some(Duration::from_secs(2)),
     };

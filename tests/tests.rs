@@ -7,6 +7,8 @@ mod util;
 mod demo;
 /// `mcptap explain` on sessions recorded through the proxy, one test per rule.
 mod explain;
+/// Faults from either side, crashes and limits: sensible answers, the record in words.
+mod faults;
 /// Real MCP peers (TypeScript and Python SDKs, server-everything) through the proxy; tests/peers/setup installs them.
 mod peers;
 /// The data path: transparency, streaming, outcomes, shutdown.

@@ -667,3 +667,135 @@ fn body_kind(headers: &Headers) -> BodyKind {
         BodyKind::Message { content_type }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Records one exchange whose every redacted place holds `secret`, the bodies cut into
+    /// frames at `cuts`; returns the capture bytes.
+    fn record(secret: &str, cuts: &[usize]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.jsonl");
+        let file = std::fs::File::create(&path).unwrap();
+        let clock = Arc::new(Clock::new());
+        let (recorder, thread) = start(
+            WriterConfig {
+                file,
+                redactor: Redactor::new(true),
+                max_body: 1 << 20,
+                queue_bytes: 1 << 20,
+                on_full: OnFull::Wait,
+                terminal: None,
+            },
+            clock,
+        );
+        let enc: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        let json = serde_json::to_string(secret).unwrap();
+        let ev = |body| Record::Event { t: 1, body };
+        recorder.record(ev(EventBody::Request(Request {
+            ex: 1,
+            conn: 1,
+            method: "POST".into(),
+            target: format!("/token?code={enc}&x=1"),
+            version: "HTTP/1.1".into(),
+            headers: vec![
+                ("authorization".into(), format!("Bearer {secret}")),
+                ("cookie".into(), format!("sid={secret}")),
+                (
+                    "content-type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ),
+            ],
+            upstream: format!("http://u/token?code={enc}"),
+        })));
+        let form = format!("grant_type=authorization_code&code={enc}&code_verifier={enc}");
+        let frames = |text: &str| -> Vec<Bytes> {
+            let mut out = Vec::new();
+            let mut last = 0;
+            for &c in cuts {
+                let c = c % (text.len() + 1);
+                if c > last {
+                    out.push(Bytes::copy_from_slice(&text.as_bytes()[last..c]));
+                    last = c;
+                }
+            }
+            out.push(Bytes::copy_from_slice(&text.as_bytes()[last..]));
+            out
+        };
+        for b in frames(&form) {
+            recorder.record(Record::Frame {
+                ex: 1,
+                dir: Direction::Request,
+                t: 2,
+                len: b.len() as u64,
+                bytes: b,
+                permit: None,
+            });
+        }
+        recorder.record(Record::BodyEnd {
+            ex: 1,
+            dir: Direction::Request,
+            t: 3,
+        });
+        recorder.record(ev(EventBody::Response(Response {
+            ex: 1,
+            status: 200,
+            version: "HTTP/1.1".into(),
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            producer: "upstream".into(),
+        })));
+        let stream = format!(
+            "data: {{\"result\":{{\"deep\":[{{\"access_token\":{json}}}]}}}}\n\ndata: {{\"refresh_token\": {json}}}\n\n"
+        );
+        for b in frames(&stream) {
+            recorder.record(Record::Frame {
+                ex: 1,
+                dir: Direction::Response,
+                t: 4,
+                len: b.len() as u64,
+                bytes: b,
+                permit: None,
+            });
+        }
+        recorder.record(Record::BodyEnd {
+            ex: 1,
+            dir: Direction::Response,
+            t: 5,
+        });
+        recorder.record(Record::Finish {
+            t: 6,
+            exchanges: 1,
+            connections: 1,
+            clean: true,
+        });
+        drop(recorder);
+        thread.join().unwrap();
+        std::fs::read_to_string(&path).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// No secret reaches the file, whatever it holds and however the bodies are cut, and
+        /// one secret has one fingerprint everywhere.
+        #[test]
+        fn secrets_never_reach_the_capture(
+            secret in "[A-Za-z0-9+/=_.~ -]{12,40}",
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+        ) {
+            prop_assume!(secret.trim() == secret);
+            let text = record(&secret, &cuts);
+            let enc: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+            prop_assert!(!text.contains(&secret), "clear secret in:\n{}", text);
+            prop_assert!(!text.contains(&enc), "encoded secret in:\n{}", text);
+            let fps: std::collections::BTreeSet<&str> = text
+                .match_indices("fp=")
+                .map(|(i, _)| &text[i + 3..i + 11])
+                .collect();
+            prop_assert_eq!(fps.len(), 1, "one secret, one fingerprint: {:?}", fps);
+            // Every place was redacted: header, cookie, query (twice), form (twice), SSE (twice).
+            prop_assert!(text.matches("<redacted fp=").count() >= 8, "{}", text);
+        }
+    }
+}

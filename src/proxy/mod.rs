@@ -72,6 +72,12 @@ pub struct ProxyConfig {
     pub upstream_tls: upstream::UpstreamTls,
     pub upstream_timeout: Option<Duration>,
     pub grace: Duration,
+    /// Longest time a client may take to send its request headers (slowloris).
+    pub header_timeout: Option<Duration>,
+    /// Largest request head accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Open client connections at most; more are refused (503 on plain HTTP) and counted.
+    pub max_connections: usize,
     pub quiet: bool,
     /// Notice when a token was issued and no authenticated request followed this long.
     pub silence_after: Option<Duration>,
@@ -225,13 +231,26 @@ async fn serve_until(
         })
     };
     let mut conns = JoinSet::new();
+    let mut refused = 0u64;
+    let limits = Arc::new(Limits {
+        header_timeout: config.header_timeout,
+        max_header_bytes: config.max_header_bytes.max(8192),
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     ready(local);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let listener = Listener { local, tls: tls.clone() };
+                    if conns.len() >= config.max_connections {
+                        refuse(stream, tls.is_none(), &recorder, &mut refused, config.max_connections);
+                        continue;
+                    }
+                    let listener = Listener {
+                        local,
+                        tls: tls.clone(),
+                        limits: limits.clone(),
+                    };
                     serve(&mut conns, stream, peer, listener, &shared, &route, stop_rx.clone());
                 }
                 Err(e) => {
@@ -255,6 +274,19 @@ async fn serve_until(
     }
     if let Some(w) = watcher {
         w.abort();
+    }
+    if refused > 0 {
+        recorder.record(Record::Event {
+            t: clock.now_us(),
+            body: EventBody::Note(model::Note {
+                code: "connections_refused".into(),
+                message: format!(
+                    "{refused} connections were refused over --max-connections {} in this session",
+                    config.max_connections
+                ),
+                count: Some(refused),
+            }),
+        });
     }
     drop(listener);
     let _ = stop_tx.send(true);
@@ -313,6 +345,60 @@ async fn serve_until(
 struct Listener {
     local: SocketAddr,
     tls: Option<Arc<TlsSetup>>,
+    limits: Arc<Limits>,
+}
+
+/// What a client connection may take.
+struct Limits {
+    header_timeout: Option<Duration>,
+    max_header_bytes: usize,
+}
+
+/// Turns away a connection over `--max-connections`: a 503 on plain HTTP (a TLS client just
+/// sees the close), counted, and noted once when the limit is first reached.
+fn refuse(
+    mut stream: TcpStream,
+    plain: bool,
+    recorder: &crate::capture::Recorder,
+    refused: &mut u64,
+    limit: usize,
+) {
+    *refused += 1;
+    if *refused == 1 {
+        let message = format!(
+            "--max-connections {limit} reached: further connections are refused until some close"
+        );
+        eprintln!("mcptap: {message}");
+        recorder.record(Record::Event {
+            t: recorder.clock().now_us(),
+            body: EventBody::Note(model::Note {
+                code: "connections_refused".into(),
+                message,
+                count: Some(1),
+            }),
+        });
+    }
+    if plain {
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let body = "mcptap: too many connections, try again\n";
+            let answer = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\n\r\n{body}",
+                body.len()
+            );
+            // Closing with the request unread would reset the connection before the client
+            // reads the answer: take what it sent (briefly, boundedly), answer, then close.
+            let mut sink = [0u8; 8192];
+            let _ = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut sink)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                stream.write_all(answer.as_bytes()).await?;
+                stream.shutdown().await?;
+                while stream.read(&mut sink).await? > 0 {}
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+        });
+    }
 }
 
 /// Records a certificate reload (from the file watcher or SIGHUP) as a `note`, and says it.
@@ -443,7 +529,16 @@ async fn serve_http<S>(
         error: None,
     };
     let service = service_fn(move |req| forward::handle(req, ctx.clone()));
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(listener.limits.header_timeout)
+        .max_buf_size(listener.limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(listener.limits.max_header_bytes as u32);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(counted), service);
     tokio::pin!(conn);
     // On shutdown, idle keep-alive connections close now and busy ones after their

@@ -1,0 +1,369 @@
+//! Faults from both sides and crashes: the client gets a sensible answer, the capture says what
+//! happened in words, and the proxy goes on serving.
+
+use std::time::{Duration, Instant};
+
+use hyper::{Request, Response, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::util::*;
+
+/// A raw TCP upstream that answers every connection with `answer` and closes.
+async fn raw_upstream(answer: &'static [u8]) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp.write_all(answer).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    Upstream::from_task(addr, task)
+}
+
+async fn get_status(
+    proxy: &TestProxy,
+    path: &str,
+) -> Result<(StatusCode, String), hyper_util::client::legacy::Error> {
+    let resp = h1_client()
+        .request(Request::get(proxy.url(path)).body(full("")).unwrap())
+        .await?;
+    let status = resp.status();
+    use http_body_util::BodyExt;
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Ok((status, String::from_utf8_lossy(&body).to_string()))
+}
+
+/// Runs `fault`, then checks that the proxy still serves a normal request.
+async fn and_then_still_serving(proxy: &TestProxy, ok_path: &str) {
+    let (status, _) = get_status(proxy, ok_path)
+        .await
+        .expect("the proxy still answers");
+    assert_ne!(
+        status,
+        StatusCode::BAD_GATEWAY,
+        "the next request failed too"
+    );
+}
+
+#[tokio::test]
+async fn malformed_upstream_http_is_a_502_in_words() {
+    let up = raw_upstream(b"HTTP/1.1 2OO NOT OK\r\n\x00\x01garbage\r\n\r\n").await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let (status, text) = get_status(&proxy, "/mcp").await.unwrap();
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(text.contains("mcptap:"), "{text}");
+    let (status, _) = get_status(&proxy, "/again").await.unwrap();
+    assert_eq!(
+        status,
+        StatusCode::BAD_GATEWAY,
+        "still answered, with the same cause"
+    );
+    let cap = proxy.finish();
+    let end = cap.one(cap.exchanges()[0], "end");
+    assert_eq!(end["outcome"], "upstream_error");
+    assert!(!end["error"].as_str().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_upstream_closing_after_its_headers_is_upstream_aborted() {
+    let up = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"partial\":").await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let resp = h1_client()
+        .request(Request::get(proxy.url("/mcp")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    use http_body_util::BodyExt;
+    assert!(
+        resp.into_body().collect().await.is_err(),
+        "the client sees the body break"
+    );
+    let cap = proxy.finish();
+    let ex = cap.exchanges()[0];
+    let end = cap.one(ex, "end");
+    assert_eq!(end["outcome"], "upstream_aborted", "{end}");
+    assert_eq!(cap.body_text(ex, "response"), "{\"partial\":");
+}
+
+#[tokio::test]
+async fn expect_100_continue_goes_through() {
+    let up = Upstream::start(|req| async move {
+        use http_body_util::BodyExt;
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        Response::new(full(body))
+    })
+    .await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 25];
+    tcp.read_exact(&mut first).await.unwrap();
+    assert!(
+        first.starts_with(b"HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    tcp.write_all(b"hello").await.unwrap();
+    let mut rest = String::new();
+    tcp.read_to_string(&mut rest).await.unwrap();
+    assert!(rest.contains("200 OK") && rest.ends_with("hello"), "{rest}");
+    let cap = proxy.finish();
+    assert_eq!(cap.body_text(cap.exchanges()[0], "request"), "hello");
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_and_recorded() {
+    let up = Upstream::start(|_req| async { Response::new(full("ok")) }).await;
+    let proxy = TestProxy::to(&up.url())
+        .args(&["--header-timeout", "0.5"])
+        .start();
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(b"GET /mcp HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    // The proxy closes the connection (with a 408 or nothing): bounded by the test's own limit.
+    let closed = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "a slowloris client kept its connection");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    and_then_still_serving(&proxy, "/next").await;
+    let cap = proxy.finish();
+    let closes = cap.kind("conn_close");
+    let slow = closes
+        .iter()
+        .find(|c| c["exchanges"] == 0)
+        .expect("the slow connection's close");
+    assert_eq!(slow["reason"], "error", "{slow}");
+    assert!(
+        slow["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("timeout"),
+        "{slow}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_bad_bytes_get_400() {
+    let up = Upstream::start(|_req| async { Response::new(full("ok")) }).await;
+    let proxy = TestProxy::to(&up.url())
+        .args(&["--max-header-bytes", "16KiB"])
+        .start();
+    let raw = |request: Vec<u8>| async move {
+        let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        tcp.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).to_string()
+    };
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 << 10)
+    );
+    let answer = raw(big.into_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let answer = raw(b"GET /\x01bad HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    and_then_still_serving(&proxy, "/next").await;
+    drop(proxy);
+}
+
+#[tokio::test]
+async fn an_http2_client_resetting_a_stream_is_client_aborted() {
+    let up = Upstream::start(|_req| async move {
+        let (mut tx, body) =
+            http_body_util::channel::Channel::<bytes::Bytes, std::io::Error>::new(1);
+        tokio::spawn(async move {
+            for i in 0..10_000 {
+                let event = format!("data: {i}\n\n");
+                if tx.send_data(bytes::Bytes::from(event)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        use http_body_util::BodyExt;
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(body.boxed())
+            .unwrap()
+    })
+    .await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let client = h2_client();
+    let resp = client
+        .request(Request::get(proxy.url("/mcp")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    use http_body_util::BodyExt;
+    let _ = body.frame().await;
+    // Dropping the body resets the stream (RST_STREAM); the connection stays up.
+    drop(body);
+    let resp = client
+        .request(Request::get(proxy.url("/other")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let _ = body.frame().await;
+    drop(body);
+    drop(client);
+    let cap = proxy.finish();
+    let end = cap.one(cap.exchanges()[0], "end");
+    assert!(
+        end["outcome"] == "client_aborted" || end["outcome"] == "proxy_shutdown",
+        "{end}"
+    );
+    assert_eq!(
+        cap.kind("conn_open").len(),
+        1,
+        "both streams on one connection"
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_cleanly_and_counted() {
+    let up = Upstream::start(|_req| async { Response::new(full("ok")) }).await;
+    let proxy = TestProxy::to(&up.url())
+        .args(&["--max-connections", "4"])
+        .start();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        // A request in flight keeps each connection busy.
+        tcp.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        tcp.read_exact(&mut buf).await.unwrap();
+        held.push(tcp);
+    }
+    let mut refused = 0;
+    for _ in 0..20 {
+        let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let _ = tcp.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let mut answer = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer)).await;
+        if answer.starts_with("HTTP/1.1 503") {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 20, "every connection over the limit got a 503");
+    drop(held);
+    let cap = proxy.finish();
+    let counted: u64 = cap
+        .kind("note")
+        .iter()
+        .filter(|n| n["code"] == "connections_refused")
+        .filter_map(|n| n["count"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert_eq!(counted, 20);
+}
+
+#[tokio::test]
+async fn kill_9_leaves_a_capture_that_reads_back_with_every_completed_exchange() {
+    let up = Upstream::start(|req| async move {
+        use http_body_util::BodyExt;
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(full(body))
+            .unwrap()
+    })
+    .await;
+    let mut proxy = TestProxy::to(&up.url()).start();
+    let client = h1_client();
+    let mut completed = 0;
+    for i in 0..200 {
+        let body = format!("{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"tools/list\"}}");
+        let resp = client
+            .request(
+                Request::post(proxy.url("/mcp"))
+                    .header("content-type", "application/json")
+                    .body(full(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        read_all(resp).await;
+        completed += 1;
+    }
+    proxy.signal("KILL");
+    proxy.wait();
+    let text = std::fs::read(&proxy.capture).unwrap();
+    let reader =
+        mcptap::capture::reader::Capture::from_reader(text.as_slice(), "killed.jsonl").unwrap();
+    // No session_end after a kill, and the reader says so.
+    assert!(reader.session_end.is_none());
+    assert!(reader.warnings.iter().any(|w| w.contains("session_end")));
+    // Every exchange the client saw complete is on the record (its end may trail by a batch).
+    assert!(
+        reader.exchanges.len() >= completed - 1,
+        "{} of {completed}",
+        reader.exchanges.len()
+    );
+    let ended = reader.exchanges.iter().filter(|x| x.end.is_some()).count();
+    assert!(ended >= completed - 1, "{ended} ended of {completed}");
+    // explain works on it.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .arg("explain")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("session_end"));
+}
+
+#[tokio::test]
+async fn a_capture_that_cannot_be_written_is_said_once_and_traffic_goes_on() {
+    let up = Upstream::start(|_req| async { Response::new(full("ok")) }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("capture.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    // A reader that takes the first line and goes away: later writes fail (EPIPE).
+    let path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let file = std::fs::File::open(&path).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(file).read_line(&mut line).unwrap();
+        line
+    });
+    let mut proxy = TestProxy::to(&up.url()).capture_to(&fifo).start();
+    let first = reader.join().unwrap();
+    assert!(first.contains("\"kind\":\"session\""));
+    for i in 0..20 {
+        let (status, body) = get_status(&proxy, &format!("/r{i}")).await.unwrap();
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    }
+    proxy.signal("TERM");
+    assert_eq!(
+        proxy.wait(),
+        1,
+        "the proxy exits non-zero when the capture is incomplete"
+    );
+}
