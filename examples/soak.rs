@@ -151,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
                 };
                 let mut body = resp.into_body();
                 // Every fourth stream is abandoned after its first events: a client leaving.
-                let leave_after = if kind >= 7 && i % 4 == 0 {
+                let leave_after = if kind >= 7 && i.is_multiple_of(4) {
                     3
                 } else {
                     usize::MAX
