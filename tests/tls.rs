@@ -538,3 +538,77 @@ async fn explain_names_failed_handshakes() {
         f[0]
     );
 }
+
+#[tokio::test]
+async fn self_signed_serves_a_certificate_from_the_local_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let up = echo().await;
+    let proxy = TestProxy::to(&up.url())
+        .args(&[
+            "--self-signed",
+            "--host",
+            "mcp.test",
+            "--certs-dir",
+            certs.path().to_str().unwrap(),
+        ])
+        .start();
+    let ca = certs.path().join("ca.pem");
+    assert!(ca.is_file(), "the local CA was created");
+    use std::os::unix::fs::PermissionsExt;
+    let key_mode = std::fs::metadata(certs.path().join("ca-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    for name in ["localhost", "mcp.test"] {
+        let (_, served) = handshake(proxy.addr, name, client_config(&ca, &[]))
+            .await
+            .unwrap();
+        assert!(san_names(&served).contains(&name.to_string()));
+    }
+    let resp = https_client(&ca, true)
+        .request(
+            Request::post(format!("https://localhost:{}/mcp", proxy.addr.port()))
+                .body(full("hi"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read_all(resp).await, "hi");
+}
+
+#[tokio::test]
+async fn an_upstream_certificate_for_another_name_is_a_502_in_words() {
+    let certs = tempfile::tempdir().unwrap();
+    let (up, ca) = https_upstream(certs.path()).await;
+    // The certificate names localhost; the proxy is told to reach the upstream as 127.0.0.1.
+    let upstream = format!("https://127.0.0.1:{}", up.addr.port());
+    let proxy = TestProxy::to(&upstream)
+        .args(&["--upstream-ca", ca.to_str().unwrap()])
+        .start();
+    let resp = h1_client()
+        .request(Request::get(proxy.url("/mcp")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let text = String::from_utf8(read_all(resp).await.to_vec()).unwrap();
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+    let (status, _) = (
+        h1_client()
+            .request(Request::get(proxy.url("/again")).body(full("")).unwrap())
+            .await
+            .unwrap()
+            .status(),
+        (),
+    );
+    assert_eq!(status, 502, "the proxy keeps answering");
+    let cap = proxy.finish();
+    let end = cap.one(cap.exchanges()[0], "end");
+    assert_eq!(end["outcome"], "upstream_error");
+    let error = end["error"].as_str().unwrap().to_lowercase();
+    assert!(
+        error.contains("certificate")
+            && (error.contains("name") || error.contains("notvalidforname")),
+        "{error}"
+    );
+}
