@@ -238,16 +238,18 @@ async fn an_http2_client_resetting_a_stream_is_client_aborted() {
     );
 }
 
-#[tokio::test]
-async fn connections_over_the_limit_are_refused_cleanly_and_counted() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_connections_over_the_limit_are_refused_cleanly_and_counted() {
+    const LIMIT: usize = 50;
+    const EXTRA: usize = 2000;
     let up = Upstream::start(|_req| async { Response::new(full("ok")) }).await;
     let proxy = TestProxy::to(&up.url())
-        .args(&["--max-connections", "4"])
+        .args(&["--max-connections", &LIMIT.to_string()])
         .start();
     let mut held = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..LIMIT {
         let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-        // A request in flight keeps each connection busy.
+        // A finished exchange on a kept-alive connection keeps it open and counted.
         tcp.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
@@ -255,18 +257,30 @@ async fn connections_over_the_limit_are_refused_cleanly_and_counted() {
         tcp.read_exact(&mut buf).await.unwrap();
         held.push(tcp);
     }
+    // All at once.
+    let addr = proxy.addr;
+    let attempts: Vec<_> = (0..EXTRA)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+                let _ = tcp.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n").await;
+                let mut answer = String::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_string(&mut answer))
+                        .await;
+                Some(answer.starts_with("HTTP/1.1 503"))
+            })
+        })
+        .collect();
     let mut refused = 0;
-    for _ in 0..20 {
-        let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-        let _ = tcp.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        let mut answer = String::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer)).await;
-        if answer.starts_with("HTTP/1.1 503") {
+    for a in attempts {
+        if a.await.unwrap() == Some(true) {
             refused += 1;
         }
     }
-    assert_eq!(refused, 20, "every connection over the limit got a 503");
+    assert_eq!(refused, EXTRA, "every connection over the limit got a 503");
     drop(held);
+    and_then_still_serving(&proxy, "/after").await;
     let cap = proxy.finish();
     let counted: u64 = cap
         .kind("note")
@@ -275,7 +289,7 @@ async fn connections_over_the_limit_are_refused_cleanly_and_counted() {
         .filter_map(|n| n["count"].as_u64())
         .max()
         .unwrap_or(0);
-    assert_eq!(counted, 20);
+    assert_eq!(counted, EXTRA as u64);
 }
 
 #[tokio::test]
