@@ -40,6 +40,11 @@ pub enum Command {
     /// client went silent, which tokens were issued and presented, which rules were broken.
     #[command(after_help = EXPLAIN_EXAMPLES)]
     Explain(ExplainArgs),
+    /// Re-send the client requests of a capture to a server and record the new session;
+    /// OAuth flows are re-run live, redacted secrets are filled in or reported.
+    Replay(crate::replay::ReplayArgs),
+    /// Serve the recorded responses of a capture to a client, SSE timing included.
+    Mock(crate::mock::MockArgs),
 }
 
 const EXPLAIN_EXAMPLES: &str = "\

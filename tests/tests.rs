@@ -9,11 +9,15 @@ mod demo;
 mod explain;
 /// Faults from either side, crashes and limits: sensible answers, the record in words.
 mod faults;
+/// `mcptap mock`: recorded sessions served back to an unchanged client, SSE timing included.
+mod mock;
 /// Real MCP peers (TypeScript and Python SDKs, server-everything) through the proxy; tests/peers/setup installs them.
 mod peers;
 /// The data path: transparency, streaming, outcomes, shutdown.
 mod proxy;
 /// Secrets never reach the capture; fingerprints link them.
 mod redaction;
+/// `mcptap replay`: recorded sessions re-sent to a live server, OAuth included.
+mod replay;
 /// TLS at the edge: certificates, SNI, handshakes on the record, reloads.
 mod tls;
