@@ -45,6 +45,11 @@ pub enum Command {
     Replay(crate::replay::ReplayArgs),
     /// Serve the recorded responses of a capture to a client, SSE timing included.
     Mock(crate::mock::MockArgs),
+    /// Render a capture as one self-contained HTML page: a sequence diagram of the session,
+    /// the stages, where the client went silent, the findings, every exchange on click.
+    Report(crate::report::ReportArgs),
+    /// Export a capture as an HTTP Archive (HAR 1.2) or as one curl command per request.
+    Export(crate::export::ExportArgs),
 }
 
 const EXPLAIN_EXAMPLES: &str = "\

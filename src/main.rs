@@ -40,6 +40,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => mcptap::demo::run(&args),
         Command::Replay(args) => mcptap::replay::run(&args),
         Command::Mock(args) => mcptap::mock::run(&args),
+        Command::Report(args) => mcptap::report::run(&args),
+        Command::Export(args) => mcptap::export::run(&args),
         Command::Certs(mcptap::cli::CertsCommand::Init(args)) => {
             let init = mcptap::tls::ca::certs_init(&args.dir, &args.host)?;
             println!(

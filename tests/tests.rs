@@ -7,6 +7,8 @@ mod util;
 mod demo;
 /// `mcptap explain` on sessions recorded through the proxy, one test per rule.
 mod explain;
+/// `mcptap export`: HAR 1.2 checked against the schema and read back; curl commands re-run.
+mod export;
 /// Faults from either side, crashes and limits: sensible answers, the record in words.
 mod faults;
 /// `mcptap mock`: recorded sessions served back to an unchanged client, SSE timing included.
@@ -19,5 +21,7 @@ mod proxy;
 mod redaction;
 /// `mcptap replay`: recorded sessions re-sent to a live server, OAuth included.
 mod replay;
+/// `mcptap report`: the page in headless Chromium, its CSP, its escaping, 10,000 exchanges.
+mod report;
 /// TLS at the edge: certificates, SNI, handshakes on the record, reloads.
 mod tls;

@@ -337,8 +337,12 @@ impl<'a> Session<'a> {
         &self.stages[id as usize]
     }
 
+    /// The step of exchange `ex` (steps are in exchange order, as the reader sorts them).
     pub fn step(&self, ex: u64) -> Option<&Step<'a>> {
-        self.steps.iter().find(|s| s.x.ex == ex)
+        self.steps
+            .binary_search_by_key(&ex, |s| s.x.ex)
+            .ok()
+            .map(|i| &self.steps[i])
     }
 
     pub fn steps_with(&self, role: Role) -> impl Iterator<Item = &Step<'a>> {
@@ -683,9 +687,10 @@ fn stages(steps: &[Step<'_>], calls: &[Call]) -> Vec<Stage> {
         let Some((_, t, Message::Result { result, .. })) = &call.answer else {
             continue;
         };
-        let Some(step) = steps.iter().find(|s| s.x.ex == call.ex) else {
+        let Ok(i) = steps.binary_search_by_key(&call.ex, |s| s.x.ex) else {
             continue;
         };
+        let step = &steps[i];
         let stage = match call.method.as_str() {
             "initialize" => {
                 let authed = step.bearer.is_some() || !challenged;

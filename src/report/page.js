@@ -413,11 +413,11 @@
     evs.sort((a, b) => a.t - b.t || a.x.ex - b.x.ex || a.k - b.k);
     const rows = [];
     const gaps = [];
-    const ts = new Float64Array(evs.length);
-    const ys = new Float64Array(evs.length);
+    const ts = [];
+    const ys = [];
     let y = HEAD + ROW;
     let prev = null;
-    evs.forEach((e, i) => {
+    evs.forEach((e) => {
       if (prev !== null) {
         const dt = e.t - prev;
         if (dt >= GAP_US) {
@@ -428,13 +428,21 @@
         }
       }
       prev = e.t;
-      ts[i] = e.t;
-      ys[i] = y;
+      ts.push(e.t);
+      ys.push(y);
       rows.push({ y, col: 0, k: e.k, x: e.x });
       const pair = col.yOf.get(e.x.ex) || [y, y];
       pair[e.k] = y;
       col.yOf.set(e.x.ex, pair);
     });
+    // A long quiet end (the client went silent) is folded and labelled too.
+    if (prev !== null && s.end_t - prev >= GAP_US) {
+      const words = gapWords(s.end_t - prev).replace(/ …$/, ' until the capture ended …');
+      gaps.push({ y0: y + ROW * 2.2, y1: y + ROW * 2.2 + GAP_H, labels: [{ col: 0, text: words }] });
+      y += ROW * 2.2 + GAP_H + ROW / 2;
+      ts.push(s.end_t);
+      ys.push(y);
+    }
     col.yAt = makeYAt(ts, ys);
     let height = y + 2 * ROW;
     height = Math.max(height, col.yAt(s.end_t) + ROW);
