@@ -40,6 +40,9 @@ pub enum Command {
     /// client went silent, which tokens were issued and presented, which rules were broken.
     #[command(after_help = EXPLAIN_EXAMPLES)]
     Explain(ExplainArgs),
+    /// Compare two captures exchange by exchange: aligned side by side, noise (dates, ids,
+    /// tokens, ports) suppressed, the first meaningful divergence first.
+    Diff(crate::diff::DiffArgs),
     /// Re-send the client requests of a capture to a server and record the new session;
     /// OAuth flows are re-run live, redacted secrets are filled in or reported.
     Replay(crate::replay::ReplayArgs),
@@ -104,14 +107,16 @@ Examples:
   mcptap proxy --upstream https://mcp.internal:8443 --upstream-ca ca.pem --listen 0.0.0.0:8080
   mcptap proxy --upstream http://127.0.0.1:8000 --capture /dev/null --quiet
 
-Without --cert/--self-signed the proxy speaks plain HTTP on --listen (HTTP/1.1 and HTTP/2
-prior knowledge), for use behind another TLS terminator. With them it serves TLS 1.2/1.3 with
-ALPN h2 and http/1.1, and records every handshake, failed ones included.
+Without --cert, --self-signed or --acme the proxy speaks plain HTTP on --listen (HTTP/1.1 and
+HTTP/2 prior knowledge), for use behind another TLS terminator. With them it serves TLS 1.2/1.3
+with ALPN h2 and http/1.1, and records every handshake, failed ones included.
 
   mcptap proxy --upstream http://127.0.0.1:8000 --listen 0.0.0.0:443 \\
       --cert /etc/letsencrypt/live/mcp.example.com/fullchain.pem \\
       --key /etc/letsencrypt/live/mcp.example.com/privkey.pem
   mcptap proxy --upstream http://127.0.0.1:8000 --self-signed --host mcp.test
+  mcptap proxy --upstream http://127.0.0.1:8000 --listen 0.0.0.0:443 \\
+      --acme mcp.example.com --acme-email ops@example.com --acme-http-listen 0.0.0.0:80
 
 SIGHUP re-reads the certificate files (they are also watched for changes). Stop it with Ctrl-C (SIGINT) or SIGTERM: exchanges in
 flight get --grace seconds to finish, then the capture is closed with a session_end line.";
@@ -146,9 +151,44 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "NAME", requires = "self_signed")]
     pub host: Vec<String>,
 
-    /// Folder of the local CA (see `mcptap certs init`).
+    /// Folder of the local CA (see `mcptap certs init`), and of ACME accounts and
+    /// certificates (under acme/).
     #[arg(long, value_name = "DIR", default_value = "certs")]
     pub certs_dir: PathBuf,
+
+    /// Serve TLS with a certificate for this domain that mcptap obtains from an ACME CA
+    /// (Let's Encrypt unless --acme-directory) and renews by itself (repeatable). The
+    /// domain's DNS must point here, and the CA must reach --listen on port 443 (tls-alpn-01)
+    /// or --acme-http-listen on port 80 (http-01). Using it accepts the CA's terms of service.
+    #[arg(long, value_name = "DOMAIN", conflicts_with_all = ["cert", "self_signed"])]
+    pub acme: Vec<String>,
+
+    /// Contact address for the ACME account.
+    #[arg(long, value_name = "EMAIL", requires = "acme")]
+    pub acme_email: Option<String>,
+
+    /// The ACME directory URL [default: Let's Encrypt production].
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "acme",
+        conflicts_with = "acme_staging"
+    )]
+    pub acme_directory: Option<String>,
+
+    /// Use Let's Encrypt's staging directory (untrusted certificates, for trying things out).
+    #[arg(long, requires = "acme")]
+    pub acme_staging: bool,
+
+    /// Also trust the CA certificates in this PEM file for the ACME server's HTTPS (a private
+    /// ACME server such as Pebble).
+    #[arg(long, value_name = "PEM", requires = "acme")]
+    pub acme_ca: Option<PathBuf>,
+
+    /// Also answer ACME http-01 challenges on this plain-HTTP address (usually 0.0.0.0:80);
+    /// every other request there is redirected to https.
+    #[arg(long, value_name = "ADDR", requires = "acme")]
+    pub acme_http_listen: Option<String>,
 
     /// Write the capture to this file (never overwritten; /dev/null records nothing).
     #[arg(long, value_name = "FILE", conflicts_with = "captures_dir")]
@@ -320,6 +360,27 @@ impl ProxyArgs {
                 certs_dir: self.certs_dir.clone(),
                 names,
             }
+        } else if !self.acme.is_empty() {
+            let directory = match (&self.acme_directory, self.acme_staging) {
+                (Some(url), _) => url.clone(),
+                (None, true) => crate::tls::acme::LETS_ENCRYPT_STAGING.into(),
+                (None, false) => crate::tls::acme::LETS_ENCRYPT.into(),
+            };
+            let http_listen = match &self.acme_http_listen {
+                Some(addr) => Some(addr.parse().with_context(|| {
+                    format!("--acme-http-listen '{addr}' is not an address like 0.0.0.0:80")
+                })?),
+                None => None,
+            };
+            let config = crate::tls::AcmeConfig {
+                domains: self.acme.clone(),
+                email: self.acme_email.clone(),
+                directory,
+                ca_file: self.acme_ca.clone(),
+                certs_dir: self.certs_dir.clone(),
+                http_listen,
+            };
+            ListenTls::Acme(config.checked()?)
         } else {
             ListenTls::Off
         };
@@ -400,5 +461,35 @@ mod tests {
         );
         let err = args("http://u:p@127.0.0.1:9").validate().unwrap_err();
         assert!(err.to_string().contains("user:password"));
+    }
+
+    #[test]
+    fn acme_flags_make_an_acme_configuration() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["mcptap", "proxy", "--upstream", "http://127.0.0.1:9"];
+            argv.extend(extra);
+            Cli::try_parse_from(argv)
+        };
+        let flags = [
+            "--acme",
+            "MCP.example.com",
+            "--acme-staging",
+            "--acme-http-listen",
+            "0.0.0.0:80",
+        ];
+        let Command::Proxy(args) = parse(&flags).unwrap().command else {
+            panic!("not a proxy command");
+        };
+        match args.validate().unwrap().tls {
+            ListenTls::Acme(acme) => {
+                assert_eq!(acme.domains, ["mcp.example.com"]);
+                assert_eq!(acme.directory, crate::tls::acme::LETS_ENCRYPT_STAGING);
+                assert_eq!(acme.http_listen, Some("0.0.0.0:80".parse().unwrap()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cert = ["--cert", "c.pem", "--key", "k.pem"];
+        assert!(parse(&[&["--acme", "a.example.com"][..], &cert].concat()).is_err());
+        assert!(parse(&["--acme-email", "ops@example.com"]).is_err());
     }
 }

@@ -6,6 +6,7 @@
 pub mod capture;
 pub mod cli;
 pub mod demo;
+pub mod diff;
 pub mod explain;
 pub mod export;
 pub mod fixture;

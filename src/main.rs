@@ -38,6 +38,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => mcptap::demo::run(&args),
+        Command::Diff(args) => mcptap::diff::run(&args),
         Command::Replay(args) => mcptap::replay::run(&args),
         Command::Mock(args) => mcptap::mock::run(&args),
         Command::Report(args) => mcptap::report::run(&args),

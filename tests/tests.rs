@@ -3,8 +3,12 @@
 
 mod util;
 
+/// Certificates from an ACME CA (Pebble): issuance, the cache, renewal, failures on the record.
+mod acme;
 /// `mcptap demo` as a new user runs it.
 mod demo;
+/// `mcptap diff` on pairs of recorded sessions: alignment, noise suppression, first divergence.
+mod diff;
 /// `mcptap explain` on sessions recorded through the proxy, one test per rule.
 mod explain;
 /// `mcptap export`: HAR 1.2 checked against the schema and read back; curl commands re-run.

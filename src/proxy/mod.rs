@@ -30,7 +30,7 @@ use crate::capture::redact::Redactor;
 use crate::capture::writer::{self, OnFull, WriterConfig, WriterStats};
 use crate::capture::{Clock, Record};
 use crate::terminal::Terminal;
-use crate::tls::{ReloadSummary, TlsSetup};
+use crate::tls::{AcmeConfig, AcmeEvent, RejectKind, ReloadSummary, TlsSetup};
 use exchange::Shared;
 use forward::{ConnContext, Route};
 
@@ -55,6 +55,8 @@ pub enum ListenTls {
         certs_dir: PathBuf,
         names: Vec<String>,
     },
+    /// Certificates obtained and renewed from an ACME CA.
+    Acme(AcmeConfig),
 }
 
 /// A validated proxy configuration.
@@ -120,6 +122,7 @@ async fn serve_until(
         ListenTls::SelfSigned { certs_dir, names } => {
             Some(TlsSetup::self_signed(certs_dir, names)?)
         }
+        ListenTls::Acme(acme) => Some(TlsSetup::acme(acme.clone())?),
     };
     let listener = TcpListener::bind(config.listen)
         .await
@@ -216,6 +219,15 @@ async fn serve_until(
         );
     }
 
+    let acme = match &tls {
+        Some(setup) => {
+            let recorder = recorder.clone();
+            let on_event = move |e: AcmeEvent| record_note(&recorder, e.code, e.message);
+            Some(setup.spawn_acme(local.port(), on_event).await?)
+        }
+        None => None,
+    };
+
     // The watchdog's clock: one tick a second into the writer.
     let ticker = {
         let recorder = recorder.clone();
@@ -274,6 +286,9 @@ async fn serve_until(
     }
     if let Some(w) = watcher {
         w.abort();
+    }
+    if let Some(a) = acme {
+        a.abort();
     }
     if refused > 0 {
         recorder.record(Record::Event {
@@ -413,6 +428,11 @@ fn record_reload(recorder: &crate::capture::Recorder, result: Result<ReloadSumma
             format!("reloading the TLS certificates failed; the previous ones stay in use: {e}"),
         ),
     };
+    record_note(recorder, code, message);
+}
+
+/// Records a proxy-side fact (certificates reloaded, ACME progress) as a `note`, and says it.
+fn record_note(recorder: &crate::capture::Recorder, code: &str, message: String) {
     eprintln!("mcptap: {message}");
     recorder.record(Record::Event {
         t: recorder.clock().now_us(),
@@ -465,6 +485,8 @@ fn serve(
                     )
                     .await
                 }
+                // An ACME CA validating a challenge: noted by the ACME side, not a failure.
+                Err(rejected) if rejected.kind == RejectKind::AcmeChallenge => {}
                 Err(rejected) => {
                     let recorder = &shared.recorder;
                     recorder.record(Record::Event {

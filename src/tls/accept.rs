@@ -16,7 +16,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::resolver::Pinned;
-use super::TlsSetup;
+use super::{acme, TlsSetup};
 use crate::capture::model::TlsFacts;
 
 /// TLS record content type of a handshake message: the first byte of every ClientHello.
@@ -25,6 +25,10 @@ const HANDSHAKE_RECORD: u8 = 0x16;
 /// A fatal `unrecognized_name` alert record (RFC 6066 §3; RFC 8446 §6), sent in the clear
 /// as the first server record when no certificate covers the name the client asked for.
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
+
+/// A fatal `no_application_protocol` alert record (RFC 7301 §3.2), for an ACME validation
+/// that finds no pending challenge (RFC 8737 §4).
+const NO_APPLICATION_PROTOCOL_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 120];
 
 /// The body of the answer to plain HTTP on the TLS port.
 pub const PLAIN_HTTP_BODY: &str = "This port speaks TLS: use https:// (mcptap)\n";
@@ -87,6 +91,9 @@ pub enum RejectKind {
     ProtocolError,
     /// The connection failed (an I/O error other than the client closing).
     Io,
+    /// Not a client: an ACME CA validating a TLS-ALPN-01 challenge (RFC 8737), answered with
+    /// the challenge certificate and closed. Nothing failed; the ACME side notes it.
+    AcmeChallenge,
 }
 
 /// What the client offered, kept while the handshake runs so that a timeout can still
@@ -167,6 +174,7 @@ impl TlsSetup {
         }
         progress.got_bytes = true;
         let started = Instant::now();
+        let peer = tcp.peer_addr().ok();
         let head = &head[..n];
         if head[0] != HANDSHAKE_RECORD {
             if looks_like_http(head) {
@@ -204,9 +212,24 @@ impl TlsSetup {
             })
             .unwrap_or_default();
 
+        // RFC 8737 §3: the CA offers exactly `acme-tls/1` and the name being validated.
+        if let Some(acme) = &self.acme {
+            if progress.alpn_offered == [acme::ACME_TLS_ALPN] {
+                return Err(self
+                    .answer_acme_challenge(start, progress, acme, peer)
+                    .await);
+            }
+        }
+
         let certified = match self.resolver.lookup(progress.sni.as_deref()) {
             Ok(certified) => certified,
             Err(reason) => {
+                // A name ACME keeps but has no certificate for yet: say where its order is.
+                let reason = self
+                    .acme
+                    .as_ref()
+                    .and_then(|acme| acme.missing_reason(progress.sni.as_deref()))
+                    .unwrap_or(reason);
                 // rustls would answer a missing certificate with access_denied; RFC 6066
                 // names unrecognized_name for this, which clients explain better.
                 let mut tcp = start.io;
@@ -230,6 +253,55 @@ impl TlsSetup {
             handshake_us,
         );
         Ok(Accepted { stream, facts })
+    }
+
+    /// Completes a TLS-ALPN-01 validation handshake with the challenge certificate pending
+    /// for the SNI name, then closes (RFC 8737 §3). Without a pending challenge the CA gets
+    /// a `no_application_protocol` alert, as §4 asks.
+    async fn answer_acme_challenge(
+        &self,
+        start: tokio_rustls::StartHandshake<TcpStream>,
+        progress: &mut Progress,
+        acme: &acme::Acme,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Rejected {
+        let name = progress.sni.clone().unwrap_or_default();
+        let Some(challenge) = acme.tls_alpn_certificate(&name) else {
+            let mut tcp = start.io;
+            let _ = tcp.write_all(&NO_APPLICATION_PROTOCOL_ALERT).await;
+            let _ = tcp.shutdown().await;
+            let name = if name.is_empty() { "no name" } else { &name };
+            return progress.reject(
+                RejectKind::NoCommonParameters,
+                format!(
+                    "an ACME tls-alpn-01 validation for {name} arrived, but no challenge is pending \
+                     for that name (a late retry from the CA, or another ACME client's order)"
+                ),
+            );
+        };
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![acme::ACME_TLS_ALPN.as_bytes().to_vec()];
+        let resolver: Arc<dyn ResolvesServerCert> = Arc::new(Pinned(challenge));
+        config.cert_resolver = resolver;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        match start.into_stream(Arc::new(config)).await {
+            Ok(mut stream) => {
+                let _ = stream.shutdown().await;
+                acme.validated(&name, "tls-alpn-01", peer);
+                progress.reject(
+                    RejectKind::AcmeChallenge,
+                    format!("answered the ACME CA's tls-alpn-01 validation for {name}"),
+                )
+            }
+            Err(e) => {
+                let (kind, reason) = describe(&e, &progress.alpn_offered);
+                progress.reject(
+                    kind,
+                    format!("the ACME CA's tls-alpn-01 validation for {name} failed: {reason}"),
+                )
+            }
+        }
     }
 
     /// The shared config with the certificate chosen for this connection pinned in; the

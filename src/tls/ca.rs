@@ -300,7 +300,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// A file name for a host: `*.a.test` -> `_wildcard.a.test`, `::1` -> `__1`.
-fn file_stem(host: &str) -> String {
+pub(crate) fn file_stem(host: &str) -> String {
     let host = match host.strip_prefix("*.") {
         Some(rest) => format!("_wildcard.{rest}"),
         None => host.to_string(),
@@ -317,7 +317,7 @@ fn file_stem(host: &str) -> String {
 }
 
 /// Refuses what would make a certificate that no client accepts.
-fn check_host(name: &str) -> anyhow::Result<()> {
+pub(crate) fn check_host(name: &str) -> anyhow::Result<()> {
     if name.parse::<IpAddr>().is_ok() {
         return Ok(());
     }
@@ -345,7 +345,7 @@ fn later(t: SystemTime, d: Duration) -> SystemTime {
     t.checked_add(d).unwrap_or(t)
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -353,7 +353,7 @@ fn unix_now() -> i64 {
 }
 
 /// Creates `dir` (and parents) as 0700 when missing; an existing directory is left as it is.
-fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -395,7 +395,7 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
 
 /// Replaces `path` atomically (write a sibling, then rename), so that a server watching the
 /// file never reads half of it.
-fn replace_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+pub(crate) fn replace_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
@@ -424,7 +424,7 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn warn_if_readable_by_others(path: &Path) {
+pub(crate) fn warn_if_readable_by_others(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

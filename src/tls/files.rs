@@ -21,6 +21,8 @@ pub(crate) struct LoadedPair {
     pub(crate) certified: Arc<CertifiedKey>,
     /// DNS names and IP addresses from the leaf's subjectAltName, in certificate order.
     pub(crate) names: Vec<String>,
+    /// The leaf's notBefore, in seconds since the Unix epoch.
+    pub(crate) not_before: Option<i64>,
     /// The leaf's notAfter, in seconds since the Unix epoch.
     pub(crate) not_after: Option<i64>,
 }
@@ -118,11 +120,13 @@ pub(crate) fn pair_from_pem(
     webpki::EndEntityCert::try_from(&certs[0])
         .map_err(|e| anyhow!("{cert_label}: the first certificate cannot be used ({e})"))?;
     let names = san_names(&leaf, cert_label)?;
+    let not_before = Some(leaf.validity().not_before.timestamp());
     let not_after = Some(leaf.validity().not_after.timestamp());
     drop(leaf);
     Ok(LoadedPair {
         certified: Arc::new(CertifiedKey::new(certs, signing_key)),
         names,
+        not_before,
         not_after,
     })
 }

@@ -1,7 +1,9 @@
-//! TLS termination for the proxy's listeners: certificates from files or a local CA, chosen
-//! by SNI (RFC 6066), TLS 1.3/1.2 (RFC 8446) with ALPN (RFC 7301), reloaded without restarts.
+//! TLS termination for the proxy's listeners: certificates from files, a local CA or an ACME
+//! CA, chosen by SNI (RFC 6066), TLS 1.3/1.2 (RFC 8446) with ALPN (RFC 7301), reloaded and
+//! renewed without restarts.
 
 pub mod accept;
+pub mod acme;
 pub mod ca;
 mod files;
 mod resolver;
@@ -19,6 +21,7 @@ use rustls::server::{ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::ServerConfig;
 
 pub use accept::{Accepted, RejectKind, Rejected, PLAIN_HTTP_BODY};
+pub use acme::{AcmeConfig, AcmeEvent};
 pub use resolver::SniResolver;
 
 use files::LoadedPair;
@@ -40,6 +43,8 @@ enum Source {
     Files { cert: PathBuf, key: PathBuf },
     /// A certificate made at startup (self-signed mode); reload keeps it.
     Memory(LoadedPair),
+    /// A certificate kept by ACME: served once obtained, replaced when renewed.
+    Acme(Arc<acme::Managed>),
 }
 
 /// The TLS side of a listener: its certificates, its server config, and the accept path.
@@ -52,6 +57,8 @@ pub struct TlsSetup {
     /// Serialises reloads, so that a slow one cannot overwrite a newer one's result.
     reload_lock: Mutex<()>,
     ca_cert: Option<PathBuf>,
+    /// The ACME side, in ACME mode: challenges answered in `accept`, orders and renewals.
+    acme: Option<Arc<acme::Acme>>,
 }
 
 impl fmt::Debug for TlsSetup {
@@ -112,6 +119,9 @@ impl ReloadSummary {
 impl fmt::Display for ReloadSummary {
     /// `serving a.test, b.test (certs/a.pem); localhost (generated)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.certificates.is_empty() {
+            return f.write_str("serving no certificate yet");
+        }
         f.write_str("serving ")?;
         for (i, cert) in self.certificates.iter().enumerate() {
             if i > 0 {
@@ -144,7 +154,7 @@ impl TlsSetup {
                 key: key.clone(),
             })
             .collect();
-        Self::build(sources, None)
+        Self::build(sources, None, None)
     }
 
     /// Serves a certificate for `names` (default: localhost, 127.0.0.1, ::1), freshly
@@ -164,10 +174,14 @@ impl TlsSetup {
             "the generated certificate",
             "the generated key",
         )?;
-        Self::build(vec![Source::Memory(pair)], Some(local_ca.cert_path()))
+        Self::build(vec![Source::Memory(pair)], Some(local_ca.cert_path()), None)
     }
 
-    fn build(sources: Vec<Source>, ca_cert: Option<PathBuf>) -> anyhow::Result<Arc<TlsSetup>> {
+    fn build(
+        sources: Vec<Source>,
+        ca_cert: Option<PathBuf>,
+        acme: Option<Arc<acme::Acme>>,
+    ) -> anyhow::Result<Arc<TlsSetup>> {
         let snapshot = load_all(&sources)?;
         let resolver = Arc::new(SniResolver::new(snapshot));
         let config = server_config(resolver.clone())?;
@@ -178,6 +192,7 @@ impl TlsSetup {
             handshake_timeout_ms: AtomicU64::new(millis(DEFAULT_HANDSHAKE_TIMEOUT)),
             reload_lock: Mutex::new(()),
             ca_cert,
+            acme,
         }))
     }
 
@@ -227,7 +242,7 @@ impl TlsSetup {
             .iter()
             .flat_map(|source| match source {
                 Source::Files { cert, key } => vec![cert.clone(), key.clone()],
-                Source::Memory(_) => Vec::new(),
+                Source::Memory(_) | Source::Acme(_) => Vec::new(),
             })
             .collect()
     }
@@ -337,6 +352,15 @@ fn load_all(sources: &[Source]) -> anyhow::Result<Snapshot> {
                 pair: pair.clone(),
                 files: None,
             }),
+            // Not obtained yet: no entry, and `accept` says why.
+            Source::Acme(managed) => {
+                if let Some(pair) = managed.current() {
+                    pairs.push(ServedPair {
+                        pair,
+                        files: Some((managed.cert_path.clone(), managed.key_path.clone())),
+                    });
+                }
+            }
         }
     }
     if !errors.is_empty() {

@@ -728,3 +728,130 @@ async fn failed_handshakes_say_why_in_words() {
     );
     drop(slow);
 }
+
+/// The CA's side of TLS-ALPN-01 takes the self-signed challenge certificate and inspects it
+/// by hand (RFC 8737 §3).
+#[derive(Debug)]
+struct InspectAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for InspectAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    // webpki cannot read the certificate (its critical acmeIdentifier extension), and
+    // the test only looks at what was sent.
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    // webpki cannot read the certificate (its critical acmeIdentifier extension), and
+    // the test only looks at what was sent.
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[tokio::test]
+async fn acme_names_say_why_they_have_no_certificate_and_answer_tls_alpn_01() {
+    let f = fixture();
+    let setup = TlsSetup::acme(super::AcmeConfig {
+        domains: vec!["a.example.com".into()],
+        email: None,
+        directory: super::acme::LETS_ENCRYPT.into(),
+        ca_file: None,
+        certs_dir: f.dir.clone(),
+        http_listen: None,
+    })
+    .expect("setup");
+    assert_eq!(setup.summary().to_string(), "serving no certificate yet");
+    let mut server = Server::start(setup.clone()).await;
+
+    // An ordinary client, while the first order runs: refused at once, with the reason.
+    let ordinary = client(&[f.ca.cert_pem()], TLS13, &["h2"]);
+    assert!(connect(server.addr, &ordinary, "a.example.com")
+        .await
+        .is_err());
+    let rejected = server.rejected().await;
+    assert_eq!(rejected.kind, RejectKind::NoCertificate);
+    assert_eq!(
+        rejected.reason,
+        "no certificate for a.example.com yet: the ACME order is in progress"
+    );
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut ca_side = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(InspectAnyCertificate(provider)))
+        .with_no_client_auth();
+    ca_side.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let ca_side = Arc::new(ca_side);
+
+    // No challenge pending: no_application_protocol (RFC 8737 §4), and why.
+    assert!(connect(server.addr, &ca_side, "a.example.com")
+        .await
+        .is_err());
+    let rejected = server.rejected().await;
+    assert_eq!(rejected.kind, RejectKind::NoCommonParameters);
+    assert!(
+        rejected.reason.contains("no challenge is pending"),
+        "{}",
+        rejected.reason
+    );
+
+    // Pending: the challenge certificate, acme-tls/1 negotiated, then closed.
+    let digest = [9u8; 32];
+    setup
+        .acme
+        .as_ref()
+        .expect("acme")
+        .pend_tls_alpn("a.example.com", &digest)
+        .expect("pending");
+    let stream = connect(server.addr, &ca_side, "a.example.com")
+        .await
+        .expect("the validation handshake");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"acme-tls/1"[..]));
+    let leaf = peer_leaf(&stream);
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).expect("x509");
+    let acme_identifier = parsed
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+        .expect("id-pe-acmeIdentifier");
+    assert_eq!(acme_identifier.value[2..], digest);
+    let rejected = server.rejected().await;
+    assert_eq!(rejected.kind, RejectKind::AcmeChallenge);
+    assert_eq!(
+        rejected.reason,
+        "answered the ACME CA's tls-alpn-01 validation for a.example.com"
+    );
+
+    // Ordinary clients still do not get the challenge certificate.
+    assert!(connect(server.addr, &ordinary, "a.example.com")
+        .await
+        .is_err());
+    assert_eq!(server.rejected().await.kind, RejectKind::NoCertificate);
+}

@@ -94,6 +94,7 @@ pub struct ProxyBuilder {
     args: Vec<String>,
     quiet: bool,
     capture: Option<PathBuf>,
+    listen: String,
 }
 
 impl TestProxy {
@@ -103,6 +104,7 @@ impl TestProxy {
             args: Vec::new(),
             quiet: true,
             capture: None,
+            listen: "127.0.0.1:0".into(),
         }
     }
 
@@ -192,6 +194,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Listen on this address instead of 127.0.0.1:0 (for a peer that must know the port first).
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = addr.to_string();
+        self
+    }
+
     /// Keep the live terminal lines (on the child's stdout).
     pub fn live(mut self) -> Self {
         self.quiet = false;
@@ -210,7 +218,7 @@ impl ProxyBuilder {
             "--upstream",
             &self.upstream,
             "--listen",
-            "127.0.0.1:0",
+            &self.listen,
         ])
         .arg("--capture")
         .arg(&capture)
