@@ -1,0 +1,1312 @@
+//! mcptap's benchmark harness: one invocation runs every workload against every contender
+//! (direct, mcptap recording, mcptap recording to /dev/null, nginx, mitmdump) on loopback,
+//! in alternating rounds, and writes a markdown report. See benches/README.md.
+
+mod client;
+mod contender;
+mod machine;
+mod report;
+mod tools;
+mod upstream;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use contender::{rotation, Kind, Listen, Running};
+use report::{count, ms, na, plus_ms, ratio, Rounds, Table};
+
+/// Everything the workloads share.
+pub struct Env {
+    pub tmp: PathBuf,
+    pub mcptap: PathBuf,
+    pub mitmdump: Option<PathBuf>,
+    pub nginx: Option<PathBuf>,
+    pub wrk: Option<PathBuf>,
+    pub h2load: Option<PathBuf>,
+    pub upstream: upstream::Upstream,
+    pub certs: PathBuf,
+    /// The open-files limit of this process (and so of the proxies it starts).
+    pub nofile: u64,
+    pub scripts: tools::Scripts,
+    pub plan: Plan,
+    /// Flags for every `mcptap proxy`, by what this mcptap knows.
+    pub mcptap_flags: Vec<String>,
+}
+
+/// Sizes and durations of the workloads.
+#[derive(Clone)]
+pub struct Plan {
+    pub rounds: usize,
+    pub load: Duration,
+    pub open_rate: f64,
+    pub tls: Duration,
+    /// (event size, events per second, events per run)
+    pub sse: Vec<(usize, u64, u64)>,
+    pub idle: usize,
+    pub big: u64,
+}
+
+struct Args {
+    plan: Plan,
+    quick: bool,
+    only: Option<Vec<String>>,
+    mcptap: PathBuf,
+    mitmdump: Option<PathBuf>,
+    results: PathBuf,
+    readme: Option<PathBuf>,
+    wait_quiet: Duration,
+}
+
+const USAGE: &str = "usage: mcptap-bench --mcptap PATH [--mitmdump PATH] [--rounds N] [--quick]
+                    [--only w1,w2,...] [--streams N] [--results DIR] [--readme FILE]
+                    [--wait-quiet SECONDS]
+
+Workloads: w1 HTTP/1.1 closed loop, w2 open loop, w3 HTTP/2, w4 SSE latency,
+w5 idle SSE streams, w6 1 GiB response, w7 TLS. Before the first workload, --wait-quiet
+waits up to that long for other processes to leave the CPU (under 5%), and up to 15 s of it
+before each later one; the report says how much CPU others used during each workload. benches/run builds and runs this.";
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = std::env::args().skip(1);
+    let mut quick = false;
+    let mut rounds = None;
+    let mut only = None;
+    let mut mcptap = None;
+    let mut mitmdump = None;
+    let mut results = PathBuf::from("benches/results");
+    let mut readme = None;
+    let mut streams = None;
+    let mut wait_quiet = Duration::ZERO;
+    while let Some(a) = args.next() {
+        let mut value = || {
+            args.next()
+                .with_context(|| format!("{a} needs a value\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--rounds" => rounds = Some(value()?.parse().context("--rounds")?),
+            "--only" => only = Some(value()?.split(',').map(str::to_string).collect()),
+            "--mcptap" => mcptap = Some(PathBuf::from(value()?)),
+            "--mitmdump" => mitmdump = Some(PathBuf::from(value()?)),
+            "--results" => results = PathBuf::from(value()?),
+            "--readme" => readme = Some(PathBuf::from(value()?)),
+            "--streams" => streams = Some(value()?.parse().context("--streams")?),
+            "--wait-quiet" => {
+                wait_quiet = Duration::from_secs(value()?.parse().context("--wait-quiet")?)
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => bail!("unknown argument {a}\n{USAGE}"),
+        }
+    }
+    let plan = if quick {
+        Plan {
+            rounds: rounds.unwrap_or(1),
+            load: Duration::from_secs(2),
+            open_rate: 2000.0,
+            tls: Duration::from_secs(2),
+            sse: vec![
+                (100, 100, 100),
+                (16384, 100, 100),
+                (100, 1000, 500),
+                (16384, 1000, 500),
+            ],
+            idle: streams.unwrap_or(1000),
+            big: 128 << 20,
+        }
+    } else {
+        Plan {
+            rounds: rounds.unwrap_or(3),
+            load: Duration::from_secs(5),
+            open_rate: 2000.0,
+            tls: Duration::from_secs(4),
+            sse: vec![
+                (100, 100, 300),
+                (16384, 100, 300),
+                (100, 1000, 2000),
+                (16384, 1000, 2000),
+            ],
+            idle: streams.unwrap_or(10_000),
+            big: 1 << 30,
+        }
+    };
+    Ok(Args {
+        plan,
+        quick,
+        only,
+        mcptap: mcptap.context(USAGE)?,
+        mitmdump,
+        results,
+        readme,
+        wait_quiet,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    // `mcptap-bench upstream CERT KEY`: only the upstream, until killed (for poking at it by hand).
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("upstream") && argv.len() == 4 {
+        let rt = tokio::runtime::Runtime::new()?;
+        return rt.block_on(async {
+            let up = upstream::start(Path::new(&argv[2]), Path::new(&argv[3])).await?;
+            println!("upstream: http://{} https://{}", up.plain, up.tls);
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+    }
+    let args = parse_args()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+/// One workload's part of the report.
+struct Section {
+    title: String,
+    what: String,
+    table: String,
+    notes: Vec<String>,
+    rounds: Rounds,
+    /// Share of the CPU other processes used during the workload.
+    others: f64,
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let began = Instant::now();
+    let tmp = std::env::temp_dir().join(format!("mcptap-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let result = run_in(&args, &tmp).await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (report, date) = result?;
+    println!("{report}");
+    std::fs::create_dir_all(&args.results)?;
+    // A quick run is a smoke test: its figures never replace a full run's.
+    let quick = args.plan.rounds < 3 || args.only.is_some() || args.quick;
+    let file = args.results.join(if quick {
+        format!("{date}-partial.md")
+    } else {
+        format!("{date}.md")
+    });
+    std::fs::write(&file, &report)?;
+    eprintln!(
+        "bench: wrote {} ({:.0} s in all)",
+        file.display(),
+        began.elapsed().as_secs_f64()
+    );
+    if let Some(readme) = args.readme.as_ref().filter(|_| !quick) {
+        update_readme(readme, &report)?;
+        eprintln!("bench: updated the results in {}", readme.display());
+    }
+    Ok(())
+}
+
+async fn run_in(args: &Args, tmp: &Path) -> anyhow::Result<(String, String)> {
+    let certs = tmp.join("certs");
+    let made = std::process::Command::new(&args.mcptap)
+        .args(["certs", "init", "--dir"])
+        .arg(&certs)
+        .output()
+        .with_context(|| format!("running {}", args.mcptap.display()))?;
+    if !made.status.success() {
+        bail!(
+            "mcptap certs init failed: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let upstream = upstream::start(
+        &certs.join("localhost.pem"),
+        &certs.join("localhost-key.pem"),
+    )
+    .await?;
+    let nofile = machine::open_files_limit();
+    let env = Env {
+        tmp: tmp.to_path_buf(),
+        mcptap: args.mcptap.clone(),
+        mitmdump: args.mitmdump.clone().filter(|p| p.exists()),
+        nginx: which("nginx"),
+        wrk: which("wrk"),
+        h2load: which("h2load"),
+        upstream,
+        certs,
+        nofile,
+        scripts: tools::Scripts::write(tmp)?,
+        plan: args.plan.clone(),
+        mcptap_flags: mcptap_flags(&args.mcptap),
+    };
+    let wanted = |w: &str| args.only.as_ref().is_none_or(|o| o.iter().any(|x| x == w));
+    let mut sections = Vec::new();
+    for w in ["w1", "w2", "w3", "w4", "w5", "w6", "w7"] {
+        if !wanted(w) {
+            continue;
+        }
+        // The whole patience before the first workload, a little before each other one.
+        let patience = if sections.is_empty() {
+            args.wait_quiet
+        } else {
+            args.wait_quiet.min(Duration::from_secs(15))
+        };
+        if !patience.is_zero() {
+            machine::wait_quiet(0.05, patience).await;
+        }
+        let meter = machine::CpuMeter::start();
+        let mut section = match w {
+            "w1" => w1_http1(&env).await,
+            "w2" => w2_open_loop(&env).await,
+            "w3" => w3_http2(&env).await,
+            "w4" => w4_sse(&env).await,
+            "w5" => w5_idle(&env).await,
+            "w6" => w6_big(&env).await,
+            _ => w7_tls(&env).await,
+        };
+        section.others = meter.others();
+        eprintln!(
+            "bench: {w} done; other processes used {:.0}% of the CPU meanwhile",
+            section.others * 100.0
+        );
+        sections.push(section);
+    }
+    let date = shell("date", &["-u", "+%Y-%m-%d"]);
+    let mut out = String::new();
+    out.push_str(&format!(
+        "## Results {} ({})\n\n",
+        shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        machine::describe()
+    ));
+    out.push_str(&versions(&env));
+    out.push_str(&format!(
+        "\nEach figure is the median of {} alternating rounds (the contenders' order rotates each round).\n\n",
+        env.plan.rounds
+    ));
+    out.push_str(&headline(&sections));
+    for s in &sections {
+        out.push_str(&format!("### {}\n\n{}\n\n{}", s.title, s.what, s.table));
+        for n in &s.notes {
+            out.push_str(&format!("\n- {n}"));
+        }
+        if s.others >= 0.05 {
+            out.push_str(&format!(
+                "\n- **Other processes used {:.0}% of the CPU during this workload: its figures are disturbed.**",
+                s.others * 100.0
+            ));
+        } else {
+            out.push_str(&format!(
+                "\n- Other processes used {:.0}% of the CPU meanwhile.",
+                s.others * 100.0
+            ));
+        }
+        out.push_str("\n\n");
+    }
+    Ok((out, date))
+}
+
+// ---------------------------------------------------------------------------------------
+// Workloads
+
+async fn start_all(
+    env: &Env,
+    kinds: &[Kind],
+    listen: Listen,
+    rounds: &mut Rounds,
+    metric: &str,
+) -> BTreeMap<Kind, Running> {
+    let mut running = BTreeMap::new();
+    for &kind in kinds {
+        match contender::start(kind, env, listen).await {
+            Ok(r) => {
+                running.insert(kind, r);
+            }
+            Err(e) => {
+                eprintln!("bench: {} did not start: {e}", kind.label());
+                rounds.na(kind, metric, format!("did not start: {e}"));
+            }
+        }
+    }
+    running
+}
+
+async fn stop_all(running: BTreeMap<Kind, Running>) {
+    for (_, r) in running {
+        r.stop().await;
+    }
+}
+
+fn url(addr: std::net::SocketAddr, scheme: &str) -> String {
+    format!("{scheme}://{addr}/json")
+}
+
+/// (1) Small JSON POSTs, HTTP/1.1 keep-alive, 64 connections, as fast as they go.
+async fn w1_http1(env: &Env) -> Section {
+    let kinds = Kind::ALL;
+    let mut rounds = Rounds::default();
+    let mut notes = Vec::new();
+    let mut running = start_all(env, &kinds, Listen::Plain, &mut rounds, "rps").await;
+    let mut mcptap_requests = 0.0;
+    if let Some(wrk) = &env.wrk {
+        for r in running.values() {
+            let Some(addr) = r.plain else { continue };
+            if let Ok(l) = tools::wrk(
+                wrk,
+                &url(addr, "http"),
+                64,
+                Duration::from_secs(1),
+                &env.scripts.post,
+            )
+            .await
+            {
+                if r.kind == Kind::McptapOn {
+                    mcptap_requests += l.rps;
+                }
+            }
+        }
+        for round in 0..env.plan.rounds {
+            for kind in rotation(&kinds, round) {
+                let Some(addr) = running.get(&kind).and_then(|r| r.plain) else {
+                    continue;
+                };
+                match tools::wrk(
+                    wrk,
+                    &url(addr, "http"),
+                    64,
+                    env.plan.load,
+                    &env.scripts.post,
+                )
+                .await
+                {
+                    Ok(l) => {
+                        eprintln!(
+                            "bench: w1 round {} {}: {} req/s",
+                            round + 1,
+                            kind.label(),
+                            count(l.rps)
+                        );
+                        rounds.add(kind, "rps", l.rps);
+                        rounds.add(kind, "p50", l.p50_us);
+                        rounds.add(kind, "p99", l.p99_us);
+                        if kind == Kind::McptapOn {
+                            mcptap_requests += l.rps * env.plan.load.as_secs_f64();
+                        }
+                    }
+                    Err(e) => rounds.na(kind, "rps", e.to_string()),
+                }
+            }
+        }
+    } else {
+        for k in kinds {
+            rounds.na(k, "rps", "wrk not installed");
+        }
+    }
+    if let Some(r) = running.get(&Kind::McptapOn) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let bytes = r.recorded_bytes() as f64;
+        if mcptap_requests > 0.0 {
+            notes.push(format!(
+                "mcptap recorded every exchange (request, response, both bodies, timings): {:.0} MiB of capture, about {} bytes per exchange.",
+                bytes / 1048576.0,
+                count(bytes / mcptap_requests)
+            ));
+        }
+    }
+    for kind in [Kind::McptapOn, Kind::McptapOff] {
+        if let Some(r) = running.get(&kind) {
+            let threads: Vec<String> = r
+                .thread_cpu()
+                .iter()
+                .filter(|(_, t)| *t >= 0.5)
+                .map(|(n, t)| format!("{n} {t:.0} s"))
+                .collect();
+            notes.push(format!(
+                "{}: CPU time by thread over the workload: {}.",
+                kind.label(),
+                threads.join(", ")
+            ));
+        }
+    }
+    if let Some(r) = running.get_mut(&Kind::Nginx) {
+        notes.push(format!(
+            "nginx logged one access-log line per request ({:.0} MiB).",
+            r.recorded_bytes() as f64 / 1048576.0
+        ));
+    }
+    stop_all(running).await;
+    let direct = rounds.get(Kind::Direct, "rps");
+    let nginx = rounds.get(Kind::Nginx, "rps");
+    let mut t = Table::new(&[
+        "contender",
+        "req/s",
+        "× direct",
+        "× nginx",
+        "p50 ms",
+        "p99 ms",
+    ]);
+    for k in kinds {
+        match rounds.get(k, "rps") {
+            Some(rps) => t.row(vec![
+                k.label().into(),
+                count(rps),
+                ratio(rps, direct),
+                ratio(rps, nginx),
+                ms(rounds.get(k, "p50").unwrap_or(0.0)),
+                ms(rounds.get(k, "p99").unwrap_or(0.0)),
+            ]),
+            None => t.row(vec![
+                k.label().into(),
+                na(rounds.why(k, "rps")),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]),
+        }
+    }
+    Section {
+        title: "1. Small JSON POSTs, HTTP/1.1 keep-alive, 64 connections (closed loop)".into(),
+        what: format!(
+            "wrk -t2 -c64 -d{}s with a Lua script POSTing a 124-byte JSON-RPC request; the upstream answers 1 KiB of JSON. Throughput and wrk's latency percentiles.",
+            env.plan.load.as_secs()
+        ),
+        table: t.markdown(),
+        notes,
+        rounds,
+        others: 0.0,
+    }
+}
+
+/// (2) The same requests at a fixed rate (open loop): latency added over direct.
+async fn w2_open_loop(env: &Env) -> Section {
+    let kinds = Kind::ALL;
+    let mut rounds = Rounds::default();
+    let mut notes = Vec::new();
+    let running = start_all(env, &kinds, Listen::Plain, &mut rounds, "p50").await;
+    let rate = env.plan.open_rate;
+    for r in running.values() {
+        if let Some(addr) = r.plain {
+            let _ = client::open_loop(addr, rate, Duration::from_secs(1), 64).await;
+        }
+    }
+    for round in 0..env.plan.rounds {
+        for kind in rotation(&kinds, round) {
+            let Some(addr) = running.get(&kind).and_then(|r| r.plain) else {
+                continue;
+            };
+            match client::open_loop(addr, rate, env.plan.load, 64).await {
+                Ok(o) => {
+                    let p = report::latency_percentiles(&o.latencies, &[50.0, 99.0, 100.0]);
+                    let achieved = o.latencies.len() as f64
+                        / o.elapsed.as_secs_f64().max(env.plan.load.as_secs_f64());
+                    eprintln!(
+                        "bench: w2 round {} {}: {} req/s, p50 {} ms, p99 {} ms, {} errors, {} unfinished",
+                        round + 1, kind.label(), count(achieved), ms(p[0]), ms(p[1]), o.errors, o.unfinished
+                    );
+                    rounds.add(kind, "rate", achieved);
+                    rounds.add(kind, "p50", p[0]);
+                    rounds.add(kind, "p99", p[1]);
+                    rounds.add(kind, "max", p[2]);
+                    rounds.add(kind, "lost", (o.errors + o.unfinished) as f64);
+                }
+                Err(e) => rounds.na(kind, "p50", e.to_string()),
+            }
+        }
+    }
+    stop_all(running).await;
+    let d50 = rounds.get(Kind::Direct, "p50");
+    let d99 = rounds.get(Kind::Direct, "p99");
+    let mut t = Table::new(&[
+        "contender",
+        "achieved req/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "added p50 ms",
+        "added p99 ms",
+    ]);
+    for k in kinds {
+        let Some(p50) = rounds.get(k, "p50") else {
+            t.row(vec![
+                k.label().into(),
+                na(rounds.why(k, "p50")),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+            continue;
+        };
+        let p99 = rounds.get(k, "p99").unwrap_or(0.0);
+        let added = |v: f64, base: Option<f64>| {
+            if k == Kind::Direct {
+                "–".to_string()
+            } else {
+                base.map(|b| plus_ms(v - b)).unwrap_or("–".into())
+            }
+        };
+        let rate_cell = rounds.get(k, "rate").unwrap_or(0.0);
+        let lost = rounds.get(k, "lost").unwrap_or(0.0);
+        if rate_cell < rate * 0.95 || lost > 0.0 {
+            notes.push(format!(
+                "{} could not keep up with {} req/s: it completed {} req/s, {} requests per round failed or were still waiting at the deadline; its latencies include the queueing.",
+                k.label(), count(rate), count(rate_cell), count(lost)
+            ));
+        }
+        t.row(vec![
+            k.label().into(),
+            count(rate_cell),
+            ms(p50),
+            ms(p99),
+            ms(rounds.get(k, "max").unwrap_or(0.0)),
+            added(p50, d50),
+            added(p99, d99),
+        ]);
+    }
+    Section {
+        title: format!("2. The same POSTs at a fixed {} req/s (open loop)", count(rate)),
+        what: format!(
+            "The harness's own Rust generator (hyper): 64 keep-alive connections, request i due at i/{} s on connection i mod 64, for {} s. Latency counts from when a request was due if its connection was still busy (no coordinated omission), else from when it was sent.",
+            count(rate), env.plan.load.as_secs()
+        ),
+        table: t.markdown(),
+        notes,
+        rounds,
+        others: 0.0,
+    }
+}
+
+/// (3) HTTP/2 (h2c prior knowledge) with h2load.
+async fn w3_http2(env: &Env) -> Section {
+    let kinds = Kind::ALL;
+    let mut rounds = Rounds::default();
+    let running = start_all(env, &kinds, Listen::Plain, &mut rounds, "rps").await;
+    let (clients, streams) = (16, 8);
+    match &env.h2load {
+        None => {
+            for k in kinds {
+                rounds.na(k, "rps", "h2load not installed");
+            }
+        }
+        Some(h2load) => {
+            for round in 0..env.plan.rounds {
+                for kind in rotation(&kinds, round) {
+                    let Some(r) = running.get(&kind) else {
+                        continue;
+                    };
+                    let addr = match &r.h2c {
+                        Ok(a) => *a,
+                        Err(e) => {
+                            rounds.na(kind, "rps", e.clone());
+                            continue;
+                        }
+                    };
+                    if rounds.why(kind, "rps").is_some() {
+                        continue;
+                    }
+                    let log = env.tmp.join("h2load.log");
+                    match tools::h2load(
+                        h2load,
+                        &url(addr, "http"),
+                        clients,
+                        streams,
+                        env.plan.load,
+                        &env.scripts.body,
+                        &log,
+                    )
+                    .await
+                    {
+                        Ok(l) => {
+                            eprintln!(
+                                "bench: w3 round {} {}: {} req/s",
+                                round + 1,
+                                kind.label(),
+                                count(l.rps)
+                            );
+                            rounds.add(kind, "rps", l.rps);
+                            rounds.add(kind, "p50", l.p50_us);
+                            rounds.add(kind, "p99", l.p99_us);
+                        }
+                        Err(e) => {
+                            eprintln!("bench: w3 {}: {e:#}", kind.label());
+                            // mitmproxy says why in its log (at a level -q hides).
+                            let why = match (kind, r.log_line("not supported")) {
+                                (_, Some(said)) => format!("mitmproxy: “{said}”"),
+                                (Kind::Mitmproxy, None) => "no h2c in mitmproxy, which logs “Initiating HTTP/2 connections with prior knowledge are currently not supported.”; h2load: no request succeeded".into(),
+                                _ => e.to_string(),
+                            };
+                            rounds.na(kind, "rps", why);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    stop_all(running).await;
+    let direct = rounds.get(Kind::Direct, "rps");
+    let nginx = rounds.get(Kind::Nginx, "rps");
+    let mut t = Table::new(&[
+        "contender",
+        "req/s",
+        "× direct",
+        "× nginx",
+        "p50 ms",
+        "p99 ms",
+    ]);
+    for k in kinds {
+        match rounds.get(k, "rps") {
+            Some(rps) => t.row(vec![
+                k.label().into(),
+                count(rps),
+                ratio(rps, direct),
+                ratio(rps, nginx),
+                ms(rounds.get(k, "p50").unwrap_or(0.0)),
+                ms(rounds.get(k, "p99").unwrap_or(0.0)),
+            ]),
+            None => t.row(vec![
+                k.label().into(),
+                na(rounds.why(k, "rps")),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]),
+        }
+    }
+    Section {
+        title: "3. Small JSON POSTs over HTTP/2 (h2c, prior knowledge)".into(),
+        what: format!(
+            "h2load -c{clients} -m{streams} -t2 -D{} --warm-up-time=1 (128 concurrent streams). The proxies speak HTTP/1.1 to the upstream; direct is h2c to the upstream itself. nginx serves h2c on its own `listen … http2` port (1.22: prior knowledge only there). Latencies from h2load's per-request log.",
+            env.plan.load.as_secs()
+        ),
+        table: t.markdown(),
+        notes: Vec::new(),
+        rounds,
+        others: 0.0,
+    }
+}
+
+/// (4) SSE: per-event delivery latency over direct, and coalescing.
+async fn w4_sse(env: &Env) -> Section {
+    let kinds = Kind::ALL;
+    let mut rounds = Rounds::default();
+    let mut notes = Vec::new();
+    let running = start_all(env, &kinds, Listen::Plain, &mut rounds, "all").await;
+    let metric = |case: &(usize, u64, u64), m: &str| format!("{}/{}:{m}", case.0, case.1);
+    for r in running.values() {
+        if let Some(addr) = r.plain {
+            let _ = client::sse(addr, 20, 100, 1000, Duration::from_secs(10)).await;
+        }
+    }
+    let mut sent_through_mcptap = 20;
+    for case in env.plan.sse.clone() {
+        let (size, rate, n) = case;
+        let timeout = Duration::from_secs_f64(n as f64 / rate as f64) + Duration::from_secs(15);
+        for round in 0..env.plan.rounds {
+            for kind in rotation(&kinds, round) {
+                let Some(addr) = running.get(&kind).and_then(|r| r.plain) else {
+                    continue;
+                };
+                match client::sse(addr, n, size, rate, timeout).await {
+                    Ok(run) => {
+                        let p = report::latency_percentiles(&run.latencies, &[50.0, 99.0, 100.0]);
+                        let coalesced = 100.0 * run.coalesced as f64 / n as f64;
+                        eprintln!(
+                            "bench: w4 {size} B at {rate}/s round {} {}: p50 {} ms p99 {} ms max {} ms, {coalesced:.0}% coalesced",
+                            round + 1, kind.label(), ms(p[0]), ms(p[1]), ms(p[2])
+                        );
+                        rounds.add(kind, &metric(&case, "p50"), p[0]);
+                        rounds.add(kind, &metric(&case, "p99"), p[1]);
+                        rounds.add(kind, &metric(&case, "max"), p[2]);
+                        rounds.add(kind, &metric(&case, "coalesced"), coalesced);
+                        if kind == Kind::McptapOn {
+                            sent_through_mcptap += n;
+                        }
+                    }
+                    Err(e) => rounds.na(kind, &metric(&case, "p50"), e.to_string()),
+                }
+            }
+        }
+    }
+    if let Some(r) = running.get(&Kind::McptapOn) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Some(dir) = &r.record {
+            let recorded = count_in_files(dir, b"\"kind\":\"sse\"");
+            notes.push(format!(
+                "mcptap's capture holds {} `sse` lines for the {} events it forwarded (one line per event, parsed and redacted as they passed).",
+                count(recorded as f64),
+                count(sent_through_mcptap as f64)
+            ));
+        }
+    }
+    if running.contains_key(&Kind::Mitmproxy) {
+        notes.push("mitmproxy buffers a `text/event-stream` response until it ends unless response streaming is turned on for it (mitmproxy issue 4469), and a streamed body is not kept in the flow: recording and live SSE exclude each other. It ran in its recording configuration, so every event waits for the end of its stream.".into());
+    }
+    stop_all(running).await;
+    let mut t = Table::new(&[
+        "events",
+        "contender",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "added p50",
+        "added p99",
+        "added max",
+        "coalesced",
+    ]);
+    for case in &env.plan.sse {
+        let label = format!(
+            "{} × {} B at {}/s",
+            case.2,
+            if case.0 >= 1024 {
+                format!("{}Ki", case.0 / 1024)
+            } else {
+                case.0.to_string()
+            },
+            case.1
+        );
+        let label = label.replace("Ki B", " KiB");
+        for k in kinds {
+            let m = |x: &str| rounds.get(k, &metric(case, x));
+            let Some(p50) = m("p50") else {
+                t.row(vec![
+                    label.clone(),
+                    k.label().into(),
+                    na(rounds.why(k, &metric(case, "p50")).or(rounds.why(k, "all"))),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ]);
+                continue;
+            };
+            let added = |x: &str| {
+                if k == Kind::Direct {
+                    "–".to_string()
+                } else {
+                    match (m(x), rounds.get(Kind::Direct, &metric(case, x))) {
+                        (Some(v), Some(d)) => plus_ms(v - d),
+                        _ => "–".into(),
+                    }
+                }
+            };
+            t.row(vec![
+                label.clone(),
+                k.label().into(),
+                ms(p50),
+                ms(m("p99").unwrap_or(0.0)),
+                ms(m("max").unwrap_or(0.0)),
+                added("p50"),
+                added("p99"),
+                added("max"),
+                format!("{:.0}%", m("coalesced").unwrap_or(0.0)),
+            ]);
+        }
+    }
+    Section {
+        title: "4. Server-sent events: delivery latency and coalescing".into(),
+        what: "One `GET /sse` stream per run; the upstream (in the harness process) stamps each event with its send time on the process's monotonic clock, a pacing thread sends them at the given rate, and the harness reads the stream with plain `read()` calls and times each event at the read that completes it. Added = contender − direct (medians). Coalesced = events that completed in the same read as another event.".into(),
+        table: t.markdown(),
+        notes,
+        rounds,
+        others: 0.0,
+    }
+}
+
+/// (5) Many idle SSE streams: the proxy's resident memory per stream.
+async fn w5_idle(env: &Env) -> Section {
+    let kinds = Kind::PROXIES;
+    let mut rounds = Rounds::default();
+    let mut notes = Vec::new();
+    // Each stream costs the proxy two descriptors (client and upstream side), and the
+    // harness two as well (its client socket and the upstream's).
+    let fit = ((env.nofile.saturating_sub(400)) / 2) as usize;
+    let n = env.plan.idle.min(fit);
+    if n < env.plan.idle {
+        notes.push(format!(
+            "{} streams asked for; the open-files limit here is {} (a hard limit root cannot raise in this container), and the proxy and the harness each hold two descriptors per stream, so {} streams.",
+            count(env.plan.idle as f64), count(env.nofile as f64), count(n as f64)
+        ));
+    }
+    let stats = env.upstream.stats.clone();
+    let open_now = || stats.idle_open.load(std::sync::atomic::Ordering::Acquire);
+    for round in 0..env.plan.rounds {
+        for kind in rotation(&kinds, round) {
+            if rounds.why(kind, "per").is_some() {
+                continue;
+            }
+            // A fresh process each time: memory freed by closed streams is not given back
+            // to the system, so a second measurement in the same process would start high.
+            let r = match contender::start(kind, env, Listen::Plain).await {
+                Ok(r) => r,
+                Err(e) => {
+                    rounds.na(kind, "per", format!("did not start: {e}"));
+                    continue;
+                }
+            };
+            let Some(addr) = r.plain else { continue };
+            let before = r.rss_kib();
+            let base = open_now();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let est = {
+                let stats = stats.clone();
+                move || {
+                    stats
+                        .idle_open
+                        .load(std::sync::atomic::Ordering::Acquire)
+                        .saturating_sub(base)
+                }
+            };
+            let (streams, error) = client::open_idle(addr, n, 128, deadline, est).await;
+            // Established means the request reached the upstream through the proxy.
+            while (open_now().saturating_sub(base) as usize) < n && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let established = open_now().saturating_sub(base) as f64;
+            let with = r.rss_kib();
+            drop(streams);
+            // Let every stream close, then see what the proxy keeps.
+            let wait = Instant::now() + Duration::from_secs(30);
+            while open_now() > base && Instant::now() < wait {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let closed = r.rss_kib();
+            eprintln!(
+                "bench: w5 round {} {}: {} streams, RSS {} → {} → {} KiB{}",
+                round + 1,
+                kind.label(),
+                established,
+                before,
+                with,
+                closed,
+                error
+                    .as_deref()
+                    .map(|e| format!(" (client error: {e})"))
+                    .unwrap_or_default()
+            );
+            if established < n as f64 / 10.0 {
+                rounds.na(
+                    kind,
+                    "per",
+                    format!(
+                        "only {} of {} streams reached the upstream within 60 s",
+                        count(established),
+                        count(n as f64)
+                    ),
+                );
+            } else {
+                if established < n as f64 {
+                    notes.push(format!(
+                        "Round {}: {} held only {} of the {} streams within 60 s; its figure is per stream held.",
+                        round + 1, kind.label(), count(established), count(n as f64)
+                    ));
+                }
+                rounds.add(kind, "streams", established);
+                rounds.add(kind, "before", before as f64);
+                rounds.add(kind, "after", with as f64);
+                rounds.add(kind, "closed", closed as f64);
+                rounds.add(kind, "per", (with as f64 - before as f64) / established);
+            }
+            r.stop().await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let mut t = Table::new(&[
+        "contender",
+        "streams",
+        "RSS before MiB",
+        "RSS with streams MiB",
+        "KiB per stream",
+        "RSS after they closed MiB",
+    ]);
+    for k in kinds {
+        match rounds.get(k, "per") {
+            Some(per) => t.row(vec![
+                k.label().into(),
+                count(rounds.get(k, "streams").unwrap_or(0.0)),
+                format!("{:.1}", rounds.get(k, "before").unwrap_or(0.0) / 1024.0),
+                format!("{:.1}", rounds.get(k, "after").unwrap_or(0.0) / 1024.0),
+                format!("{per:.1}"),
+                format!("{:.1}", rounds.get(k, "closed").unwrap_or(0.0) / 1024.0),
+            ]),
+            None => t.row(vec![
+                k.label().into(),
+                na(rounds.why(k, "per")),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]),
+        }
+    }
+    Section {
+        title: format!("5. {} idle SSE streams: memory per stream", count(n as f64)),
+        what: "The harness opens the streams (`GET /sse?n=0`: headers and one comment, then silence), at most 128 on their way at a time, waits until all reached the upstream, waits 1 s, and reads the proxy's VmRSS (nginx: its workers added up). Per stream = (RSS with streams − RSS before) / streams. Then it closes them all and reads the RSS again, 1 s after the last one closed at the upstream. Each measurement is on a freshly started proxy. Direct has no proxy to measure.".into(),
+        table: t.markdown(),
+        notes,
+        rounds,
+        others: 0.0,
+    }
+}
+
+/// (6) One 1 GiB response: throughput and the proxy's peak RSS.
+async fn w6_big(env: &Env) -> Section {
+    let kinds = Kind::ALL;
+    let mut rounds = Rounds::default();
+    let mut notes = Vec::new();
+    let bytes = env.plan.big;
+    let mut recorded: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();
+    for round in 0..env.plan.rounds {
+        for kind in rotation(&kinds, round) {
+            if rounds.why(kind, "mibs").is_some() {
+                continue;
+            }
+            // A fresh process each time, so the peak is this transfer's alone.
+            let r = match contender::start(kind, env, Listen::Plain).await {
+                Ok(r) => r,
+                Err(e) => {
+                    rounds.na(kind, "mibs", format!("did not start: {e}"));
+                    continue;
+                }
+            };
+            let Some(addr) = r.plain else { continue };
+            r.reset_peak();
+            match client::download(addr, bytes, Duration::from_secs(180)).await {
+                Ok(elapsed) => {
+                    let mibs = bytes as f64 / 1048576.0 / elapsed.as_secs_f64();
+                    let peak = r.peak_kib() as f64;
+                    eprintln!(
+                        "bench: w6 round {} {}: {:.0} MiB/s, peak RSS {:.0} MiB",
+                        round + 1,
+                        kind.label(),
+                        mibs,
+                        peak / 1024.0
+                    );
+                    rounds.add(kind, "mibs", mibs);
+                    if kind != Kind::Direct {
+                        rounds.add(kind, "peak", peak);
+                    }
+                }
+                Err(e) => rounds.na(kind, "mibs", e.to_string()),
+            }
+            if r.record.is_some() {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                recorded
+                    .entry(kind)
+                    .or_default()
+                    .push(r.recorded_bytes() as f64);
+            }
+            r.stop().await;
+        }
+    }
+    if let Some(v) = recorded.get(&Kind::McptapOn) {
+        notes.push(format!(
+            "mcptap recorded the first 10 MiB of the body (`--max-body`, default) and its true length: a capture of {:.1} MiB per transfer.",
+            report::median(v) / 1048576.0
+        ));
+    }
+    if let Some(v) = recorded.get(&Kind::Mitmproxy) {
+        notes.push(format!(
+            "mitmproxy holds the whole response in memory before it forwards it (no streaming in its recording configuration) and writes all of it to the flow file ({:.2} GiB per transfer).",
+            report::median(v) / 1073741824.0
+        ));
+    }
+    let direct = rounds.get(Kind::Direct, "mibs");
+    let mut t = Table::new(&["contender", "MiB/s", "× direct", "peak RSS MiB"]);
+    for k in kinds {
+        match rounds.get(k, "mibs") {
+            Some(v) => t.row(vec![
+                k.label().into(),
+                count(v),
+                ratio(v, direct),
+                rounds
+                    .get(k, "peak")
+                    .map(|p| format!("{:.0}", p / 1024.0))
+                    .unwrap_or("–".into()),
+            ]),
+            None => t.row(vec![
+                k.label().into(),
+                na(rounds.why(k, "mibs")),
+                String::new(),
+                String::new(),
+            ]),
+        }
+    }
+    Section {
+        title: format!("6. One {} response", if bytes >= 1 << 30 { format!("{} GiB", bytes >> 30) } else { format!("{} MiB", bytes >> 20) }),
+        what: "`GET /big`: the upstream streams the body in 256 KiB frames with a Content-Length; the harness reads it with 256 KiB reads. Throughput from request to last byte; peak RSS is the proxy's VmHWM over the transfer (a freshly started proxy for each transfer; nginx: the largest worker).".into(),
+        table: t.markdown(),
+        notes,
+        rounds,
+        others: 0.0,
+    }
+}
+
+/// (7) TLS on the client side, connections reused and new per request.
+async fn w7_tls(env: &Env) -> Section {
+    let kinds = Kind::ALL;
+    let mut rounds = Rounds::default();
+    let running = start_all(env, &kinds, Listen::Tls, &mut rounds, "reused").await;
+    for k in kinds {
+        if let Some(why) = rounds.why(k, "reused").map(str::to_string) {
+            rounds.na(k, "new", why);
+        }
+    }
+    let modes = [
+        ("reused", &env.scripts.post),
+        ("new", &env.scripts.post_close),
+    ];
+    match &env.wrk {
+        None => {
+            for k in kinds {
+                rounds.na(k, "reused", "wrk not installed");
+                rounds.na(k, "new", "wrk not installed");
+            }
+        }
+        Some(wrk) => {
+            // Warm-up with every connection, so first handshakes (mitmproxy makes its
+            // certificate then) are not measured.
+            for r in running.values() {
+                if let Some(addr) = r.tls {
+                    let _ = tools::wrk(
+                        wrk,
+                        &url(addr, "https"),
+                        64,
+                        Duration::from_secs(2),
+                        &env.scripts.post,
+                    )
+                    .await;
+                }
+            }
+            for (mode, script) in modes {
+                for round in 0..env.plan.rounds {
+                    for kind in rotation(&kinds, round) {
+                        let Some(addr) = running.get(&kind).and_then(|r| r.tls) else {
+                            continue;
+                        };
+                        match tools::wrk(wrk, &url(addr, "https"), 64, env.plan.tls, script).await {
+                            Ok(l) => {
+                                eprintln!(
+                                    "bench: w7 {mode} round {} {}: {} req/s",
+                                    round + 1,
+                                    kind.label(),
+                                    count(l.rps)
+                                );
+                                rounds.add(kind, mode, l.rps);
+                            }
+                            Err(e) => rounds.na(kind, mode, e.to_string()),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    stop_all(running).await;
+    let mut t = Table::new(&[
+        "contender",
+        "reused: req/s",
+        "× direct",
+        "new per request: req/s",
+        "× direct",
+    ]);
+    for k in kinds {
+        let mut row = vec![k.label().to_string()];
+        for mode in ["reused", "new"] {
+            match rounds.get(k, mode) {
+                Some(v) => {
+                    row.push(count(v));
+                    row.push(ratio(v, rounds.get(Kind::Direct, mode)));
+                }
+                None => {
+                    row.push(na(rounds.why(k, mode)));
+                    row.push(String::new());
+                }
+            }
+        }
+        t.row(row);
+    }
+    Section {
+        title: "7. TLS on the client side".into(),
+        what: format!(
+            "wrk -t2 -c64 -d{}s over https (TLS 1.3, HTTP/1.1), the same POSTs; \"new\" sends `Connection: close` so every request pays a fresh TCP connection and full handshake (wrk resumes no session). Direct: the upstream terminates TLS itself (rustls). mcptap runs with `--self-signed` from a local CA that also signed the ECDSA P-256 certificate nginx and the upstream serve; mitmproxy serves a certificate from its own CA (RSA 2048).",
+            env.plan.tls.as_secs()
+        ),
+        table: t.markdown(),
+        notes: Vec::new(),
+        rounds,
+        others: 0.0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Summary and surroundings
+
+fn headline(sections: &[Section]) -> String {
+    let find = |prefix: &str| {
+        sections
+            .iter()
+            .find(|s| s.title.starts_with(prefix))
+            .map(|s| &s.rounds)
+    };
+    let cols = [
+        Kind::McptapOn,
+        Kind::McptapOff,
+        Kind::Nginx,
+        Kind::Mitmproxy,
+    ];
+    let mut t = Table::new(&[
+        "",
+        "mcptap, recording",
+        "mcptap, /dev/null",
+        "nginx",
+        "mitmdump -w",
+    ]);
+    let mut add = |label: &str, section: &str, cell: &dyn Fn(&Rounds, Kind) -> Option<String>| {
+        if let Some(r) = find(section) {
+            let mut row = vec![label.to_string()];
+            for k in cols {
+                row.push(cell(r, k).unwrap_or_else(|| "n/a".into()));
+            }
+            t.row(row);
+        }
+    };
+    let vs_direct = |metric: &'static str| {
+        move |r: &Rounds, k: Kind| Some(ratio(r.get(k, metric)?, r.get(Kind::Direct, metric)))
+    };
+    let added = |metric: String| {
+        move |r: &Rounds, k: Kind| Some(plus_ms(r.get(k, &metric)? - r.get(Kind::Direct, &metric)?))
+    };
+    add("HTTP/1.1 req/s, × direct", "1.", &vs_direct("rps"));
+    add("added p99 at 2,000 req/s, ms", "2.", &added("p99".into()));
+    add("HTTP/2 req/s, × direct", "3.", &vs_direct("rps"));
+    add(
+        "SSE 100 B at 1,000/s: added p99, ms",
+        "4.",
+        &added("100/1000:p99".into()),
+    );
+    add(
+        "SSE 16 KiB at 1,000/s: added p99, ms",
+        "4.",
+        &added("16384/1000:p99".into()),
+    );
+    add("idle SSE stream, KiB each", "5.", &|r: &Rounds, k: Kind| {
+        Some(format!("{:.1}", r.get(k, "per")?))
+    });
+    add("large response MiB/s, × direct", "6.", &vs_direct("mibs"));
+    add(
+        "large response peak RSS, MiB",
+        "6.",
+        &|r: &Rounds, k: Kind| Some(format!("{:.0}", r.get(k, "peak")? / 1024.0)),
+    );
+    add("TLS reused req/s, × direct", "7.", &vs_direct("reused"));
+    add(
+        "TLS new connections req/s, × direct",
+        "7.",
+        &vs_direct("new"),
+    );
+    format!("### Summary\n\n{}\n", t.markdown())
+}
+
+/// mcptap refuses connections over `--max-connections` (10,000 by default) where it has
+/// the flag: w5 wants as many as the descriptors allow, like nginx's worker_connections.
+fn mcptap_flags(mcptap: &Path) -> Vec<String> {
+    let help = shell(&mcptap.display().to_string(), &["proxy", "--help"]);
+    if help.contains("--max-connections") {
+        vec!["--max-connections".into(), "1000000".into()]
+    } else {
+        Vec::new()
+    }
+}
+
+fn update_readme(readme: &Path, report: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(readme)?;
+    let (begin, end) = ("<!-- results:begin -->", "<!-- results:end -->");
+    let (Some(a), Some(b)) = (text.find(begin), text.find(end)) else {
+        bail!("{} has no {begin} … {end} markers", readme.display());
+    };
+    let updated = format!(
+        "{}{begin}\n{}\n{}",
+        &text[..a],
+        report.trim_end(),
+        &text[b..]
+    );
+    std::fs::write(readme, updated)?;
+    Ok(())
+}
+
+fn count_in_files(path: &Path, needle: &[u8]) -> u64 {
+    let mut total = 0;
+    let files: Vec<PathBuf> = if path.is_dir() {
+        std::fs::read_dir(path)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    } else {
+        vec![path.to_path_buf()]
+    };
+    for f in files {
+        if let Ok(bytes) = std::fs::read(&f) {
+            total += bytes.windows(needle.len()).filter(|w| *w == needle).count() as u64;
+        }
+    }
+    total
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn shell(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| {
+            let mut s = String::from_utf8_lossy(&o.stdout).to_string();
+            s.push_str(&String::from_utf8_lossy(&o.stderr));
+            s.trim().to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn versions(env: &Env) -> String {
+    let first = |s: String| s.lines().next().unwrap_or("").trim().to_string();
+    let mut v = vec![first(shell(
+        &env.mcptap.display().to_string(),
+        &["--version"],
+    ))];
+    let commit = shell("git", &["rev-parse", "--short", "HEAD"]);
+    if !commit.is_empty() && !commit.contains("fatal") {
+        v[0].push_str(&format!(" ({commit})"));
+    }
+    if let Some(n) = &env.nginx {
+        v.push(first(shell(&n.display().to_string(), &["-v"])).replace("nginx version: ", ""));
+    }
+    if let Some(m) = &env.mitmdump {
+        v.push(
+            first(shell(&m.display().to_string(), &["--version"]))
+                .replace("Mitmproxy: ", "mitmproxy "),
+        );
+    }
+    if let Some(w) = &env.wrk {
+        let s = first(shell(&w.display().to_string(), &["-v"]));
+        v.push(
+            s.split(" [")
+                .next()
+                .unwrap_or(&s)
+                .replace("wrk debian/", "wrk "),
+        );
+    }
+    if let Some(h) = &env.h2load {
+        v.push(first(shell(&h.display().to_string(), &["--version"])).replace("h2load ", ""));
+    }
+    format!("Contenders and tools: {}.\n", v.join(", "))
+}
