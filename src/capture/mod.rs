@@ -2,6 +2,7 @@
 //! feeds, the writer thread that turns records into JSONL, and secret redaction.
 
 pub mod body;
+pub mod file;
 pub mod model;
 pub mod reader;
 pub mod redact;

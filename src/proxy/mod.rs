@@ -7,7 +7,6 @@ pub mod headers;
 pub mod upgrade;
 pub mod upstream;
 
-use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +24,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+pub use crate::capture::file::CaptureTarget;
+use crate::capture::file::{open_capture, short_id};
 use crate::capture::model::{self, ConnClose, ConnOpen, EventBody, SessionOptions};
 use crate::capture::redact::Redactor;
 use crate::capture::writer::{self, OnFull, WriterConfig, WriterStats};
@@ -33,15 +34,6 @@ use crate::terminal::Terminal;
 use crate::tls::{AcmeConfig, AcmeEvent, RejectKind, ReloadSummary, TlsSetup};
 use exchange::Shared;
 use forward::{ConnContext, Route};
-
-/// Where the capture goes.
-#[derive(Debug, Clone)]
-pub enum CaptureTarget {
-    /// This exact file (must not exist yet, unless it is not a regular file such as /dev/null).
-    File(PathBuf),
-    /// `<dir>/<UTC time>-<short id>.jsonl`.
-    Dir(PathBuf),
-}
 
 /// How the listener speaks.
 #[derive(Debug, Clone)]
@@ -738,64 +730,4 @@ impl Control {
             }
         }
     }
-}
-
-/// Eight random hex characters.
-fn short_id() -> String {
-    let mut bytes = [0u8; 4];
-    // Without randomness the id only needs to be unlikely to repeat: fall back to the clock.
-    if getrandom::fill(&mut bytes).is_err() {
-        bytes = (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0))
-        .to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Creates the capture file 0600 (its folder 0700), never overwriting an existing capture.
-fn open_capture(
-    target: &CaptureTarget,
-    clock: &Clock,
-    id: &str,
-) -> anyhow::Result<(PathBuf, File)> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let path = match target {
-        CaptureTarget::File(p) => p.clone(),
-        CaptureTarget::Dir(dir) => {
-            let stamp = clock.wall_start().strftime("%Y%m%dT%H%M%SZ").to_string();
-            dir.join(format!("{stamp}-{id}.jsonl"))
-        }
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .with_context(|| format!("creating the capture folder {}", parent.display()))?;
-        }
-    }
-    // /dev/null or a FIFO: write into it as it is.
-    if let Ok(meta) = std::fs::metadata(&path) {
-        if !meta.is_file() {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            return Ok((path, file));
-        }
-        anyhow::bail!(
-            "the capture file {} already exists; choose another --capture path (mcptap never overwrites a capture)",
-            path.display()
-        );
-    }
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating the capture file {}", path.display()))?;
-    Ok((path, file))
 }
