@@ -12,6 +12,7 @@ use clap::ValueEnum;
 
 use crate::capture::reader::Capture;
 use crate::capture::writer::OnFull;
+use crate::diff;
 use crate::explain::{self, Style};
 use crate::fixture::client::{self, ClientOptions, ClientOutcome};
 use crate::fixture::server::{Faults, FixtureServer};
@@ -100,14 +101,36 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<std::process::ExitCode> {
         outcome.failing.display()
     );
     print!("{}", explain::render(&cap, &report, style));
+
+    // The working run against the failing one: what the developer of the original case did by
+    // hand, field by field, for three hours.
+    let working = Capture::open(&outcome.working)?;
+    let comparison = diff::diff(
+        &working,
+        &outcome.working.display().to_string(),
+        &cap,
+        &outcome.failing.display().to_string(),
+        &diff::Options::default(),
+    );
+    println!("\n── What `mcptap diff` says: the correct run (A) against this one (B) ──\n");
+    print!(
+        "{}",
+        diff::render(&comparison, diff::Palette::detect(), diff::terminal_width())
+    );
+
     println!("\n── Next ──");
+    println!(
+        "  mcptap report {}   (one HTML page: the sequence, the stages, every exchange)",
+        outcome.failing.display()
+    );
     println!("  mcptap explain {}", outcome.failing.display());
     println!(
-        "  mcptap explain {}   (the correct run)",
-        outcome.working.display()
+        "  mcptap diff {} {}",
+        outcome.working.display(),
+        outcome.failing.display()
     );
     println!(
-        "  jq -c 'select(.kind==\"sse\")' {}",
+        "  jq -c 'select(.kind==\"sse\")' {}   (the correct run's server-sent events)",
         outcome.working.display()
     );
     Ok(std::process::ExitCode::SUCCESS)

@@ -42,6 +42,23 @@ fn the_demo_tells_the_whole_story() {
     assert!(stdout.contains("Went quiet after token"), "{stdout}");
     assert!(stdout.contains("prm-resource-match"), "{stdout}");
     assert!(stdout.contains("mcptap explain"), "{stdout}");
+    // The diff against the working run puts the planted fault first, then the calls that
+    // never came.
+    let divergence = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("First divergence:"))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        divergence.contains("resource_metadata") && divergence.contains("body.resource"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("- #7 POST /mcp initialize 200"),
+        "the working run's initialize shows as missing from the failing one: {stdout}"
+    );
+    assert!(stdout.contains("mcptap report"), "{stdout}");
 
     let (working, failing) = demo_files(dir.path());
     let good = explain_json(&working);

@@ -180,11 +180,16 @@ impl DiffArgs {
 
     /// The width of the view: `--width`, else `$COLUMNS`, else 120; at least 60.
     pub fn view_width(&self) -> usize {
-        self.width
-            .or_else(|| std::env::var("COLUMNS").ok()?.trim().parse().ok())
-            .unwrap_or(120)
-            .clamp(60, 1000)
+        self.width.unwrap_or_else(terminal_width).clamp(60, 1000)
     }
+}
+
+/// The width of the view when none is given: `$COLUMNS`, else 120.
+pub fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(120)
 }
 
 /// Runs `mcptap diff`.
