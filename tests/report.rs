@@ -556,11 +556,32 @@ async fn two_sessions_side_by_side_mark_where_they_differ() {
     assert_eq!(data["mode"], "diff");
     let rows = data["diff"].as_array().unwrap();
     assert_eq!(rows.len(), good.capture.exchanges().len());
-    // The first six exchanges are the same flow; from the seventh, B goes on and A is silent.
-    assert!(rows[..6]
-        .iter()
-        .all(|r| r["differs"] == serde_json::json!([])));
-    assert_eq!(rows[6]["differs"], serde_json::json!(["missing"]));
+    // The first six exchanges are the same flow but for the planted fault in the metadata;
+    // from the seventh, B goes on and A is silent.
+    let differs: Vec<&Value> = rows.iter().map(|r| &r["differs"]).collect();
+    assert!(
+        differs[1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == "body.resource"),
+        "{differs:?}"
+    );
+    for (i, d) in differs[..6].iter().enumerate() {
+        if i != 1 {
+            assert_eq!(**d, serde_json::json!([]), "row {i}: {differs:?}");
+        }
+    }
+    assert!(
+        differs[6..]
+            .iter()
+            .all(|d| **d == serde_json::json!(["only in B"])),
+        "{differs:?}"
+    );
+    assert!(data["diff_first"]
+        .as_str()
+        .unwrap()
+        .contains("body.resource"));
     if !browser_ready("two_sessions_side_by_side_mark_where_they_differ") {
         return;
     }
@@ -571,7 +592,10 @@ async fn two_sessions_side_by_side_mark_where_they_differ() {
     );
     assert_self_contained(&page);
     let summary = page["diffSummary"].as_str().unwrap();
-    assert!(summary.contains("differ"), "{summary}");
+    assert!(
+        summary.contains("8 of 13 rows differ") && summary.contains("body.resource"),
+        "{summary}"
+    );
     assert_eq!(
         page["diffRows"],
         rows.iter()

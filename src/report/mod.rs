@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::capture::model::{Headers, Timings, Upgrade};
 use crate::capture::reader::{BodyData, Capture, Exchange};
+use crate::diff;
 use crate::explain::{self, Report};
 use crate::mcp::jsonrpc::{self, Message};
 use crate::mcp::session::{Role, Session};
@@ -51,8 +52,8 @@ pub struct ReportArgs {
     #[arg(short, long, value_name = "FILE.html")]
     pub output: PathBuf,
 
-    /// A second capture to show side by side, aligned exchange by exchange; exchanges whose
-    /// method, path or status differ are marked.
+    /// A second capture to show side by side, aligned as `mcptap diff` aligns them; each
+    /// pair is marked with the fields that differ (noise suppressed).
     #[arg(long, value_name = "OTHER")]
     pub diff: Option<PathBuf>,
 
@@ -137,16 +138,17 @@ pub fn render(capture: &Capture, name: &str, options: &Options) -> String {
         mode: "single",
         sessions: vec![SessionData::build(capture, &report, name, options)],
         diff: None,
+        diff_first: None,
     };
     page(&data, &format!("session {}", capture.session.session_id))
 }
 
-/// Two captures side by side, aligned by exchange order.
-///
-/// The alignment here is deliberately simple (the i-th exchange of each, marked when method,
-/// path or status differ); `mcptap diff`'s alignment can replace [`align_by_order`].
+/// Two captures side by side, aligned as `mcptap diff` aligns them (by route, method,
+/// normalised path, JSON-RPC method and role, with noise suppressed), each row marked with
+/// the fields that differ.
 pub fn render_diff(a: (&Capture, &str), b: (&Capture, &str), options: &Options) -> String {
-    let rows = align_by_order(a.0, b.0);
+    let comparison = diff::diff(a.0, a.1, b.0, b.1, &diff::Options::default());
+    let rows = diff_rows(&comparison);
     let (report_a, report_b) = (explain::explain(a.0, a.1), explain::explain(b.0, b.1));
     let data = PageData {
         generator: generator(),
@@ -156,6 +158,7 @@ pub fn render_diff(a: (&Capture, &str), b: (&Capture, &str), options: &Options) 
             SessionData::build(b.0, &report_b, b.1, options),
         ],
         diff: Some(rows),
+        diff_first: comparison.first_divergence.map(|d| d.sentence),
     };
     page(
         &data,
@@ -166,40 +169,32 @@ pub fn render_diff(a: (&Capture, &str), b: (&Capture, &str), options: &Options) 
     )
 }
 
-/// One row of a side-by-side view: the exchange of each side at that position.
+/// One row of the side-by-side view: an aligned pair, or an exchange only one side has.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DiffRow {
     pub a: Option<u64>,
     pub b: Option<u64>,
-    /// What differs: `method`, `path`, `status`, or `missing` when one side has no exchange.
-    pub differs: Vec<&'static str>,
+    /// What differs: the fields as `mcptap diff` names them (`body.resource`, `status`), or
+    /// `only in A`, `only in B`, `order`; empty when the pair compares equal.
+    pub differs: Vec<String>,
 }
 
-/// Pairs the i-th exchange of `a` with the i-th of `b`.
-pub fn align_by_order(a: &Capture, b: &Capture) -> Vec<DiffRow> {
-    let n = a.exchanges.len().max(b.exchanges.len());
-    (0..n)
-        .map(|i| {
-            let (x, y) = (a.exchanges.get(i), b.exchanges.get(i));
-            let differs = match (x, y) {
-                (Some(x), Some(y)) => {
-                    let mut d = Vec::new();
-                    if x.method() != y.method() {
-                        d.push("method");
-                    }
-                    if x.path() != y.path() {
-                        d.push("path");
-                    }
-                    if x.status() != y.status() {
-                        d.push("status");
-                    }
-                    d
-                }
-                _ => vec!["missing"],
+/// The rows of a comparison, in its order.
+pub fn diff_rows(report: &diff::Report) -> Vec<DiffRow> {
+    report
+        .entries
+        .iter()
+        .map(|e| {
+            let mut differs: Vec<String> = match e.kind {
+                diff::EntryKind::Deleted => vec!["only in A".into()],
+                diff::EntryKind::Inserted => vec!["only in B".into()],
+                diff::EntryKind::Moved => vec!["order".into()],
+                diff::EntryKind::Unchanged | diff::EntryKind::Changed => Vec::new(),
             };
+            differs.extend(e.differences.iter().map(|d| d.field.clone()));
             DiffRow {
-                a: x.map(|x| x.ex),
-                b: y.map(|y| y.ex),
+                a: e.a.as_ref().map(|x| x.ex),
+                b: e.b.as_ref().map(|x| x.ex),
                 differs,
             }
         })
@@ -301,6 +296,9 @@ struct PageData<'a> {
     sessions: Vec<SessionData<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     diff: Option<Vec<DiffRow>>,
+    /// `mcptap diff`'s sentence for the first divergence, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff_first: Option<String>,
 }
 
 #[derive(Serialize)]

@@ -288,18 +288,18 @@
     const differ = rows.filter((r) => r.differs.length);
     const p = el('p', { class: 'silence' + (differ.length ? '' : ' none'), id: 'diff-summary' });
     if (!differ.length) {
-      p.append(txt('The two sessions make the same requests in the same order with the same statuses (' + rows.length + ' exchanges).'));
+      p.append(txt('The two sessions compare equal, noise (dates, ids, tokens, ports) aside: ' + rows.length + ' exchanges aligned.'));
       return p;
     }
     const first = differ[0];
     p.append(
-      el('strong', { text: differ.length + ' of ' + rows.length + ' aligned exchanges differ' }),
-      txt(' in method, path or status (aligned by order). First: row ' + (rows.indexOf(first) + 1) + ' — ')
+      el('strong', { text: differ.length + ' of ' + rows.length + ' rows differ' }),
+      txt(' (aligned as mcptap diff aligns them, noise suppressed). First: ' + (DATA.diff_first || first.differs.join(', ')) + ' — ')
     );
-    if (first.a !== null) p.append(txt('A '), exLink(SESSIONS[0], first.a), txt(' ' + (SESSIONS[0].byEx.get(first.a).status || 'no response') + ' '));
+    if (first.a !== null) p.append(txt('A '), exLink(SESSIONS[0], first.a), txt(' '));
     else p.append(txt('A has no exchange '));
     p.append(txt('vs '));
-    if (first.b !== null) p.append(txt('B '), exLink(SESSIONS[1], first.b), txt(' ' + (SESSIONS[1].byEx.get(first.b).status || 'no response')));
+    if (first.b !== null) p.append(txt('B '), exLink(SESSIONS[1], first.b));
     else p.append(txt('B has no exchange'));
     return p;
   }
