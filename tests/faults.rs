@@ -424,3 +424,198 @@ async fn a_capture_that_cannot_be_written_is_said_once_and_traffic_goes_on() {
         "the proxy exits non-zero when the capture is incomplete"
     );
 }
+
+/// An HTTPS upstream whose certificate, from a CA of its own, expired a year ago; returns it
+/// and the CA's PEM file (in `dir`).
+async fn expired_https_upstream(dir: &std::path::Path) -> (Upstream, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca_file = dir.join("expired-ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    leaf.not_after = rcgen::date_time_ymd(2025, 11, 1);
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf_cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // The proxy gives up in the handshake; nothing is ever served.
+                let _ = acceptor.accept(tcp).await;
+            });
+        }
+    });
+    (Upstream::from_task(addr, task), ca_file)
+}
+
+#[tokio::test]
+async fn an_expired_upstream_certificate_is_a_502_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, ca) = expired_https_upstream(dir.path()).await;
+    let proxy = TestProxy::to(&format!("https://localhost:{}", up.addr.port()))
+        .args(&["--upstream-ca", ca.to_str().unwrap()])
+        .start();
+    for path in ["/mcp", "/again"] {
+        let (status, text) = get_status(&proxy, path).await.expect("an answer");
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{path}");
+        assert!(text.to_lowercase().contains("expired"), "{path}: {text}");
+    }
+    let cap = proxy.finish();
+    let exchanges = cap.exchanges();
+    assert_eq!(exchanges.len(), 2, "both requests are on the record");
+    for ex in exchanges {
+        let end = cap.one(ex, "end");
+        assert_eq!(end["outcome"], "upstream_error");
+        let error = end["error"].as_str().unwrap().to_lowercase();
+        assert!(
+            error.contains("certificate") && error.contains("expired"),
+            "{error}"
+        );
+        assert_eq!(cap.one(ex, "response")["producer"], "proxy");
+    }
+}
+
+#[tokio::test]
+async fn kill_9_during_open_event_streams_keeps_every_event_written() {
+    use http_body_util::BodyExt;
+    const STREAMS: usize = 8;
+    const BEFORE_KILL: usize = 20;
+    // Each stream sends an event every 10 ms until the client goes away.
+    let up = Upstream::start(|_req| async move {
+        let (mut tx, body) = http_body_util::channel::Channel::<bytes::Bytes, std::io::Error>::new(4);
+        tokio::spawn(async move {
+            for i in 0u64.. {
+                let event = format!(
+                    "id: {i}\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"progress\":{i}}}}}\n\n"
+                );
+                if tx.send_data(bytes::Bytes::from(event)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(body.boxed())
+            .unwrap()
+    })
+    .await;
+    let mut proxy = TestProxy::to(&up.url()).start();
+    let client = h1_client();
+    let mut bodies = Vec::new();
+    for _ in 0..STREAMS {
+        let resp = client
+            .request(
+                Request::get(proxy.url("/mcp"))
+                    .header("accept", "text/event-stream")
+                    .body(full(""))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        bodies.push(resp.into_body());
+    }
+    // Every client reads its first events through the proxy.
+    for body in &mut bodies {
+        let mut parser = mcptap::sse::SseParser::new();
+        let mut seen = 0;
+        while seen < BEFORE_KILL {
+            let frame = body.frame().await.unwrap().unwrap();
+            if let Ok(data) = frame.into_data() {
+                seen += parser.push(&data).len();
+            }
+        }
+    }
+    // Wait (bounded) until the writer has those events in the file, then kill the proxy
+    // while the streams are still open and events still flowing.
+    // The fewest events written of any stream.
+    let written = |text: &str| {
+        let mut per_stream = std::collections::HashMap::<u64, usize>::new();
+        for line in text.lines() {
+            if let Ok(e) = serde_json::from_str::<serde_json::Value>(line) {
+                if e["kind"] == "sse" {
+                    *per_stream.entry(e["ex"].as_u64().unwrap()).or_default() += 1;
+                }
+            }
+        }
+        if per_stream.len() < STREAMS {
+            0
+        } else {
+            per_stream.into_values().min().unwrap_or(0)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while written(&std::fs::read_to_string(&proxy.capture).unwrap()) < BEFORE_KILL {
+        assert!(Instant::now() < deadline, "the writer fell 20 s behind");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.signal("KILL");
+    proxy.wait();
+    // The clients see their streams cut, not hang.
+    for body in &mut bodies {
+        while let Some(Ok(_)) = body.frame().await {}
+    }
+
+    let text = std::fs::read(&proxy.capture).unwrap();
+    let reader =
+        mcptap::capture::reader::Capture::from_reader(text.as_slice(), "killed.jsonl").unwrap();
+    assert!(reader.session_end.is_none());
+    assert!(reader.warnings.iter().any(|w| w.contains("session_end")));
+    assert_eq!(reader.exchanges.len(), STREAMS);
+    for x in &reader.exchanges {
+        assert_eq!(x.status(), Some(200), "exchange {}", x.ex);
+        assert!(x.end.is_none(), "exchange {} cannot have ended", x.ex);
+        // Each stream's events are whole and in order, from the first.
+        let progress: Vec<u64> = x
+            .sse
+            .iter()
+            .filter_map(|(_, e)| {
+                let data: serde_json::Value = serde_json::from_str(e.data.as_deref()?).ok()?;
+                data["params"]["progress"].as_u64()
+            })
+            .collect();
+        assert!(
+            progress.len() >= BEFORE_KILL,
+            "exchange {}: {progress:?}",
+            x.ex
+        );
+        assert!(
+            progress.iter().enumerate().all(|(i, p)| *p == i as u64),
+            "exchange {}: {progress:?}",
+            x.ex
+        );
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .arg("explain")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("session_end"));
+}
