@@ -18,13 +18,13 @@ use crate::replay::record_session;
 use crate::util::*;
 
 /// The real binary serving a capture on 127.0.0.1:0.
-struct MockServer {
-    origin: String,
+pub(crate) struct MockServer {
+    pub(crate) origin: String,
     child: Child,
 }
 
 impl MockServer {
-    fn start(capture: &Path, args: &[&str]) -> MockServer {
+    pub(crate) fn start(capture: &Path, args: &[&str]) -> MockServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mcptap"))
             .arg("mock")
             .arg(capture)
@@ -60,7 +60,7 @@ impl MockServer {
     }
 
     /// SIGTERM, then the exit code.
-    fn stop(&mut self) -> i32 {
+    pub(crate) fn stop(&mut self) -> i32 {
         let ok = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()

@@ -698,3 +698,141 @@ fn server_everything_through_the_proxy_matches_direct() {
         problems.join("\n  ")
     );
 }
+
+/// Records the everything-client's session with server-everything through the proxy, then
+/// plays both sides of it back: `mcptap mock` serves it to the same client, unchanged, and
+/// `mcptap replay` re-sends it to the live server; `mcptap diff` finds the replay equal to the
+/// original.
+#[test]
+fn a_server_everything_session_mocked_and_replayed() {
+    let dir = peers_or_skip!();
+    let deadline = Instant::now() + TEST_BUDGET;
+    let server = Peer::node(
+        "server-everything",
+        &dir,
+        &[
+            "--import",
+            "./listen-reporter.mjs",
+            "node_modules/@modelcontextprotocol/server-everything/dist/index.js",
+            "streamableHttp",
+        ],
+        &[("PORT", "0")],
+    );
+    let listening = server.wait_for("mcptap-peer: listening on ", deadline);
+    let upstream = format!("http://{}", field(&listening, "http://"));
+    let tmp = tempfile::tempdir().unwrap();
+    let original = tmp.path().join("original.jsonl");
+    let proxy = TestProxy::to(&upstream).capture_to(&original).start();
+    let recorded = run_driver(
+        "everything-client proxied",
+        &dir,
+        "node",
+        &["everything-client.mjs", &proxy.url("/mcp")],
+        deadline,
+    );
+    proxy.finish();
+
+    // The mock: the same client completes against it with the recorded results.
+    let mut mock = crate::mock::MockServer::start(&original, &[]);
+    let mocked = run_driver(
+        "everything-client against the mock",
+        &dir,
+        "node",
+        &["everything-client.mjs", &format!("{}/mcp", mock.origin)],
+        deadline,
+    );
+    assert_eq!(mock.stop(), 0);
+    assert_eq!(
+        mocked["results"], recorded["results"],
+        "the mock answered differently from the recorded server"
+    );
+    assert_eq!(
+        mocked["requests"], recorded["requests"],
+        "the client's exchanges with the mock"
+    );
+    // The progress notifications keep their recorded spacing (250 ms apart, from a one-second
+    // operation in four steps): each gap within 150 ms of the recorded one, so a mock that sent
+    // them all at once, or buffered the stream, fails.
+    let gaps = |summary: &Value| -> Vec<i64> {
+        let at: Vec<i64> = summary["timing"]["progress_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_i64().unwrap())
+            .collect();
+        at.windows(2).map(|w| w[1] - w[0]).collect()
+    };
+    let (recorded_gaps, mocked_gaps) = (gaps(&recorded), gaps(&mocked));
+    assert_eq!(recorded_gaps.len(), 3, "{recorded_gaps:?}");
+    for (r, m) in recorded_gaps.iter().zip(&mocked_gaps) {
+        assert!(
+            (r - m).abs() <= 150 && *m >= 100,
+            "progress gaps: recorded {recorded_gaps:?} ms, through the mock {mocked_gaps:?} ms"
+        );
+    }
+
+    // The replay against the live server: complete, and equal to the original but for noise.
+    let replayed = tmp.path().join("replayed.jsonl");
+    let out = crate::replay::mcptap(&[
+        "replay",
+        original.to_str().unwrap(),
+        "--target",
+        &upstream,
+        "--capture",
+        replayed.to_str().unwrap(),
+        "--concurrent",
+        "--stream-timeout",
+        "3",
+    ]);
+    assert!(out.status.success(), "the replay failed");
+    drop(server);
+    let diff = crate::replay::mcptap(&[
+        "diff",
+        original.to_str().unwrap(),
+        replayed.to_str().unwrap(),
+        "--exit-code",
+    ]);
+    assert_eq!(
+        diff.status.code(),
+        Some(0),
+        "the replay differs from the original:\n{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+}
+
+/// The SDK's OAuth example recorded twice, each time with its own ports, client id, codes,
+/// tokens and session ids: `mcptap diff` finds nothing between them.
+#[test]
+fn the_sdk_oauth_flow_recorded_twice_diffs_to_nothing() {
+    let dir = peers_or_skip!();
+    let deadline = Instant::now() + TEST_BUDGET;
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_, _, _, a) = oauth_session(&dir, "same", Connector::TypeScript, first.path(), deadline);
+    let (_, _, _, b) = oauth_session(&dir, "same", Connector::TypeScript, second.path(), deadline);
+    let out = crate::replay::mcptap(&[
+        "diff",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--json",
+        "--exit-code",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("diff --json");
+    assert!(
+        report["first_divergence"].is_null(),
+        "{:#}",
+        report["first_divergence"]
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let summary = &report["summary"];
+    assert!(summary["aligned"].as_u64().unwrap() >= 9, "{summary:#}");
+    assert_eq!(summary["aligned"], summary["unchanged"], "{summary:#}");
+    // And the same two with --strict differ: the noise was there to suppress.
+    let strict = crate::replay::mcptap(&[
+        "diff",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--strict",
+        "--exit-code",
+    ]);
+    assert_eq!(strict.status.code(), Some(1));
+}

@@ -272,13 +272,20 @@ impl Noise {
                 }
             }
             // An upstream with an explicit port is a local or private server: its port is as
-            // arbitrary as the proxy's.
+            // arbitrary as the proxy's. A replay's target is where its client knocked, as the
+            // proxy was for the recorded client: the same placeholder makes a replay compare
+            // equal to its original.
+            let placeholder = if route.listen == "replay" {
+                "<proxy>"
+            } else {
+                "<upstream>"
+            };
             if let Ok(uri) = route.upstream.parse::<http::Uri>() {
                 if let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) {
                     for colon in [":", "%3A", "%3a"] {
                         literals.push(Literal::new(
                             format!("{host}{colon}{port}"),
-                            "<upstream>",
+                            placeholder,
                             Bounds::Port,
                         ));
                     }

@@ -7,8 +7,9 @@
 // progress token (the server sends notifications/progress on the call's SSE stream),
 // resources/list, resources/read of the first static document, then DELETE of the session.
 // Prints one JSON line: what the server answered (`results`, comparable between a direct run
-// and one through a proxy) and what the client sent (`requests`: method, path, status of each
-// HTTP request, in order). Exits 1 on any failure, and by itself after 45 s.
+// and one through a proxy), what the client sent (`requests`: method, path, status of each
+// HTTP request, in order) and when the progress notifications arrived (`timing.progress_ms`).
+// Exits 1 on any failure, and by itself after 45 s.
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 
@@ -35,6 +36,9 @@ const recordingFetch = async (input, init) => {
 const client = new Client({ name: 'mcptap-everything-client', version: '1.0.0' });
 const transport = new StreamableHTTPClientTransport(mcpUrl, { fetch: recordingFetch });
 const results = {};
+// When things arrived (ms after the call was sent), kept apart from `results` so that these
+// still compare equal between runs.
+const timing = {};
 let stage = 'connect';
 try {
     await client.connect(transport);
@@ -52,13 +56,21 @@ try {
 
     stage = 'tools/call trigger-long-running-operation';
     const progress = [];
+    const progressAt = [];
+    const callStart = performance.now();
     const long = await client.callTool(
         { name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 4 } },
         undefined,
-        { onprogress: p => progress.push({ progress: p.progress, total: p.total }) }
+        {
+            onprogress: p => {
+                progress.push({ progress: p.progress, total: p.total });
+                progressAt.push(Math.round(performance.now() - callStart));
+            },
+        }
     );
     results.long_running = long;
     results.progress = progress;
+    timing.progress_ms = progressAt;
 
     stage = 'resources/list';
     const resources = await client.listResources();
@@ -78,5 +90,5 @@ try {
 } catch (error) {
     fail(stage, error);
 }
-console.log(JSON.stringify({ ok: true, results, requests }));
+console.log(JSON.stringify({ ok: true, results, requests, timing }));
 process.exit(0);
