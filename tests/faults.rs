@@ -307,6 +307,19 @@ async fn thousands_of_connections_over_the_limit_are_refused_cleanly_and_counted
     assert_eq!(counted, EXTRA as u64 + late_refusals);
 }
 
+/// `mcptap explain` reads a capture cut by a kill and warns that its session_end is missing.
+fn explain_warns_of_the_kill(capture: &[u8]) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), capture).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .arg("explain")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("session_end"));
+}
+
 #[tokio::test]
 async fn kill_9_leaves_a_capture_that_reads_back_with_every_completed_exchange() {
     let up = Upstream::start(|req| async move {
@@ -379,16 +392,7 @@ async fn kill_9_leaves_a_capture_that_reads_back_with_every_completed_exchange()
             x.ex
         );
     }
-    // explain works on it.
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), &text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
-        .arg("explain")
-        .arg(file.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("session_end"));
+    explain_warns_of_the_kill(&text);
 }
 
 #[tokio::test]
@@ -609,13 +613,5 @@ async fn kill_9_during_open_event_streams_keeps_every_event_written() {
             x.ex
         );
     }
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), &text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
-        .arg("explain")
-        .arg(file.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("session_end"));
+    explain_warns_of_the_kill(&text);
 }

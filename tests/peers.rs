@@ -528,13 +528,11 @@ fn typescript_sdk_oauth_with_a_separate_authorization_server_is_not_observed_not
 
 /// server-everything over Streamable HTTP: the same client run direct and through the proxy
 /// gets the same answers, and the capture holds every exchange and every SSE event.
-#[test]
-fn server_everything_through_the_proxy_matches_direct() {
-    let dir = peers_or_skip!();
-    let deadline = Instant::now() + TEST_BUDGET;
+/// server-everything over Streamable HTTP on a free port, and its origin once it listens.
+fn server_everything(dir: &Path, deadline: Instant) -> (Peer, String) {
     let server = Peer::node(
         "server-everything",
-        &dir,
+        dir,
         &[
             "--import",
             "./listen-reporter.mjs",
@@ -544,8 +542,15 @@ fn server_everything_through_the_proxy_matches_direct() {
         &[("PORT", "0")],
     );
     let listening = server.wait_for("mcptap-peer: listening on ", deadline);
-    let upstream = field(&listening, "http://").to_string();
-    let upstream = format!("http://{upstream}");
+    let origin = format!("http://{}", field(&listening, "http://"));
+    (server, origin)
+}
+
+#[test]
+fn server_everything_through_the_proxy_matches_direct() {
+    let dir = peers_or_skip!();
+    let deadline = Instant::now() + TEST_BUDGET;
+    let (server, upstream) = server_everything(&dir, deadline);
 
     let direct = run_driver(
         "everything-client direct",
@@ -707,19 +712,7 @@ fn server_everything_through_the_proxy_matches_direct() {
 fn a_server_everything_session_mocked_and_replayed() {
     let dir = peers_or_skip!();
     let deadline = Instant::now() + TEST_BUDGET;
-    let server = Peer::node(
-        "server-everything",
-        &dir,
-        &[
-            "--import",
-            "./listen-reporter.mjs",
-            "node_modules/@modelcontextprotocol/server-everything/dist/index.js",
-            "streamableHttp",
-        ],
-        &[("PORT", "0")],
-    );
-    let listening = server.wait_for("mcptap-peer: listening on ", deadline);
-    let upstream = format!("http://{}", field(&listening, "http://"));
+    let (server, upstream) = server_everything(&dir, deadline);
     let tmp = tempfile::tempdir().unwrap();
     let original = tmp.path().join("original.jsonl");
     let proxy = TestProxy::to(&upstream).capture_to(&original).start();
