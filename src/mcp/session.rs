@@ -2,7 +2,7 @@
 //! messages it carried (paired by id across streams), the stages reached, where the client
 //! went quiet, and which tokens were issued and presented.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -58,6 +58,10 @@ pub struct Call {
     pub t: u64,
     /// The exchange that carried the answer, its time, and the answer.
     pub answer: Option<(u64, u64, Message)>,
+    /// The answer came on another exchange (a GET stream, a legacy stream) and another
+    /// request with the same id was sent between this call and it: ids restart with every
+    /// session and answers elsewhere pair by id alone, so it may be that request's answer.
+    pub answer_contested: bool,
 }
 
 /// Stage ids, in the order a connector goes through them.
@@ -547,10 +551,12 @@ fn pair_calls(steps: &[Step<'_>]) -> Vec<Call> {
                     ex: s.x.ex,
                     t: s.x.t,
                     answer: own,
+                    answer_contested: false,
                 });
             }
         }
     }
+    // Answers on exchanges that sent no request (GET and legacy streams), by id, in time order.
     let mut shared: Vec<(u64, u64, &Message)> = steps
         .iter()
         .filter(|s| !s.sent.iter().any(Message::is_request))
@@ -558,17 +564,53 @@ fn pair_calls(steps: &[Step<'_>]) -> Vec<Call> {
         .filter(|(_, _, m)| m.is_response())
         .collect();
     shared.sort_by_key(|(_, t, _)| *t);
+    let mut shared_by_id: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, (_, _, m)) in shared.iter().enumerate() {
+        if let Some(id) = m.id() {
+            shared_by_id.entry(id).or_default().push(i);
+        }
+    }
     let mut used = vec![false; shared.len()];
     for call in calls.iter_mut().filter(|c| c.answer.is_none()) {
-        if let Some(i) = shared
+        let Some(candidates) = shared_by_id.get(call.id.as_str()) else {
+            continue;
+        };
+        if let Some(&i) = candidates
             .iter()
-            .enumerate()
-            .position(|(i, (_, t, m))| !used[i] && *t >= call.t && m.id() == Some(call.id.as_str()))
+            .find(|&&i| !used[i] && shared[i].1 >= call.t)
         {
             used[i] = true;
             let (ex, t, m) = shared[i];
             call.answer = Some((ex, t, m.clone()));
         }
+    }
+    // Requests by id in time order, to tell whether an answer found elsewhere is contested.
+    let mut sent_by_id: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
+    for c in &calls {
+        sent_by_id
+            .entry(c.id.as_str())
+            .or_default()
+            .push((c.t, c.ex));
+    }
+    for list in sent_by_id.values_mut() {
+        list.sort_unstable();
+    }
+    let contested: Vec<bool> = calls
+        .iter()
+        .map(|call| match &call.answer {
+            Some((ex, t, _)) if *ex != call.ex => {
+                let sent = &sent_by_id[call.id.as_str()];
+                let from = sent.partition_point(|(st, _)| *st < call.t);
+                sent[from..]
+                    .iter()
+                    .take_while(|(st, _)| st <= t)
+                    .any(|(_, other)| *other != call.ex)
+            }
+            _ => false,
+        })
+        .collect();
+    for (call, contested) in calls.iter_mut().zip(contested) {
+        call.answer_contested = contested;
     }
     calls
 }

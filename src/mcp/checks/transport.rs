@@ -4,7 +4,7 @@
 //! MCP transport (or of HTTP, TLS and CORS as connectors meet them) broken. Every check stays
 //! quiet when its rule holds or does not apply, and none may panic on any capture.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -239,35 +239,27 @@ fn id_key(id: &Value) -> Option<String> {
 }
 
 /// The answer to a call: `(exchange, time, message)`. The one on the call's own exchange wins;
-/// one found elsewhere (a GET stream, a legacy stream) counts only if no other request with the
-/// same id was sent between the call and that answer: ids restart with every session, and the
-/// session analysis pairs answers by id alone.
-fn answer_of<'s>(session: &'s Session<'_>, call: &'s Call) -> Option<(u64, u64, &'s Message)> {
-    let id = Some(call.id.as_str());
-    if let Some(step) = session.step(call.ex) {
-        if let Some((t, m)) = step
-            .received
-            .iter()
-            .find(|(_, m)| m.is_response() && m.id() == id)
-        {
-            return Some((call.ex, *t, m));
-        }
-    }
+/// one found elsewhere (a GET stream, a legacy stream) counts only if it is not contested (see
+/// [`Call::answer_contested`]).
+fn answer_of(call: &Call) -> Option<(u64, u64, &Message)> {
     let (ex, t, m) = call.answer.as_ref()?;
-    let reused = session
-        .calls
-        .iter()
-        .any(|c| c.id == call.id && c.ex != call.ex && c.t >= call.t && c.t <= *t);
-    (!reused).then_some((*ex, *t, m))
+    (*ex == call.ex || !call.answer_contested).then_some((*ex, *t, m))
 }
 
-/// The client cancelled this call with `notifications/cancelled`.
-fn cancelled(session: &Session<'_>, call: &Call) -> bool {
-    session.steps.iter().flat_map(|s| s.sent.iter()).any(|m| {
-        matches!(m, Message::Notification { method, params: Some(p) }
-            if method == "notifications/cancelled"
-                && p.get("requestId").and_then(id_key).as_deref() == Some(call.id.as_str()))
-    })
+/// The ids of requests the client cancelled with `notifications/cancelled`.
+fn cancelled_ids(session: &Session<'_>) -> HashSet<String> {
+    session
+        .steps
+        .iter()
+        .flat_map(|s| s.sent.iter())
+        .filter_map(|m| match m {
+            Message::Notification {
+                method,
+                params: Some(p),
+            } if method == "notifications/cancelled" => p.get("requestId").and_then(id_key),
+            _ => None,
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -293,12 +285,13 @@ fn init_latency(session: &Session<'_>) -> Vec<Finding> {
         "The first initialize"
     };
     // The JSON-RPC answer, or an HTTP error status that answered it.
-    let answered = answer_of(session, call)
-        .map(|(ex, t, _)| (ex, t))
-        .or_else(|| match (x.status(), x.response_t) {
-            (Some(c), Some(t)) if !(200..300).contains(&c) => Some((x.ex, t)),
-            _ => None,
-        });
+    let answered =
+        answer_of(call)
+            .map(|(ex, t, _)| (ex, t))
+            .or_else(|| match (x.status(), x.response_t) {
+                (Some(c), Some(t)) if !(200..300).contains(&c) => Some((x.ex, t)),
+                _ => None,
+            });
     match answered {
         Some((by, t)) => {
             let took = t.saturating_sub(call.t);
@@ -811,20 +804,22 @@ fn sse_buffering(session: &Session<'_>) -> Vec<Finding> {
 /// MCP Transports §Sending Messages item 6: the POST's stream should carry the response before it ends.
 fn sse_response_delivery(session: &Session<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
+    let cancelled = cancelled_ids(session);
+    let mut unanswered: HashMap<u64, Vec<&Call>> = HashMap::new();
+    for c in &session.calls {
+        if answer_of(c).is_none() && !cancelled.contains(&c.id) {
+            unanswered.entry(c.ex).or_default().push(c);
+        }
+    }
     for s in &session.steps {
         let x = s.x;
         if !matches!(s.role, Role::Mcp | Role::LegacyMessages) || x.method() != "POST" || !is_2xx(x)
         {
             continue;
         }
-        let lost: Vec<&Call> = session
-            .calls
-            .iter()
-            .filter(|c| c.ex == x.ex && answer_of(session, c).is_none() && !cancelled(session, c))
-            .collect();
-        if lost.is_empty() {
+        let Some(lost) = unanswered.get(&x.ex) else {
             continue;
-        }
+        };
         let ids: Vec<&str> = lost.iter().map(|c| show_id(&c.id)).collect();
         let methods: Vec<&str> = lost.iter().map(|c| c.method.as_str()).collect();
         let what = format!("{} (id {})", methods.join(", "), ids.join(", "));
@@ -1016,7 +1011,7 @@ fn protocol_version_header(session: &Session<'_>) -> Vec<Finding> {
         .calls
         .iter()
         .filter(|c| c.method == "initialize")
-        .filter_map(|c| match answer_of(session, c) {
+        .filter_map(|c| match answer_of(c) {
             Some((_, t, Message::Result { result, .. })) => {
                 let version = result.get("protocolVersion").and_then(Value::as_str)?;
                 let sid = session
