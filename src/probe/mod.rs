@@ -539,7 +539,7 @@ impl Walk<'_> {
                     SPEC_REACH,
                     Severity::Warning,
                     None,
-                    format!("{} is {ip}, {}: fine for a local test, but a hosted connector connects from the internet and cannot reach it. Probe the public URL before adding the connector.", config.host, kind.words()),
+                    format!("{}{ip} is {}: fine for a local test, but a hosted connector connects from the internet and cannot reach it. Probe the public URL before adding the connector.", if literal { String::new() } else { format!("{} resolves to ", config.host) }, kind.words()),
                     vec![format!("{ip}: {}", kind.words())],
                 )),
                 _ => dns.findings.push(own(
