@@ -786,21 +786,7 @@ impl Walk<'_> {
     /// RFC 9728: the URL from the challenge, then the path-suffixed and root well-known URLs.
     async fn resource_metadata(&mut self, learned: &mut Learned) -> bool {
         let config = self.config;
-        let mut urls: Vec<String> = Vec::new();
-        if let Some(u) = learned
-            .resource_metadata_url
-            .clone()
-            .filter(|u| http::parts(u).is_some())
-        {
-            urls.push(u);
-        }
-        if let Some(u) = insert_well_known(&config.url, "oauth-protected-resource") {
-            urls.push(u);
-        }
-        if let Some(o) = origin_of(&config.url) {
-            urls.push(format!("{o}/.well-known/oauth-protected-resource"));
-        }
-        urls.dedup();
+        let urls = resource_metadata_urls(&config.url, learned.resource_metadata_url.as_deref());
         let mut step = Step::new("resource_metadata");
         let started = Instant::now();
         let mut tried = Vec::new();
@@ -868,22 +854,7 @@ impl Walk<'_> {
         let Some(issuer) = learned.issuer.clone() else {
             return false;
         };
-        let mut urls = Vec::new();
-        let has_path = ::http::Uri::try_from(issuer.as_str())
-            .map(|u| !matches!(u.path(), "" | "/"))
-            .unwrap_or(false);
-        if let Some(u) = insert_well_known(&issuer, "oauth-authorization-server") {
-            urls.push(u);
-        }
-        if let Some(u) = insert_well_known(&issuer, "openid-configuration") {
-            urls.push(u);
-        }
-        if has_path {
-            urls.push(format!(
-                "{}/.well-known/openid-configuration",
-                issuer.trim_end_matches('/')
-            ));
-        }
+        let urls = auth_server_metadata_urls(&issuer);
         let mut step = Step::new("auth_server_metadata");
         let started = Instant::now();
         for url in &urls {
@@ -1413,9 +1384,121 @@ impl Walk<'_> {
     }
 }
 
+/// Where a client looks for protected-resource metadata, in order (MCP Authorization
+/// 2025-06-18 and 2025-11-25, RFC 9728 §3.1 and §5.1): the `resource_metadata` URL of the
+/// challenge, then the well-known URI with the endpoint's path, then at the root.
+pub fn resource_metadata_urls(mcp_url: &str, from_challenge: Option<&str>) -> Vec<String> {
+    let mut urls: Vec<String> = Vec::new();
+    if let Some(u) = from_challenge.filter(|u| http::parts(u).is_some()) {
+        urls.push(u.to_string());
+    }
+    if let Some(u) = insert_well_known(mcp_url, "oauth-protected-resource") {
+        urls.push(u);
+    }
+    if let Some(o) = origin_of(mcp_url) {
+        urls.push(format!("{o}/.well-known/oauth-protected-resource"));
+    }
+    let mut seen = Vec::new();
+    urls.retain(|u| {
+        let new = !seen.contains(u);
+        seen.push(u.clone());
+        new
+    });
+    urls
+}
+
+/// Where a client looks for authorization-server metadata, in order (MCP Authorization
+/// 2025-11-25 §Authorization Server Metadata Discovery): RFC 8414 with the well-known part
+/// inserted before the issuer's path, OpenID Connect discovery inserted the same way, and,
+/// for an issuer with a path, OpenID Connect discovery appended to it.
+pub fn auth_server_metadata_urls(issuer: &str) -> Vec<String> {
+    let mut urls = Vec::new();
+    let has_path = ::http::Uri::try_from(issuer)
+        .map(|u| !matches!(u.path(), "" | "/"))
+        .unwrap_or(false);
+    if let Some(u) = insert_well_known(issuer, "oauth-authorization-server") {
+        urls.push(u);
+    }
+    if let Some(u) = insert_well_known(issuer, "openid-configuration") {
+        urls.push(u);
+    }
+    if has_path {
+        urls.push(format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        ));
+    }
+    urls
+}
+
 /// The path (and query) of a URL, for short lines.
 fn path_of(url: &str) -> String {
     http::parts(url)
         .map(|(_, _, _, pq)| pq)
         .unwrap_or_else(|| url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_metadata_is_looked_for_in_the_spec_order() {
+        assert_eq!(
+            resource_metadata_urls(
+                "https://h.example/mcp",
+                Some("https://h.example/.well-known/oauth-protected-resource/x")
+            ),
+            [
+                "https://h.example/.well-known/oauth-protected-resource/x",
+                "https://h.example/.well-known/oauth-protected-resource/mcp",
+                "https://h.example/.well-known/oauth-protected-resource",
+            ]
+        );
+        // A relative challenge URL is not followed; the well-known URIs come once each.
+        assert_eq!(
+            resource_metadata_urls("https://h.example/", Some("/relative")),
+            ["https://h.example/.well-known/oauth-protected-resource"]
+        );
+    }
+
+    #[test]
+    fn auth_server_metadata_is_looked_for_in_the_spec_order() {
+        assert_eq!(
+            auth_server_metadata_urls("https://auth.example/tenant1"),
+            [
+                "https://auth.example/.well-known/oauth-authorization-server/tenant1",
+                "https://auth.example/.well-known/openid-configuration/tenant1",
+                "https://auth.example/tenant1/.well-known/openid-configuration",
+            ]
+        );
+        assert_eq!(
+            auth_server_metadata_urls("https://auth.example/"),
+            [
+                "https://auth.example/.well-known/oauth-authorization-server",
+                "https://auth.example/.well-known/openid-configuration",
+            ]
+        );
+    }
+
+    #[test]
+    fn flags_are_checked_before_anything_runs() {
+        use clap::Parser as _;
+        let parse = |argv: &[&str]| {
+            let mut all = vec!["mcptap", "probe"];
+            all.extend(argv);
+            match crate::cli::Cli::try_parse_from(all).map(|c| c.command) {
+                Ok(crate::cli::Command::Probe(args)) => args.validate().map(|_| ()),
+                Ok(other) => panic!("parsed as {other:?}"),
+                Err(e) => Err(anyhow::anyhow!(e.to_string())),
+            }
+        };
+        assert!(parse(&["https://h.example/mcp"]).is_ok());
+        assert!(parse(&["http://127.0.0.1:8080/mcp"]).is_ok());
+        assert!(parse(&["h.example/mcp"]).is_err());
+        assert!(parse(&["https://h.example/mcp#x"]).is_err());
+        assert!(parse(&["https://h.example/mcp", "--token", "Bearer abc"]).is_err());
+        assert!(parse(&["https://h.example/mcp", "--login", "--token", "abc"]).is_err());
+        assert!(parse(&["https://h.example/mcp", "--client-id", "abc"]).is_err());
+    }
 }
