@@ -650,3 +650,39 @@ async fn bad_input_is_one_clear_line_and_exit_2() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("Examples:") && help.contains("--login") && help.contains("--ca"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_skips_oauth_and_a_rejected_one_fails_at_initialize() {
+    let site = site(Faults::default()).await;
+    let probed = probe_site(&site, &["--token", "not-a-token-the-server-issued"], false).await;
+    let ids: Vec<&str> = probed.report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids[..4], ["dns", "tcp", "tls", "initialize"]);
+    let initialize = probed.step("initialize");
+    assert_eq!(initialize["status"], "fail");
+    assert!(initialize["summary"].as_str().unwrap().contains("401"));
+    assert_eq!(probed.code, 1);
+    // The token was sent, and is not in the capture in clear.
+    let text = std::fs::read_to_string(&probed.capture).unwrap();
+    assert!(!text.contains("not-a-token-the-server-issued"));
+    assert!(text.contains("Bearer <redacted fp="));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_as_claude_registers_claudes_callback() {
+    let site = site(Faults::default()).await;
+    let probed = probe_site(&site, &["--as", "claude", "--register"], false).await;
+    assert_eq!(probed.report["profile"], "claude");
+    let registration = probed.step("registration");
+    assert_eq!(registration["status"], "pass", "{registration:#}");
+    assert_eq!(registration["exchanges"].as_array().unwrap().len(), 1);
+    assert!(registration["summary"]
+        .as_str()
+        .unwrap()
+        .contains("https://claude.ai/api/mcp/auth_callback"));
+    assert_eq!(probed.code, 0, "{:#}", probed.report);
+}

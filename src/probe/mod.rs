@@ -1265,6 +1265,16 @@ impl Walk<'_> {
                         vec![format!("waited: {:.1} s", answer.took.as_secs_f64())],
                     ));
                 }
+                _ if answer.status == Some(401) => {
+                    step.failed = true;
+                    step.summary = format!(
+                        "POST initialize → 401 #{}: the token was refused ({})",
+                        answer.ex,
+                        answer
+                            .header("www-authenticate")
+                            .unwrap_or("no WWW-Authenticate")
+                    );
+                }
                 _ => {
                     step.failed = true;
                     step.summary = format!(
