@@ -53,6 +53,10 @@ pub enum Command {
     Report(crate::report::ReportArgs),
     /// Export a capture as an HTTP Archive (HAR 1.2) or as one curl command per request.
     Export(crate::export::ExportArgs),
+    /// The connection doctor: walk a hosted connector's path to an MCP server from outside
+    /// (DNS, TCP, TLS, the 401, metadata discovery, registration, and with --login or --token
+    /// the MCP session), judge each answer with explain's checks, and record it all.
+    Probe(crate::probe::ProbeArgs),
 }
 
 const EXPLAIN_EXAMPLES: &str = "\

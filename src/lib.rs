@@ -12,6 +12,7 @@ pub mod export;
 pub mod fixture;
 pub mod mcp;
 pub mod mock;
+pub mod probe;
 pub mod proxy;
 pub mod replay;
 pub mod report;

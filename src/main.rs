@@ -43,6 +43,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mock(args) => mcptap::mock::run(&args),
         Command::Report(args) => mcptap::report::run(&args),
         Command::Export(args) => mcptap::export::run(&args),
+        Command::Probe(args) => mcptap::probe::run(&args),
         Command::Certs(mcptap::cli::CertsCommand::Init(args)) => {
             let init = mcptap::tls::ca::certs_init(&args.dir, &args.host)?;
             println!(

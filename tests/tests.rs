@@ -19,6 +19,8 @@ mod faults;
 mod mock;
 /// Real MCP peers (TypeScript and Python SDKs, server-everything) through the proxy; tests/peers/setup installs them.
 mod peers;
+/// `mcptap probe`: the connection doctor against fixture servers over TLS, one fault each.
+mod probe;
 /// The data path: transparency, streaming, outcomes, shutdown.
 mod proxy;
 /// Secrets never reach the capture; fingerprints link them.

@@ -659,6 +659,53 @@ pub fn form_value(body: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// `host/path` of the URL a request asked for (its Host header and path).
+fn client_url(x: &Exchange) -> String {
+    format!(
+        "{}{}",
+        x.request_header("host").unwrap_or("").to_ascii_lowercase(),
+        x.path()
+    )
+}
+
+/// `host/path` of every redirect URI a client registered or sent to an authorize endpoint.
+fn redirect_uris(steps: &[Step<'_>]) -> BTreeSet<String> {
+    let mut uris = Vec::new();
+    for s in steps {
+        match s.role {
+            Role::Registration => {
+                if let Some(list) =
+                    s.x.request_body
+                        .json()
+                        .and_then(|j| j.get("redirect_uris").cloned())
+                {
+                    uris.extend(
+                        list.as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string),
+                    );
+                }
+            }
+            Role::Authorize => uris.extend(
+                s.x.query()
+                    .into_iter()
+                    .filter(|(k, _)| k == "redirect_uri")
+                    .map(|(_, v)| v),
+            ),
+            _ => {}
+        }
+    }
+    uris.iter()
+        .filter_map(|u| {
+            let rest = &u[u.find("://")? + 3..];
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            Some(format!("{}{}", host.to_ascii_lowercase(), url_path(u)))
+        })
+        .collect()
+}
+
 fn stages(steps: &[Step<'_>], calls: &[Call]) -> Vec<Stage> {
     let mut first: BTreeMap<StageId, (u64, u64)> = BTreeMap::new();
     // A stage is reached when the exchange that shows it ends (a stream: when its headers arrive).
@@ -668,6 +715,7 @@ fn stages(steps: &[Step<'_>], calls: &[Call]) -> Vec<Stage> {
     let challenged = steps
         .iter()
         .any(|s| s.role == Role::Mcp && s.x.status() == Some(401));
+    let redirects = redirect_uris(steps);
     for s in steps {
         let x = s.x;
         let ok = x.status().is_some_and(|c| (200..300).contains(&c));
@@ -696,6 +744,16 @@ fn stages(steps: &[Step<'_>], calls: &[Call]) -> Vec<Stage> {
                 if redirected_with_code {
                     mark(StageId::Authorize, x, x.end_t());
                 }
+            }
+            // The redirect back to the client, recorded where the client itself listens (a
+            // loopback redirect URI, RFC 8252 §7.3): the authorization server sent a code.
+            Role::Other
+                if x.method() == "GET"
+                    && redirects.contains(&client_url(x))
+                    && x.query().iter().any(|(k, _)| k == "code")
+                    && !x.query().iter().any(|(k, _)| k == "error") =>
+            {
+                mark(StageId::Authorize, x, x.end_t())
             }
             Role::Token
                 if ok

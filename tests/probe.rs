@@ -1,0 +1,688 @@
+//! `mcptap probe` against the fixture MCP + OAuth server served over TLS from a local CA
+//! (`--ca`), correct and with one fault each, and against the TypeScript SDK's example OAuth
+//! server with `--login`; each fault must be reported at the right step with the right check.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use mcptap::fixture::server::{Faults, FixtureServer};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The fixture server behind a TLS front that holds a certificate from a fresh local CA.
+struct Site {
+    url: String,
+    ca: PathBuf,
+    dir: tempfile::TempDir,
+    _server: FixtureServer,
+    front: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.front.abort();
+    }
+}
+
+async fn site(faults: Faults) -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let init = mcptap::tls::ca::certs_init(
+        &dir.path().join("certs"),
+        &["localhost".to_string(), "127.0.0.1".to_string()],
+    )
+    .unwrap();
+    let certs: Vec<_> = rustls_pemfile::certs(&mut std::fs::read(&init.cert).unwrap().as_slice())
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls_pemfile::private_key(&mut std::fs::read(&init.key).unwrap().as_slice())
+        .unwrap()
+        .unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+
+    let server = FixtureServer::start(faults, None).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let url = format!("https://127.0.0.1:{}", addr.port());
+    server.set_public_base(url.clone());
+    let upstream = server.addr;
+    // TLS terminated here, bytes piped to the fixture (which speaks HTTP/1.1 and h2).
+    let front = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    Site {
+        url: format!("{url}/mcp"),
+        ca: init.ca,
+        dir,
+        _server: server,
+        front,
+    }
+}
+
+/// One run of `mcptap probe --json`.
+struct Probed {
+    code: i32,
+    report: Value,
+    capture: PathBuf,
+}
+
+impl Probed {
+    fn step(&self, id: &str) -> &Value {
+        self.report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("no step {id}: {:#}", self.report))
+    }
+
+    /// Asserts that `check` is reported at step `id` with `severity`, and nowhere else.
+    fn fires(&self, id: &str, check: &str, severity: &str) -> &Value {
+        let all: Vec<(&Value, &Value)> = self.report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| {
+                s["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |f| (s, f))
+            })
+            .filter(|(_, f)| f["check"] == check)
+            .collect();
+        assert!(
+            !all.is_empty(),
+            "{check} was not reported: {:#}",
+            self.report["steps"]
+        );
+        for (step, f) in &all {
+            assert_eq!(step["id"], id, "{check} reported at {}", step["id"]);
+            assert_eq!(f["severity"], severity, "{f:#}");
+        }
+        let status = &self.step(id)["status"];
+        if severity == "error" {
+            assert_eq!(status, "fail");
+        } else {
+            assert!(
+                status == "warn" || status == "fail",
+                "step {id} is {status}"
+            );
+        }
+        all[0].1
+    }
+
+    fn checks(&self) -> Vec<String> {
+        self.report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["findings"].as_array().unwrap().iter())
+            .map(|f| f["check"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+fn bin() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcptap"));
+    cmd.env_remove("MCPTAP_TOKEN").env("NO_COLOR", "1");
+    cmd
+}
+
+/// Runs the probe; with `login`, plays the browser: follows the authorize URL it prints and
+/// brings the redirect back to its listener.
+async fn run_probe(url: &str, ca: Option<&Path>, dir: &Path, args: &[&str], login: bool) -> Probed {
+    let capture = dir.join(format!("probe-{}.jsonl", mcptap::capture::file::short_id()));
+    let mut cmd = bin();
+    cmd.arg("probe")
+        .arg(url)
+        .arg("--json")
+        .arg("--capture")
+        .arg(&capture);
+    if let Some(ca) = ca {
+        cmd.arg("--ca").arg(ca);
+    }
+    if login {
+        cmd.args(["--login", "--login-timeout", "20"]);
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("starting mcptap probe");
+    let stderr = child.stderr.take().unwrap();
+    let ca = ca.map(Path::to_path_buf);
+    let browser = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut followed = false;
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[probe] {line}");
+            if let Some(authorize) = line.strip_prefix("mcptap: authorize URL: ") {
+                if login && !followed {
+                    followed = true;
+                    follow(authorize, ca.as_deref()).await;
+                }
+            }
+        }
+        followed
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the probe finished within 60 s")
+        .unwrap();
+    let followed = browser.await.unwrap();
+    assert_eq!(followed, login, "the authorize URL was printed iff --login");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("probe --json printed no JSON ({e}): {stdout}"));
+    Probed {
+        code: out.status.code().unwrap_or(-1),
+        report,
+        capture,
+    }
+}
+
+/// The browser: GET the authorize URL, then GET where it redirects (the probe's listener).
+async fn follow(authorize: &str, ca: Option<&Path>) {
+    let (status, location) = get(authorize, ca).await;
+    assert!(
+        (300..400).contains(&status),
+        "the authorize URL answered {status}, not a redirect"
+    );
+    let location = location.expect("a Location");
+    assert!(
+        location.contains("code="),
+        "redirected without a code: {location}"
+    );
+    let (status, _) = get(&location, None).await;
+    assert_eq!(
+        status, 200,
+        "the probe's redirect listener answered {status}"
+    );
+}
+
+async fn get(url: &str, ca: Option<&Path>) -> (u16, Option<String>) {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = ca {
+        for cert in rustls_pemfile::certs(&mut std::fs::read(ca).unwrap().as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, Empty<bytes::Bytes>>(https);
+    let resp = client.get(url.parse().unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
+    let _ = resp.into_body().collect().await;
+    (status, location)
+}
+
+async fn probe_site(site: &Site, args: &[&str], login: bool) -> Probed {
+    run_probe(&site.url, Some(&site.ca), site.dir.path(), args, login).await
+}
+
+fn explain(capture: &Path) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .args(["explain", "--json"])
+        .arg(capture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stage_status(explained: &Value, id: &str) -> String {
+    explained["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correct_server_passes_every_step_with_login() {
+    let site = site(Faults::default()).await;
+    let probed = probe_site(&site, &[], true).await;
+    let ids: Vec<&str> = probed.report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "dns",
+            "tcp",
+            "tls",
+            "reach",
+            "challenge",
+            "resource_metadata",
+            "auth_server_metadata",
+            "registration",
+            "authorize",
+            "token",
+            "initialize",
+            "initialized",
+            "get_stream",
+            "list"
+        ]
+    );
+    for step in probed.report["steps"].as_array().unwrap() {
+        assert!(
+            step["status"] == "pass" || step["status"] == "warn",
+            "step {} is {}: {step:#}",
+            step["id"],
+            step["status"]
+        );
+    }
+    // Only what a local test server cannot avoid: a loopback address and a port other than 443.
+    probed.fires("dns", "dns-address", "warning");
+    probed.fires("tcp", "tcp-port", "warning");
+    assert_eq!(probed.report["errors"], 0, "{:#}", probed.report);
+    assert_eq!(probed.code, 0);
+    assert!(probed.step("tls")["summary"]
+        .as_str()
+        .unwrap()
+        .contains("chain verified"));
+    assert!(probed.step("list")["summary"]
+        .as_str()
+        .unwrap()
+        .contains("tools"));
+
+    // The capture is a normal one: explain reads every stage the probe went through.
+    assert_eq!(
+        probed.report["capture"],
+        probed.capture.display().to_string()
+    );
+    let explained = explain(&probed.capture);
+    for stage in [
+        "reach",
+        "challenge",
+        "resource_metadata",
+        "auth_server_metadata",
+        "registration",
+        "authorize",
+        "token",
+        "initialize",
+        "initialized",
+        "get_stream",
+        "list",
+    ] {
+        assert_eq!(stage_status(&explained, stage), "reached", "stage {stage}");
+    }
+    // Redacted by default, and private.
+    let text = std::fs::read_to_string(&probed.capture).unwrap();
+    assert!(text.contains("<redacted fp="));
+    assert!(!text.contains("\"access_token\":\"") || text.contains("\"access_token\":\"<redacted"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&probed.capture)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_alone_passes_on_a_correct_server_and_registers_nothing() {
+    let site = site(Faults::default()).await;
+    let probed = probe_site(&site, &[], false).await;
+    assert_eq!(probed.code, 0, "{:#}", probed.report);
+    for id in [
+        "reach",
+        "challenge",
+        "resource_metadata",
+        "auth_server_metadata",
+    ] {
+        assert_eq!(probed.step(id)["status"], "pass", "{:#}", probed.step(id));
+    }
+    let registration = probed.step("registration");
+    assert!(registration["exchanges"].as_array().unwrap().is_empty());
+    assert!(registration["summary"]
+        .as_str()
+        .unwrap()
+        .contains("dynamic registration"));
+    assert_eq!(probed.step("initialize")["status"], "skip");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prm_resource_mismatch_is_reported_at_resource_metadata() {
+    let site = site(Faults {
+        prm_resource_base_url: true,
+        ..Faults::default()
+    })
+    .await;
+    let probed = probe_site(&site, &[], false).await;
+    let f = probed.fires("resource_metadata", "prm-resource-match", "error");
+    assert!(f["message"].as_str().unwrap().contains("/mcp"), "{f:#}");
+    assert_eq!(probed.code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_www_authenticate_is_reported_at_challenge() {
+    let site = site(Faults {
+        missing_www_authenticate: true,
+        ..Faults::default()
+    })
+    .await;
+    let probed = probe_site(&site, &[], false).await;
+    probed.fires("challenge", "challenge-present", "error");
+    // The well-known URLs still lead on, as the spec's fallback says.
+    assert_eq!(probed.step("resource_metadata")["status"], "pass");
+    assert_eq!(probed.code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_behind_auth_is_reported_at_resource_metadata() {
+    let site = site(Faults {
+        prm_requires_auth: true,
+        ..Faults::default()
+    })
+    .await;
+    let probed = probe_site(&site, &[], false).await;
+    let f = probed.fires("resource_metadata", "prm-fetch-ok", "error");
+    assert!(f["message"]
+        .as_str()
+        .unwrap()
+        .contains("behind authentication"));
+    // Every URL a client tries was tried: the challenge's, then the well-known ones.
+    assert_eq!(
+        probed.step("resource_metadata")["exchanges"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "{:#}",
+        probed.step("resource_metadata")
+    );
+    assert_eq!(probed.step("auth_server_metadata")["status"], "skip");
+    assert_eq!(probed.code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_mismatch_is_reported_at_auth_server_metadata() {
+    let site = site(Faults {
+        issuer_mismatch: true,
+        ..Faults::default()
+    })
+    .await;
+    let probed = probe_site(&site, &[], false).await;
+    probed.fires("auth_server_metadata", "as-issuer-match", "error");
+    assert_eq!(probed.code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_s256_is_reported_at_auth_server_metadata() {
+    let site = site(Faults {
+        no_pkce_s256: true,
+        ..Faults::default()
+    })
+    .await;
+    let probed = probe_site(&site, &[], false).await;
+    probed.fires("auth_server_metadata", "as-pkce-s256", "error");
+    assert!(!probed.checks().contains(&"as-issuer-match".to_string()));
+    assert_eq!(probed.code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_html_403_to_a_connector_user_agent_is_reported_at_reach() {
+    let site = site(Faults {
+        edge_block: true,
+        ..Faults::default()
+    })
+    .await;
+    // The fixture's WAF blocks user agents that name a connector; the probe's own passes.
+    let probed = probe_site(&site, &["--user-agent", "Example-Connector/1.0"], false).await;
+    probed.fires("reach", "edge-block", "error");
+    assert_eq!(probed.step("resource_metadata")["status"], "skip");
+    assert_eq!(probed.code, 1);
+    let probed = probe_site(&site, &[], false).await;
+    assert_eq!(probed.code, 0, "{:#}", probed.report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initialize_slower_than_the_deadline_is_reported_at_initialize() {
+    let site = site(Faults {
+        slow_initialize: Some(Duration::from_secs(3)),
+        ..Faults::default()
+    })
+    .await;
+    let probed = probe_site(&site, &["--init-timeout", "1"], true).await;
+    probed.fires("initialize", "init-deadline", "error");
+    probed.fires("initialize", "init-latency", "warning");
+    assert_eq!(probed.step("token")["status"], "pass");
+    assert_eq!(probed.step("initialized")["status"], "skip");
+    assert_eq!(probed.code, 1);
+}
+
+/// The TypeScript SDK's example OAuth server (tests/peers/oauth-server.mjs), reached directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_completes_against_the_typescript_sdk_example_server() {
+    let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers");
+    if !peers
+        .join("node_modules/@modelcontextprotocol/sdk/package.json")
+        .is_file()
+    {
+        eprintln!("SKIPPED: real MCP peers are not installed; run tests/peers/setup");
+        return;
+    }
+    let mut server = tokio::process::Command::new("node")
+        .args(["oauth-server.mjs", "--as", "same"])
+        .current_dir(&peers)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node is installed with tests/peers");
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let mut stdin = server.stdin.take().unwrap();
+    let listening = wait_for(&mut lines, "mcptap-peer: listening").await;
+    let mcp = listening
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("mcp="))
+        .unwrap()
+        .to_string();
+    // The server names the URL the probe uses as its resource (RFC 9728 §3.3).
+    use tokio::io::AsyncWriteExt as _;
+    stdin
+        .write_all(format!("{mcp}\n").as_bytes())
+        .await
+        .unwrap();
+    wait_for(&mut lines, "mcptap-peer: ready").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let probed = run_probe(&mcp, None, dir.path(), &[], true).await;
+    for step in probed.report["steps"].as_array().unwrap().iter().skip(3) {
+        assert!(
+            step["status"] == "pass" || step["status"] == "warn",
+            "step {} is {}: {step:#}",
+            step["id"],
+            step["status"]
+        );
+    }
+    // Plain http on loopback is only a warning; nothing else is wrong with the SDK's server.
+    probed.fires("tls", "tls-required", "warning");
+    assert_eq!(probed.report["errors"], 0, "{:#}", probed.report);
+    assert_eq!(probed.code, 0);
+    assert!(probed.step("list")["summary"]
+        .as_str()
+        .unwrap()
+        .contains("greet"));
+    let explained = explain(&probed.capture);
+    for stage in [
+        "reach",
+        "challenge",
+        "resource_metadata",
+        "auth_server_metadata",
+        "registration",
+        "authorize",
+        "token",
+        "initialize",
+        "initialized",
+        "get_stream",
+        "list",
+    ] {
+        assert_eq!(stage_status(&explained, stage), "reached", "stage {stage}");
+    }
+    drop(stdin);
+}
+
+/// The first line of a peer's output that starts with `prefix` (30 s at most).
+async fn wait_for(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    prefix: &str,
+) -> String {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            eprintln!("[oauth-server] {line}");
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+        panic!("oauth-server exited before `{prefix}`");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("oauth-server did not print `{prefix}` within 30 s"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_an_untrusted_ca_fails_at_tls_in_words() {
+    let site = site(Faults::default()).await;
+    let probed = run_probe(&site.url, None, site.dir.path(), &[], false).await;
+    let f = probed.fires("tls", "tls-handshake", "error");
+    assert!(
+        f["message"].as_str().unwrap().contains("unknown issuer"),
+        "{f:#}"
+    );
+    assert_eq!(probed.step("reach")["status"], "skip");
+    assert_eq!(probed.code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_one_clear_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    for (args, expected) in [
+        (
+            vec!["probe", "ftp://example.com/mcp"],
+            "must start with https://",
+        ),
+        (
+            vec!["probe", "https://u:p@example.com/mcp"],
+            "user:password",
+        ),
+        (
+            vec![
+                "probe",
+                "https://example.com/mcp",
+                "--ca",
+                missing.to_str().unwrap(),
+            ],
+            "no such file",
+        ),
+        (
+            vec!["probe", "https://example.com/mcp", "--init-timeout", "0"],
+            "--init-timeout",
+        ),
+        (
+            vec!["probe", "https://example.com/mcp", "--capture", "/dev/null"],
+            "regular file",
+        ),
+    ] {
+        let out = bin().args(&args).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let help = bin().args(["probe", "--help"]).output().await.unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("Examples:") && help.contains("--login") && help.contains("--ca"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_skips_oauth_and_a_rejected_one_fails_at_initialize() {
+    let site = site(Faults::default()).await;
+    let probed = probe_site(&site, &["--token", "not-a-token-the-server-issued"], false).await;
+    let ids: Vec<&str> = probed.report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids[..4], ["dns", "tcp", "tls", "initialize"]);
+    let initialize = probed.step("initialize");
+    assert_eq!(initialize["status"], "fail");
+    assert!(initialize["summary"].as_str().unwrap().contains("401"));
+    assert_eq!(probed.code, 1);
+    // The token was sent, and is not in the capture in clear.
+    let text = std::fs::read_to_string(&probed.capture).unwrap();
+    assert!(!text.contains("not-a-token-the-server-issued"));
+    assert!(text.contains("Bearer <redacted fp="));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_as_claude_registers_claudes_callback() {
+    let site = site(Faults::default()).await;
+    let probed = probe_site(&site, &["--as", "claude", "--register"], false).await;
+    assert_eq!(probed.report["profile"], "claude");
+    let registration = probed.step("registration");
+    assert_eq!(registration["status"], "pass", "{registration:#}");
+    assert_eq!(registration["exchanges"].as_array().unwrap().len(), 1);
+    assert!(registration["summary"]
+        .as_str()
+        .unwrap()
+        .contains("https://claude.ai/api/mcp/auth_callback"));
+    assert_eq!(probed.code, 0, "{:#}", probed.report);
+}
