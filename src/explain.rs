@@ -154,6 +154,9 @@ pub fn render(capture: &Capture, report: &Report, style: Style) -> String {
         let (mark, when) = match s.reached {
             Reached::Reached => (style.green("✓"), s.t.map(secs).unwrap_or_default()),
             Reached::NotObserved => (style.dim("·"), style.dim("not observed here")),
+            Reached::NotApplicable if s.id == StageId::Call => {
+                (style.dim("-"), style.dim("a probe calls no tools"))
+            }
             Reached::NotApplicable => (
                 style.dim("-"),
                 style.dim("no authorization in this session"),
@@ -169,6 +172,12 @@ pub fn render(capture: &Capture, report: &Report, style: Style) -> String {
     match &session.silence {
         None if session.stage(StageId::Call).reached == Reached::Reached => {
             let _ = writeln!(out, "  none: the session reached tools/call.");
+        }
+        None if session.stage(StageId::Call).reached == Reached::NotApplicable => {
+            let _ = writeln!(
+                out,
+                "  none: the probe went as far as it goes (tools/list; it calls no tools)."
+            );
         }
         None => {
             let _ = writeln!(out, "  nothing reached the proxy.");

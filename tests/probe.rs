@@ -361,6 +361,9 @@ async fn a_correct_server_passes_every_step_with_login() {
     ] {
         assert_eq!(stage_status(&explained, stage), "reached", "stage {stage}");
     }
+    // The probe stops at tools/list on purpose, and explain says so rather than "missing".
+    assert_eq!(stage_status(&explained, "call"), "not_applicable");
+    assert!(explained["silence"].is_null(), "{}", explained["silence"]);
     // Redacted by default, and private.
     let text = std::fs::read_to_string(&probed.capture).unwrap();
     assert!(text.contains("<redacted fp="));
@@ -575,6 +578,9 @@ async fn login_completes_against_the_typescript_sdk_example_server() {
     ] {
         assert_eq!(stage_status(&explained, stage), "reached", "stage {stage}");
     }
+    // The probe stops at tools/list on purpose, and explain says so rather than "missing".
+    assert_eq!(stage_status(&explained, "call"), "not_applicable");
+    assert!(explained["silence"].is_null(), "{}", explained["silence"]);
     drop(stdin);
 }
 

@@ -148,7 +148,8 @@ pub enum Reached {
     Missing,
     /// Not seen here, but later stages were: it happened elsewhere (another host, a cached token).
     NotObserved,
-    /// An authorization stage in a session that used no authorization at all.
+    /// An authorization stage in a session that used no authorization at all, or `call` in a
+    /// probe's capture (a probe calls no tools).
     NotApplicable,
 }
 
@@ -322,7 +323,10 @@ impl<'a> Session<'a> {
 
         let calls = pair_calls(&steps);
         let tokens = token_lines(&steps);
-        let stages = stages(&steps, &calls);
+        // A probe (`mcptap probe`) stops at tools/list on purpose: a tool call could change
+        // something on the server.
+        let probe = capture.session.routes.iter().any(|r| r.listen == "probe");
+        let stages = stages(&steps, &calls, probe);
         let mut session = Session {
             capture,
             steps,
@@ -383,7 +387,13 @@ impl<'a> Session<'a> {
             .iter()
             .filter(|s| s.reached == Reached::Reached)
             .max_by_key(|s| s.id)?;
-        if last.id == StageId::Call {
+        // Nothing was left to do: every later stage does not apply (a probe stops at list).
+        if self
+            .stages
+            .iter()
+            .filter(|s| s.id > last.id)
+            .all(|s| s.reached == Reached::NotApplicable)
+        {
             return None;
         }
         let at_t = last.t.unwrap_or(0);
@@ -706,7 +716,7 @@ fn redirect_uris(steps: &[Step<'_>]) -> BTreeSet<String> {
         .collect()
 }
 
-fn stages(steps: &[Step<'_>], calls: &[Call]) -> Vec<Stage> {
+fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool) -> Vec<Stage> {
     let mut first: BTreeMap<StageId, (u64, u64)> = BTreeMap::new();
     // A stage is reached when the exchange that shows it ends (a stream: when its headers arrive).
     let mut mark = |id: StageId, x: &Exchange, t: u64| {
@@ -826,6 +836,7 @@ fn stages(steps: &[Step<'_>], calls: &[Call]) -> Vec<Stage> {
             let reached = match (seen, latest) {
                 (Some(_), _) => Reached::Reached,
                 (None, _) if id.is_auth() && !oauth => Reached::NotApplicable,
+                (None, _) if id == StageId::Call && probe => Reached::NotApplicable,
                 (None, Some(l)) if l > id && (id.is_auth() || id == StageId::GetStream) => {
                     Reached::NotObserved
                 }

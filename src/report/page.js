@@ -174,7 +174,7 @@
       } else if (st.status === 'not_observed') {
         li.append(txt(' (not seen here)'));
       } else if (st.status === 'not_applicable') {
-        li.append(txt(' (no authorization)'));
+        li.append(txt(st.id === 'call' ? ' (a probe calls no tools)' : ' (no authorization)'));
       }
       ul.append(li);
     }
