@@ -829,3 +829,59 @@ fn the_sdk_oauth_flow_recorded_twice_diffs_to_nothing() {
     ]);
     assert_eq!(strict.status.code(), Some(1));
 }
+
+/// `mcptap probe` against server-everything, which asks for no authorization: the OAuth steps
+/// do not apply, the MCP session steps pass, and the capture explains the same way.
+#[test]
+fn probe_of_a_server_without_authorization_passes() {
+    let dir = peers_or_skip!();
+    let deadline = Instant::now() + TEST_BUDGET;
+    let (server, origin) = server_everything(&dir, deadline);
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = tmp.path().join("probe.jsonl");
+    let out = crate::replay::mcptap(&[
+        "probe",
+        &format!("{origin}/mcp"),
+        "--json",
+        "--capture",
+        capture.to_str().unwrap(),
+    ]);
+    drop(server);
+    assert_eq!(out.status.code(), Some(0), "no error-severity finding");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("probe --json");
+    let status = |id: &str| {
+        report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("no step {id}: {report:#}"))["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for id in ["reach", "initialize", "initialized", "get_stream", "list"] {
+        assert_eq!(status(id), "pass", "step {id}: {report:#}");
+    }
+    for id in [
+        "challenge",
+        "resource_metadata",
+        "auth_server_metadata",
+        "registration",
+    ] {
+        assert_eq!(status(id), "skip", "step {id}: {report:#}");
+    }
+    let explained = explain(&capture);
+    for (id, want) in [
+        ("reach", "reached"),
+        ("challenge", "not_applicable"),
+        ("token", "not_applicable"),
+        ("initialize", "reached"),
+        ("list", "reached"),
+        ("call", "not_applicable"),
+    ] {
+        assert_eq!(stage_status(&explained, id), want, "stage {id}");
+    }
+    assert!(explained["silence"].is_null(), "{}", explained["silence"]);
+    assert_eq!(error_findings(&explained), Vec::<String>::new());
+}
