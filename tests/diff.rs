@@ -187,6 +187,29 @@ async fn a_resource_that_names_the_base_url_is_the_first_divergence() {
         .all(|e| e["a"]["role"] == "mcp"));
     assert_eq!(exit_code(a, b.path()), 1);
 
+    // --html writes the same comparison as a page: the pair with the fault marked by its field.
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("compare.html");
+    let out = mcptap_diff(a, b.path(), &["--html", page.to_str().unwrap()]);
+    assert!(out.status.success());
+    let data = crate::report::page_data(&std::fs::read_to_string(&page).unwrap());
+    assert_eq!(data["mode"], "diff");
+    assert_eq!(data["diff_first"], report["first_divergence"]["sentence"]);
+    let marked: Vec<&Value> = data["diff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["differs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d == "body.resource")
+        })
+        .collect();
+    assert_eq!(marked.len(), 1, "{:#}", data["diff"]);
+    assert_eq!(marked[0]["a"], 2);
+
     // Ignoring the field leaves the silence after the token as the first divergence.
     let ignored = diff_json(a, b.path(), &["--ignore", "/body/resource"]);
     assert_eq!(ignored["summary"]["changed"], 0, "{:#}", ignored["entries"]);

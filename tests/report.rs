@@ -150,7 +150,7 @@ fn report_of(dir: &Path, name: &str, raw: &[u8], extra: &[&str]) -> PathBuf {
 }
 
 /// The JSON data embedded in a page.
-fn page_data(html: &str) -> Value {
+pub(crate) fn page_data(html: &str) -> Value {
     let start = html
         .find(r#"<script type="application/json" id="mcptap-data">"#)
         .expect("the data element");

@@ -91,6 +91,7 @@ Examples:
   mcptap diff a.jsonl b.jsonl --json | jq '.first_divergence.sentence'
   mcptap diff a.jsonl b.jsonl --strict          everything, dates and ids included
   mcptap diff a.jsonl b.jsonl --timing --timing-threshold 250
+  mcptap diff working.jsonl failing.jsonl --html compare.html   the same as a page, side by side
 
 Noise suppressed by default: Date, Age, ETag, Last-Modified, Expires, request and trace ids,
 hop-by-hop headers, Mcp-Session-Id values, Content-Length when the bodies compare equal,
@@ -144,6 +145,12 @@ pub struct DiffArgs {
     /// Width of the side-by-side view in columns (default: $COLUMNS, else 120).
     #[arg(long, value_name = "N")]
     pub width: Option<usize>,
+
+    /// Also write the comparison as one self-contained HTML page: both sessions' sequence
+    /// diagrams side by side, each pair marked with the fields that differ (as
+    /// `mcptap report A --diff B`).
+    #[arg(long, value_name = "FILE.html")]
+    pub html: Option<PathBuf>,
 }
 
 /// The default `--timing-threshold`.
@@ -203,6 +210,24 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let report = diff(&a, &display(&args.a), &b, &display(&args.b), &options);
+    if let Some(html) = &args.html {
+        for input in [&args.a, &args.b] {
+            if crate::report::same_file(input, html) {
+                anyhow::bail!(
+                    "--html {} is one of the captures: choose another file",
+                    html.display()
+                );
+            }
+        }
+        let page = crate::report::render_diff(
+            (&a, &display(&args.a)),
+            (&b, &display(&args.b)),
+            &crate::report::Options::default(),
+        );
+        std::fs::write(html, page.as_bytes())
+            .with_context(|| format!("writing {}", html.display()))?;
+        eprintln!("mcptap: wrote {}", html.display());
+    }
     let text = if args.json {
         let mut json = serde_json::to_string_pretty(&report).context("writing the report")?;
         json.push('\n');
