@@ -1024,3 +1024,160 @@ async fn a_client_leaving_mid_upload_is_recorded_as_client_aborted() {
     );
     assert_eq!(end["bytes"]["request"], 5);
 }
+
+/// An upstream that answers every request with its own name, so a test can tell which one a
+/// request reached.
+async fn named_upstream(name: &'static str) -> Upstream {
+    Upstream::start(move |req| async move {
+        let path = req.uri().path().to_string();
+        Response::builder()
+            .header("content-type", "text/plain")
+            .body(full(format!("{name} {path}")))
+            .unwrap()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn several_routes_forward_each_to_its_own_upstream_into_one_capture() {
+    let mcp = named_upstream("mcp").await;
+    let auth = named_upstream("auth").await;
+    let proxy = TestProxy::to(&mcp.url())
+        .args(&["--route", &format!("127.0.0.1:0={}", auth.url())])
+        .start();
+    assert_eq!(proxy.addrs.len(), 2, "one listener per route");
+    assert_ne!(proxy.addrs[0], proxy.addrs[1]);
+    let client = h1_client();
+    for (route, path, want) in [
+        (0, "/mcp", "mcp /mcp"),
+        (1, "/token", "auth /token"),
+        (
+            0,
+            "/.well-known/oauth-protected-resource",
+            "mcp /.well-known/oauth-protected-resource",
+        ),
+        (1, "/authorize", "auth /authorize"),
+    ] {
+        let resp = client
+            .request(
+                Request::get(proxy.route_url(route, path))
+                    .body(full(""))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            read_all(resp).await,
+            want.as_bytes(),
+            "route {route} {path}"
+        );
+    }
+    // A Host naming the other route's listener changes nothing: the listener picks the upstream.
+    let resp = client
+        .request(
+            Request::get(proxy.route_url(1, "/token"))
+                .header("host", proxy.addrs[0].to_string())
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read_all(resp).await, "auth /token".as_bytes());
+
+    let listens: Vec<String> = proxy.addrs.iter().map(|a| a.to_string()).collect();
+    let cap = proxy.finish();
+    let session = &cap.events[0];
+    let routes: Vec<(String, String)> = session["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["listen"].as_str().unwrap().to_string(),
+                r["upstream"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        routes,
+        vec![
+            (listens[0].clone(), format!("{}/", mcp.url())),
+            (listens[1].clone(), format!("{}/", auth.url())),
+        ]
+    );
+    // Every exchange carries its route, and its connection the same route and listener.
+    let mut seen = Vec::new();
+    for ex in cap.exchanges() {
+        let req = cap.one(ex, "request");
+        let route = req["route"].as_u64().expect("request.route") as usize;
+        let conn = cap
+            .kind("conn_open")
+            .into_iter()
+            .find(|c| c["conn"] == req["conn"])
+            .expect("the request's conn_open");
+        assert_eq!(conn["route"], route);
+        assert_eq!(conn["listener"], listens[route]);
+        let upstream = if route == 0 { &mcp } else { &auth };
+        assert!(
+            req["upstream"]
+                .as_str()
+                .unwrap()
+                .starts_with(&upstream.url()),
+            "{req}"
+        );
+        seen.push((route, req["target"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (0, "/mcp".to_string()),
+            (1, "/token".to_string()),
+            (0, "/.well-known/oauth-protected-resource".to_string()),
+            (1, "/authorize".to_string()),
+            (1, "/token".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn a_malformed_route_is_a_one_line_usage_error() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+            .arg("proxy")
+            .args(args)
+            .args(["--capture", "/dev/null"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (args, says) in [
+        (&["--route", "127.0.0.1:0"][..], "LISTEN=UPSTREAM"),
+        (&["--route", "127.0.0.1:0=ftp://x"][..], "http://"),
+        (
+            &["--route", "nowhere=http://127.0.0.1:9"][..],
+            "not an address",
+        ),
+        (
+            &[
+                "--route",
+                "127.0.0.1:9=http://127.0.0.1:1",
+                "--route",
+                "127.0.0.1:9=http://127.0.0.1:2",
+            ][..],
+            "two routes listen on 127.0.0.1:9",
+        ),
+        (&["--listen", "127.0.0.1:0"][..], "--upstream"),
+    ] {
+        let (code, err) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.lines().next().unwrap_or("").contains("error"),
+            "the first line says what is wrong: {err}"
+        );
+    }
+}

@@ -29,6 +29,8 @@ pub type ClientBody =
 
 /// What one listener forwards to, and how.
 pub struct Route {
+    /// The route's index in the capture's `session.routes`.
+    pub index: u32,
     pub upstream: Uri,
     pub preserve_host: bool,
     pub upstream_timeout: Option<Duration>,
@@ -87,6 +89,7 @@ pub async fn handle(
             version: version_str(client_version).to_string(),
             headers: headers::to_record(req.headers()),
             upstream: target.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+            route: Some(ctx.route.index),
         }),
     });
 
