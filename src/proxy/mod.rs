@@ -4,6 +4,7 @@
 pub mod exchange;
 pub mod forward;
 pub mod headers;
+pub mod origins;
 pub mod upgrade;
 pub mod upstream;
 
