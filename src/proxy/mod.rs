@@ -5,6 +5,7 @@ pub mod exchange;
 pub mod forward;
 pub mod headers;
 pub mod origins;
+pub mod rewrite;
 pub mod upgrade;
 pub mod upstream;
 
@@ -214,6 +215,14 @@ async fn serve_until(
     );
 
     let client = upstream::client(&config.upstream_tls)?;
+    let rewriting = config.rewrite_origins.then(|| {
+        let routes: Vec<(SocketAddr, hyper::Uri)> = locals
+            .iter()
+            .zip(&specs)
+            .map(|(local, spec)| (*local, spec.upstream.clone()))
+            .collect();
+        Arc::new(rewrite::Rewriting::new(&routes, tls.is_some()))
+    });
     let routes: Vec<Arc<Route>> = specs
         .iter()
         .enumerate()
@@ -224,6 +233,7 @@ async fn serve_until(
                 preserve_host: config.preserve_host,
                 upstream_timeout: config.upstream_timeout,
                 client: client.clone(),
+                rewriting: rewriting.clone(),
             })
         })
         .collect();
