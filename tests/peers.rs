@@ -278,17 +278,33 @@ enum Connector {
     Python,
 }
 
-/// Starts the SDK example OAuth server (`--as same|separate`) with mcptap in front of its MCP
-/// origin, runs the SDK client's whole flow through the proxy, checks what the client got and
-/// that the capture holds each of its requests to the proxy, and returns the client's summary,
-/// the proxy's origin, the AS origin, and the capture's path (in `tmp`).
+/// Where the authorization server is, and how the proxy fronts it.
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    /// `--as same`: the AS on the MCP origin, which names the proxy's URL as its own.
+    SameOrigin,
+    /// `--as separate`: the AS on its own port, reached directly, not through the proxy.
+    SeparateDirect,
+    /// `--as separate` behind a second `--route`, with `--rewrite-origins`: the server names
+    /// only its own upstream origins (as the SDK example does) and the proxy rewrites them.
+    SeparateRouted,
+}
+
+/// Starts the SDK example OAuth server in `layout` with mcptap in front of it, runs the SDK
+/// client's whole flow through the proxy, checks what the client got and that the capture
+/// holds each of its requests to the proxy, and returns the client's summary, the proxy's
+/// origin (its first route), the AS origin, and the capture's path (in `tmp`).
 fn oauth_session(
     dir: &Path,
-    as_mode: &str,
+    layout: Layout,
     connector: Connector,
     tmp: &Path,
     deadline: Instant,
 ) -> (Value, String, String, PathBuf) {
+    let as_mode = match layout {
+        Layout::SameOrigin => "same",
+        Layout::SeparateDirect | Layout::SeparateRouted => "separate",
+    };
     let mut server = Peer::node(
         "oauth-server",
         dir,
@@ -302,12 +318,26 @@ fn oauth_session(
         .to_string();
     let as_origin = field(&listening, "as=").to_string();
     let capture = tmp.join("capture.jsonl");
-    let proxy = TestProxy::to(&upstream).capture_to(&capture).start();
+    let mut proxy = TestProxy::to(&upstream).capture_to(&capture);
+    if layout == Layout::SeparateRouted {
+        proxy = proxy.args(&[
+            "--route",
+            &format!("127.0.0.1:0={as_origin}"),
+            "--rewrite-origins",
+        ]);
+    }
+    let proxy = proxy.start();
     let mcp_url = proxy.url("/mcp");
-    // The server names the proxy's URL as its resource (RFC 9728 §3.3) and, with `same`, as
-    // its issuer too.
-    server.send_line(&mcp_url);
+    if layout == Layout::SeparateRouted {
+        // The server knows nothing of the proxy: it names its own URL as its resource.
+        server.send_line(&format!("{upstream}/mcp"));
+    } else {
+        // The server names the proxy's URL as its resource (RFC 9728 §3.3) and, with `same`,
+        // as its issuer too.
+        server.send_line(&mcp_url);
+    }
     server.wait_for("mcptap-peer: ready", deadline);
+    let proxy_origins: Vec<String> = proxy.addrs.iter().map(|a| format!("http://{a}")).collect();
 
     let summary = match connector {
         Connector::TypeScript => run_driver(
@@ -356,22 +386,19 @@ fn oauth_session(
         assert_eq!(summary["session_terminated"], true);
     }
 
-    // The capture holds exactly the requests the client sent to the proxy.
+    // The capture holds exactly the requests the client sent to the proxy, on any route.
     let proxy_origin = mcp_url.strip_suffix("/mcp").unwrap().to_string();
     let via_proxy: Vec<String> = summary["contacted"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .filter(|c| {
-            c.split_whitespace()
-                .nth(1)
-                .unwrap()
-                .starts_with(&proxy_origin)
-        })
-        .map(|c| {
-            let (method, url) = c.split_once(' ').unwrap();
-            format!("{method} {}", &url[proxy_origin.len()..])
+        .filter_map(|c| {
+            let (method, url) = c.as_str().unwrap().split_once(' ').unwrap();
+            let origin = proxy_origins.iter().find(|o| {
+                url.strip_prefix(o.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
+            })?;
+            Some(format!("{method} {}", &url[origin.len()..]))
         })
         .collect();
     let recorded: Vec<String> = cap
@@ -435,8 +462,13 @@ fn typescript_sdk_oauth_session_explains_clean() {
     let dir = peers_or_skip!();
     let deadline = Instant::now() + TEST_BUDGET;
     let tmp = tempfile::tempdir().unwrap();
-    let (summary, proxy_origin, _, capture) =
-        oauth_session(&dir, "same", Connector::TypeScript, tmp.path(), deadline);
+    let (summary, proxy_origin, _, capture) = oauth_session(
+        &dir,
+        Layout::SameOrigin,
+        Connector::TypeScript,
+        tmp.path(),
+        deadline,
+    );
     for c in summary["contacted"].as_array().unwrap() {
         let url = c.as_str().unwrap().split_whitespace().nth(1).unwrap();
         assert!(
@@ -459,8 +491,13 @@ fn python_sdk_oauth_session_explains_clean() {
     }
     let deadline = Instant::now() + TEST_BUDGET;
     let tmp = tempfile::tempdir().unwrap();
-    let (summary, proxy_origin, _, capture) =
-        oauth_session(&dir, "same", Connector::Python, tmp.path(), deadline);
+    let (summary, proxy_origin, _, capture) = oauth_session(
+        &dir,
+        Layout::SameOrigin,
+        Connector::Python,
+        tmp.path(),
+        deadline,
+    );
     for c in summary["contacted"].as_array().unwrap() {
         let url = c.as_str().unwrap().split_whitespace().nth(1).unwrap();
         assert!(
@@ -481,7 +518,7 @@ fn typescript_sdk_oauth_with_a_separate_authorization_server_is_not_observed_not
     let tmp = tempfile::tempdir().unwrap();
     let (summary, proxy_origin, as_origin, capture) = oauth_session(
         &dir,
-        "separate",
+        Layout::SeparateDirect,
         Connector::TypeScript,
         tmp.path(),
         deadline,
@@ -522,6 +559,107 @@ fn typescript_sdk_oauth_with_a_separate_authorization_server_is_not_observed_not
     assert!(
         problems.is_empty(),
         "explain on an SDK OAuth session with the AS elsewhere:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// The SDK example's layout — MCP server and authorization server on two ports, each naming
+/// only its own origin — behind two routes with `--rewrite-origins`: the client starts at the
+/// proxy and stays there through discovery, registration, the authorize redirect, the token,
+/// and the MCP calls; one capture holds both origins, and explain finds every stage from the
+/// challenge to the call and nothing wrong.
+#[test]
+fn typescript_sdk_oauth_with_the_authorization_server_behind_a_second_route_explains_clean() {
+    let dir = peers_or_skip!();
+    let deadline = Instant::now() + TEST_BUDGET;
+    let tmp = tempfile::tempdir().unwrap();
+    let (summary, proxy_origin, as_origin, capture) = oauth_session(
+        &dir,
+        Layout::SeparateRouted,
+        Connector::TypeScript,
+        tmp.path(),
+        deadline,
+    );
+    let cap = Capture::load(&capture);
+    let routes = cap.events[0]["routes"].as_array().unwrap().clone();
+    assert_eq!(routes.len(), 2);
+    assert_eq!(routes[1]["upstream"], format!("{as_origin}/"));
+    let as_public = format!("http://{}", routes[1]["listen"].as_str().unwrap());
+    // Every URL the client contacted was the proxy's: the rewritten metadata, challenge and
+    // redirects never sent it to either upstream.
+    let contacted: Vec<&str> = summary["contacted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for c in &contacted {
+        let url = c.split_whitespace().nth(1).unwrap();
+        assert!(
+            url.starts_with(&format!("{proxy_origin}/"))
+                || url.starts_with(&format!("{as_public}/")),
+            "the client went around the proxy: {c}"
+        );
+    }
+    // The OAuth endpoints were reached on the AS route, the MCP endpoint on the first.
+    let route_of = |path: &str| -> Vec<u64> {
+        cap.kind("request")
+            .into_iter()
+            .filter(|r| r["target"].as_str().unwrap().starts_with(path))
+            .map(|r| r["route"].as_u64().unwrap())
+            .collect()
+    };
+    for path in [
+        "/register",
+        "/authorize",
+        "/token",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let routes = route_of(path);
+        assert!(
+            !routes.is_empty() && routes.iter().all(|&r| r == 1),
+            "{path}: {routes:?}"
+        );
+    }
+    let mcp = route_of("/mcp");
+    assert!(
+        !mcp.is_empty() && mcp.iter().all(|&r| r == 0),
+        "/mcp: {mcp:?}"
+    );
+    // The rewrites are on the record: the challenge, the metadata, the authorize and token
+    // requests' resource indicator.
+    let noted: Vec<String> = cap
+        .kind("note")
+        .into_iter()
+        .filter(|n| n["code"] == "origins_rewritten")
+        .map(|n| n["message"].as_str().unwrap().to_string())
+        .collect();
+    for place in [
+        "www-authenticate",
+        "body (application/json)",
+        "target",
+        "body (application/x-www-form-urlencoded)",
+    ] {
+        assert!(
+            noted.iter().any(|m| m.contains(place)),
+            "no rewrite noted in {place}: {noted:#?}"
+        );
+    }
+    assert!(
+        !cap.contains_bytes(&format!("\"resource\":\"{as_origin}")),
+        "the capture records what the client saw"
+    );
+
+    let report = explain(&capture);
+    let expected: Vec<(&str, &str)> = ALL_STAGES.iter().map(|&id| (id, "reached")).collect();
+    let mut problems = stage_problems(&report, &expected);
+    problems.extend(error_findings(&report));
+    if !report["silence"].is_null() {
+        problems.push(format!("silence reported: {}", report["silence"]));
+    }
+    assert!(
+        problems.is_empty(),
+        "explain on an SDK OAuth session over two routes:\n  {}",
         problems.join("\n  ")
     );
 }
