@@ -1,18 +1,25 @@
 // A plain MCP client (the TypeScript SDK's Client + StreamableHTTPClientTransport) for
 // @modelcontextprotocol/server-everything.
 //
-// Usage:  node everything-client.mjs MCP_URL
+// Usage:  node everything-client.mjs MCP_URL [--sse]
+//
+// With --sse it speaks the legacy HTTP+SSE transport (protocol 2024-11-05) with the SDK's
+// SSEClientTransport: MCP_URL is the server's GET stream (server-everything `sse`: /sse), the
+// answers come as events on it, and each message is POSTed to the endpoint it announces.
 //
 // initialize, tools/list, tools/call echo, tools/call trigger-long-running-operation with a
 // progress token (the server sends notifications/progress on the call's SSE stream),
-// resources/list, resources/read of the first static document, then DELETE of the session.
+// resources/list, resources/read of the first static document, then DELETE of the session
+// (Streamable HTTP) or the end of the stream (--sse).
 // Prints one JSON line: what the server answered (`results`, comparable between a direct run
 // and one through a proxy) and what the client sent (`requests`: method, path, status of each
 // HTTP request, in order). Exits 1 on any failure, and by itself after 45 s.
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 
 const mcpUrl = new URL(process.argv[2] ?? '');
+const legacySse = process.argv.includes('--sse');
 const fail = (stage, error) => {
     console.error(`everything-client: failed at ${stage}:`, error);
     console.log(JSON.stringify({ ok: false, stage, error: String(error?.stack ?? error) }));
@@ -33,7 +40,9 @@ const recordingFetch = async (input, init) => {
 };
 
 const client = new Client({ name: 'mcptap-everything-client', version: '1.0.0' });
-const transport = new StreamableHTTPClientTransport(mcpUrl, { fetch: recordingFetch });
+const transport = legacySse
+    ? new SSEClientTransport(mcpUrl, { fetch: recordingFetch })
+    : new StreamableHTTPClientTransport(mcpUrl, { fetch: recordingFetch });
 const results = {};
 let stage = 'connect';
 try {
@@ -73,7 +82,7 @@ try {
     results.read = await client.readResource({ uri: doc });
 
     stage = 'close';
-    await transport.terminateSession();
+    if (!legacySse) await transport.terminateSession();
     await client.close();
 } catch (error) {
     fail(stage, error);
