@@ -1540,3 +1540,60 @@ async fn without_rewrite_origins_the_upstream_origins_reach_the_client_unchanged
     assert!(cap.events[0]["options"].get("rewrite_origins").is_none());
     assert!(cap.kind("note").is_empty());
 }
+
+#[tokio::test]
+async fn rewrite_origins_never_chooses_where_a_request_goes() {
+    let me = Arc::new(std::sync::OnceLock::new());
+    let second_event = Arc::new(tokio::sync::Notify::new());
+    let up = origin_naming_upstream(me.clone(), "http://127.0.0.1:1".into(), second_event).await;
+    me.set(up.url()).unwrap();
+    let proxy = TestProxy::to(&up.url()).arg("--rewrite-origins").start();
+    // A client naming another host: it reaches the configured upstream all the same, its body's
+    // mention of that host is swapped for the upstream (the only origin this route knows), and
+    // only its own answer names the host it claimed.
+    let resp = h1_client()
+        .request(
+            Request::post(proxy.url("/echo?u=http%3A%2F%2Fevil.example%3A9%2Fx"))
+                .header("host", "evil.example:9")
+                .header("content-type", "application/json")
+                .body(full(
+                    r#"{"u":"http://evil.example:9/x","v":"http://evil.example:99/x"}"#,
+                ))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["x-seen-target"],
+        format!(
+            "/echo?u={}",
+            form_urlencoded::byte_serialize(format!("{}/x", up.url()).as_bytes())
+                .collect::<String>()
+        )
+        .as_str()
+    );
+    assert_eq!(
+        read_all(resp).await,
+        format!(r#"{{"u":"{}/x","v":"http://evil.example:99/x"}}"#, up.url()).as_bytes()
+    );
+    let resp = h1_client()
+        .request(
+            Request::get(proxy.url("/mcp"))
+                .header("host", "evil.example:9")
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["location"],
+        "http://evil.example:9/elsewhere"
+    );
+    let cap = proxy.finish();
+    for req in cap.kind("request") {
+        assert!(
+            req["upstream"].as_str().unwrap().starts_with(&up.url()),
+            "{req}"
+        );
+    }
+}

@@ -383,6 +383,23 @@ mod tests {
     }
 
     #[test]
+    fn form_bodies_are_rewritten_field_by_field() {
+        // The public origin back to the upstream's, as in a token request.
+        let m = map(&[(PUB, UP)]);
+        let form = "grant_type=authorization_code&code=a%2Bb&redirect_uri=https%3A%2F%2Fmcp.example.com%2Fcb&resource=https%3A%2F%2Fmcp.example.com%2Fmcp&note=https%3A%2F%2Fmcp.example.com.evil%2F";
+        let (out, n) = rewrite(&m, form);
+        assert_eq!(n, 2);
+        assert_eq!(
+            out,
+            "grant_type=authorization_code&code=a%2Bb&redirect_uri=http%3A%2F%2F127.0.0.1%3A8000%2Fcb&resource=http%3A%2F%2F127.0.0.1%3A8000%2Fmcp&note=https%3A%2F%2Fmcp.example.com.evil%2F"
+        );
+        let decoded: Vec<(String, String)> = form_urlencoded::parse(out.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!(decoded[3].1, "http://127.0.0.1:8000/mcp");
+    }
+
+    #[test]
     fn ipv6_hosts_match_in_every_spelling() {
         let m = map(&[("http://[::1]:8000", PUB)]);
         assert_eq!(
