@@ -296,7 +296,7 @@ pub async fn handle(
                 || status.is_informational()
                 || status == StatusCode::NO_CONTENT
                 || status == StatusCode::NOT_MODIFIED;
-            let body = if bodiless {
+            if bodiless {
                 Forwarded::Through(resp_body)
             } else if rewrite::body_kind(&resp_parts.headers) == BodyKind::EventStream
                 && rewrite::encoded(&resp_parts.headers).is_none()
@@ -318,8 +318,7 @@ pub async fn handle(
                     &mut places,
                 )
                 .await
-            };
-            body
+            }
         }
         _ => Forwarded::Through(resp_body),
     };
@@ -417,9 +416,7 @@ where
                 .trim()
                 .to_string();
             places.push((format!("body ({media})"), n));
-            if rewrite::declared_length(headers).is_some() || what == "request" {
-                places.push((format!("Content-Length {} → {}", data.len(), text.len()), 0));
-            }
+            places.push((format!("Content-Length {} → {}", data.len(), text.len()), 0));
             rewrite::fix_length(headers, text.len());
             Bytes::from(text)
         }),
