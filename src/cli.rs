@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::capture::writer::OnFull;
 use crate::proxy::upstream::UpstreamTls;
-use crate::proxy::{CaptureTarget, ListenTls, ProxyConfig};
+use crate::proxy::{CaptureTarget, ListenTls, ProxyConfig, RouteSpec};
 
 /// See exactly what an MCP client does to your remote MCP server.
 ///
@@ -128,12 +128,28 @@ flight get --grace seconds to finish, then the capture is closed with a session_
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
     /// The MCP server to forward to (http:// or https://, with an optional path prefix).
-    #[arg(long, value_name = "URL")]
-    pub upstream: String,
+    #[arg(long, value_name = "URL", required_unless_present = "route")]
+    pub upstream: Option<String>,
 
-    /// Address to listen on (port 0 picks a free port; the chosen one is printed).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: String,
+    /// Address to listen on for --upstream (port 0 picks a free port; the chosen one is
+    /// printed) [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR", requires = "upstream")]
+    pub listen: Option<String>,
+
+    /// One more listener and the upstream it forwards to, e.g.
+    /// `127.0.0.1:9001=http://127.0.0.1:9000` (repeatable): one process fronts several
+    /// origins (an MCP server and its authorization server) and writes one capture, each
+    /// exchange labelled with its route. TLS options apply to every listener.
+    #[arg(long, value_name = "LISTEN=UPSTREAM")]
+    pub route: Vec<String>,
+
+    /// Rewrite each upstream's origin to the proxy's in response headers (Location,
+    /// WWW-Authenticate, Link, Content-Location, Access-Control-Allow-Origin) and in JSON,
+    /// form and event-stream bodies, and back in requests, so that a client that starts at
+    /// the proxy stays at the proxy. Off by default: recording is faithful. Each rewrite is
+    /// a note in the capture.
+    #[arg(long)]
+    pub rewrite_origins: bool,
 
     /// Serve TLS with this certificate file (PEM, full chain, leaf first: certbot's
     /// fullchain.pem). Repeat with --key for several names; the client's SNI picks one.
@@ -298,39 +314,76 @@ fn seconds(flag: &str, v: f64) -> anyhow::Result<Option<Duration>> {
     Ok((v > 0.0).then(|| Duration::from_secs_f64(v)))
 }
 
+/// An upstream URL from `flag`: http(s), a host, no credentials, no query.
+fn upstream_url(flag: &str, text: &str) -> anyhow::Result<hyper::Uri> {
+    let upstream: hyper::Uri = text
+        .parse()
+        .with_context(|| format!("{flag} '{text}' is not a URL"))?;
+    match upstream.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => bail!("{flag} '{text}' must start with http:// or https://"),
+    }
+    if upstream.host().is_none() {
+        bail!("{flag} '{text}' has no host");
+    }
+    if upstream
+        .authority()
+        .is_some_and(|a| a.as_str().contains('@'))
+    {
+        bail!(
+            "{flag} '{text}' has user:password in it; mcptap does not turn that into a header (and would record it): send credentials from the client instead"
+        );
+    }
+    if upstream.query().is_some() {
+        bail!("{flag} '{text}' must not have a query string");
+    }
+    Ok(upstream)
+}
+
+/// `--route LISTEN=UPSTREAM`.
+fn parse_route(text: &str) -> anyhow::Result<RouteSpec> {
+    let Some((listen, upstream)) = text.split_once('=') else {
+        bail!(
+            "--route '{text}' must be LISTEN=UPSTREAM, e.g. 127.0.0.1:9001=http://127.0.0.1:9000"
+        );
+    };
+    let listen = resolve_listen(listen.trim()).with_context(|| format!("in --route '{text}'"))?;
+    let upstream = upstream_url("--route", upstream.trim())?;
+    Ok(RouteSpec { listen, upstream })
+}
+
 impl ProxyArgs {
     /// Checks the flags and derives the proxy configuration.
     pub fn validate(&self) -> anyhow::Result<ProxyConfig> {
-        let upstream: hyper::Uri = self
-            .upstream
-            .parse()
-            .with_context(|| format!("--upstream '{}' is not a URL", self.upstream))?;
-        match upstream.scheme_str() {
-            Some("http") | Some("https") => {}
-            _ => bail!(
-                "--upstream '{}' must start with http:// or https://",
-                self.upstream
-            ),
+        let mut routes = Vec::new();
+        if let Some(upstream) = &self.upstream {
+            routes.push(RouteSpec {
+                listen: resolve_listen(self.listen.as_deref().unwrap_or("127.0.0.1:8080"))?,
+                upstream: upstream_url("--upstream", upstream)?,
+            });
         }
-        if upstream.host().is_none() {
-            bail!("--upstream '{}' has no host", self.upstream);
+        for route in &self.route {
+            routes.push(parse_route(route)?);
         }
-        if upstream
-            .authority()
-            .is_some_and(|a| a.as_str().contains('@'))
-        {
-            bail!(
-                "--upstream '{}' has user:password in it; mcptap does not turn that into a header (and would record it): send credentials from the client instead",
-                self.upstream
-            );
+        for (i, a) in routes.iter().enumerate() {
+            if let Some(b) = routes[..i]
+                .iter()
+                .find(|b| b.listen == a.listen && a.listen.port() != 0)
+            {
+                bail!(
+                    "two routes listen on {}: one forwards to {}, the other to {}; give each its own address",
+                    a.listen,
+                    b.upstream,
+                    a.upstream
+                );
+            }
         }
-        if upstream.query().is_some() {
-            bail!(
-                "--upstream '{}' must not have a query string",
-                self.upstream
-            );
-        }
-        let listen = resolve_listen(&self.listen)?;
+        let mut routes = routes.into_iter();
+        let Some(first) = routes.next() else {
+            bail!("give --upstream URL or at least one --route LISTEN=UPSTREAM");
+        };
+        let extra_routes: Vec<RouteSpec> = routes.collect();
+        let listen = first.listen;
         if let Some(ca) = &self.upstream_ca {
             if !ca.is_file() {
                 bail!("--upstream-ca {}: no such file", ca.display());
@@ -353,13 +406,22 @@ impl ProxyArgs {
             )
         } else if self.self_signed {
             let mut names = vec!["localhost".to_string()];
-            if !listen.ip().is_unspecified() {
-                names.push(listen.ip().to_string());
-            } else {
-                names.push("127.0.0.1".into());
+            for ip in std::iter::once(listen.ip()).chain(extra_routes.iter().map(|r| r.listen.ip()))
+            {
+                let name = if ip.is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else {
+                    ip.to_string()
+                };
+                if !names.contains(&name) {
+                    names.push(name);
+                }
             }
-            names.extend(self.host.iter().cloned());
-            names.dedup();
+            for host in &self.host {
+                if !names.contains(host) {
+                    names.push(host.clone());
+                }
+            }
             ListenTls::SelfSigned {
                 certs_dir: self.certs_dir.clone(),
                 names,
@@ -391,7 +453,9 @@ impl ProxyArgs {
         Ok(ProxyConfig {
             listen,
             tls,
-            upstream,
+            upstream: first.upstream,
+            extra_routes,
+            rewrite_origins: self.rewrite_origins,
             capture: match &self.capture {
                 Some(file) => CaptureTarget::File(file.clone()),
                 None => CaptureTarget::Dir(self.captures_dir.clone()),
@@ -465,6 +529,53 @@ mod tests {
         );
         let err = args("http://u:p@127.0.0.1:9").validate().unwrap_err();
         assert!(err.to_string().contains("user:password"));
+    }
+
+    #[test]
+    fn routes_come_after_the_upstream_in_order() {
+        let parse = |argv: &[&str]| {
+            let mut all = vec!["mcptap", "proxy"];
+            all.extend(argv);
+            match Cli::try_parse_from(all).map(|c| c.command) {
+                Ok(Command::Proxy(a)) => a.validate(),
+                Ok(other) => panic!("parsed as {other:?}"),
+                Err(e) => Err(anyhow::anyhow!("{e}")),
+            }
+        };
+        let config = parse(&[
+            "--upstream",
+            "http://127.0.0.1:9000/base",
+            "--listen",
+            "127.0.0.1:0",
+            "--route",
+            "127.0.0.1:0 = https://auth.example:8443",
+        ])
+        .unwrap();
+        let routes = config.routes();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0].upstream.path(), "/base");
+        assert_eq!(routes[1].upstream.authority().unwrap(), "auth.example:8443");
+        // Only routes: the first is the first --route, and --listen's default does not apply.
+        let config = parse(&[
+            "--route",
+            "127.0.0.1:7001=http://127.0.0.1:9001",
+            "--route",
+            "127.0.0.1:7002=http://127.0.0.1:9002",
+        ])
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(
+            config.extra_routes[0].listen,
+            "127.0.0.1:7002".parse().unwrap()
+        );
+        for bad in [
+            &["--route", "http://127.0.0.1:9001"][..],
+            &["--route", "127.0.0.1:7001=http://u:p@127.0.0.1:9001"],
+            &["--route", "127.0.0.1:7001=http://127.0.0.1:9001/?q=1"],
+            &[],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

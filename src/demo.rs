@@ -182,6 +182,8 @@ async fn session(
         listen: "127.0.0.1:0".parse().expect("a literal address"),
         tls: ListenTls::Off,
         upstream: server.url().parse().context("the demo server's URL")?,
+        extra_routes: Vec::new(),
+        rewrite_origins: false,
         capture: CaptureTarget::File(capture.to_path_buf()),
         max_body: 10 << 20,
         on_full: OnFull::Wait,

@@ -1,5 +1,6 @@
-//! Real MCP peers: the TypeScript and Python SDKs' own OAuth clients, the TypeScript SDK's
-//! example OAuth server, and @modelcontextprotocol/server-everything, with the real `mcptap`
+//! Real MCP peers: the TypeScript and Python SDKs' own clients (OAuth and plain), the
+//! TypeScript SDK's example OAuth server, and @modelcontextprotocol/server-everything over
+//! Streamable HTTP (plain and TLS) and the legacy HTTP+SSE transport, with the real `mcptap`
 //! binary between them.
 //!
 //! The peers are pinned npm and PyPI packages installed by `tests/peers/setup` into
@@ -180,7 +181,19 @@ fn run_driver(
     args: &[&str],
     deadline: Instant,
 ) -> Value {
-    let (code, out) = Peer::spawn(name, program, dir, args, &[]).finish(deadline);
+    run_driver_with(name, dir, program, args, &[], deadline)
+}
+
+/// [`run_driver`] with extra environment variables.
+fn run_driver_with(
+    name: &'static str,
+    dir: &Path,
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    deadline: Instant,
+) -> Value {
+    let (code, out) = Peer::spawn(name, program, dir, args, env).finish(deadline);
     let summary: Value = out
         .lines()
         .rev()
@@ -278,17 +291,33 @@ enum Connector {
     Python,
 }
 
-/// Starts the SDK example OAuth server (`--as same|separate`) with mcptap in front of its MCP
-/// origin, runs the SDK client's whole flow through the proxy, checks what the client got and
-/// that the capture holds each of its requests to the proxy, and returns the client's summary,
-/// the proxy's origin, the AS origin, and the capture's path (in `tmp`).
+/// Where the authorization server is, and how the proxy fronts it.
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    /// `--as same`: the AS on the MCP origin, which names the proxy's URL as its own.
+    SameOrigin,
+    /// `--as separate`: the AS on its own port, reached directly, not through the proxy.
+    SeparateDirect,
+    /// `--as separate` behind a second `--route`, with `--rewrite-origins`: the server names
+    /// only its own upstream origins (as the SDK example does) and the proxy rewrites them.
+    SeparateRouted,
+}
+
+/// Starts the SDK example OAuth server in `layout` with mcptap in front of it, runs the SDK
+/// client's whole flow through the proxy, checks what the client got and that the capture
+/// holds each of its requests to the proxy, and returns the client's summary, the proxy's
+/// origin (its first route), the AS origin, and the capture's path (in `tmp`).
 fn oauth_session(
     dir: &Path,
-    as_mode: &str,
+    layout: Layout,
     connector: Connector,
     tmp: &Path,
     deadline: Instant,
 ) -> (Value, String, String, PathBuf) {
+    let as_mode = match layout {
+        Layout::SameOrigin => "same",
+        Layout::SeparateDirect | Layout::SeparateRouted => "separate",
+    };
     let mut server = Peer::node(
         "oauth-server",
         dir,
@@ -302,12 +331,26 @@ fn oauth_session(
         .to_string();
     let as_origin = field(&listening, "as=").to_string();
     let capture = tmp.join("capture.jsonl");
-    let proxy = TestProxy::to(&upstream).capture_to(&capture).start();
+    let mut proxy = TestProxy::to(&upstream).capture_to(&capture);
+    if layout == Layout::SeparateRouted {
+        proxy = proxy.args(&[
+            "--route",
+            &format!("127.0.0.1:0={as_origin}"),
+            "--rewrite-origins",
+        ]);
+    }
+    let proxy = proxy.start();
     let mcp_url = proxy.url("/mcp");
-    // The server names the proxy's URL as its resource (RFC 9728 §3.3) and, with `same`, as
-    // its issuer too.
-    server.send_line(&mcp_url);
+    if layout == Layout::SeparateRouted {
+        // The server knows nothing of the proxy: it names its own URL as its resource.
+        server.send_line(&format!("{upstream}/mcp"));
+    } else {
+        // The server names the proxy's URL as its resource (RFC 9728 §3.3) and, with `same`,
+        // as its issuer too.
+        server.send_line(&mcp_url);
+    }
     server.wait_for("mcptap-peer: ready", deadline);
+    let proxy_origins: Vec<String> = proxy.addrs.iter().map(|a| format!("http://{a}")).collect();
 
     let summary = match connector {
         Connector::TypeScript => run_driver(
@@ -356,22 +399,19 @@ fn oauth_session(
         assert_eq!(summary["session_terminated"], true);
     }
 
-    // The capture holds exactly the requests the client sent to the proxy.
+    // The capture holds exactly the requests the client sent to the proxy, on any route.
     let proxy_origin = mcp_url.strip_suffix("/mcp").unwrap().to_string();
     let via_proxy: Vec<String> = summary["contacted"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .filter(|c| {
-            c.split_whitespace()
-                .nth(1)
-                .unwrap()
-                .starts_with(&proxy_origin)
-        })
-        .map(|c| {
-            let (method, url) = c.split_once(' ').unwrap();
-            format!("{method} {}", &url[proxy_origin.len()..])
+        .filter_map(|c| {
+            let (method, url) = c.as_str().unwrap().split_once(' ').unwrap();
+            let origin = proxy_origins.iter().find(|o| {
+                url.strip_prefix(o.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
+            })?;
+            Some(format!("{method} {}", &url[origin.len()..]))
         })
         .collect();
     let recorded: Vec<String> = cap
@@ -435,8 +475,13 @@ fn typescript_sdk_oauth_session_explains_clean() {
     let dir = peers_or_skip!();
     let deadline = Instant::now() + TEST_BUDGET;
     let tmp = tempfile::tempdir().unwrap();
-    let (summary, proxy_origin, _, capture) =
-        oauth_session(&dir, "same", Connector::TypeScript, tmp.path(), deadline);
+    let (summary, proxy_origin, _, capture) = oauth_session(
+        &dir,
+        Layout::SameOrigin,
+        Connector::TypeScript,
+        tmp.path(),
+        deadline,
+    );
     for c in summary["contacted"].as_array().unwrap() {
         let url = c.as_str().unwrap().split_whitespace().nth(1).unwrap();
         assert!(
@@ -459,8 +504,13 @@ fn python_sdk_oauth_session_explains_clean() {
     }
     let deadline = Instant::now() + TEST_BUDGET;
     let tmp = tempfile::tempdir().unwrap();
-    let (summary, proxy_origin, _, capture) =
-        oauth_session(&dir, "same", Connector::Python, tmp.path(), deadline);
+    let (summary, proxy_origin, _, capture) = oauth_session(
+        &dir,
+        Layout::SameOrigin,
+        Connector::Python,
+        tmp.path(),
+        deadline,
+    );
     for c in summary["contacted"].as_array().unwrap() {
         let url = c.as_str().unwrap().split_whitespace().nth(1).unwrap();
         assert!(
@@ -481,7 +531,7 @@ fn typescript_sdk_oauth_with_a_separate_authorization_server_is_not_observed_not
     let tmp = tempfile::tempdir().unwrap();
     let (summary, proxy_origin, as_origin, capture) = oauth_session(
         &dir,
-        "separate",
+        Layout::SeparateDirect,
         Connector::TypeScript,
         tmp.path(),
         deadline,
@@ -526,10 +576,110 @@ fn typescript_sdk_oauth_with_a_separate_authorization_server_is_not_observed_not
     );
 }
 
-/// server-everything over Streamable HTTP: the same client run direct and through the proxy
-/// gets the same answers, and the capture holds every exchange and every SSE event.
-/// server-everything over Streamable HTTP on a free port, and its origin once it listens.
-fn server_everything(dir: &Path, deadline: Instant) -> (Peer, String) {
+/// The SDK example's layout — MCP server and authorization server on two ports, each naming
+/// only its own origin — behind two routes with `--rewrite-origins`: the client starts at the
+/// proxy and stays there through discovery, registration, the authorize redirect, the token,
+/// and the MCP calls; one capture holds both origins, and explain finds every stage from the
+/// challenge to the call and nothing wrong.
+#[test]
+fn typescript_sdk_oauth_with_the_authorization_server_behind_a_second_route_explains_clean() {
+    let dir = peers_or_skip!();
+    let deadline = Instant::now() + TEST_BUDGET;
+    let tmp = tempfile::tempdir().unwrap();
+    let (summary, proxy_origin, as_origin, capture) = oauth_session(
+        &dir,
+        Layout::SeparateRouted,
+        Connector::TypeScript,
+        tmp.path(),
+        deadline,
+    );
+    let cap = Capture::load(&capture);
+    let routes = cap.events[0]["routes"].as_array().unwrap().clone();
+    assert_eq!(routes.len(), 2);
+    assert_eq!(routes[1]["upstream"], format!("{as_origin}/"));
+    let as_public = format!("http://{}", routes[1]["listen"].as_str().unwrap());
+    // Every URL the client contacted was the proxy's: the rewritten metadata, challenge and
+    // redirects never sent it to either upstream.
+    let contacted: Vec<&str> = summary["contacted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for c in &contacted {
+        let url = c.split_whitespace().nth(1).unwrap();
+        assert!(
+            url.starts_with(&format!("{proxy_origin}/"))
+                || url.starts_with(&format!("{as_public}/")),
+            "the client went around the proxy: {c}"
+        );
+    }
+    // The OAuth endpoints were reached on the AS route, the MCP endpoint on the first.
+    let route_of = |path: &str| -> Vec<u64> {
+        cap.kind("request")
+            .into_iter()
+            .filter(|r| r["target"].as_str().unwrap().starts_with(path))
+            .map(|r| r["route"].as_u64().unwrap())
+            .collect()
+    };
+    for path in [
+        "/register",
+        "/authorize",
+        "/token",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let routes = route_of(path);
+        assert!(
+            !routes.is_empty() && routes.iter().all(|&r| r == 1),
+            "{path}: {routes:?}"
+        );
+    }
+    let mcp = route_of("/mcp");
+    assert!(
+        !mcp.is_empty() && mcp.iter().all(|&r| r == 0),
+        "/mcp: {mcp:?}"
+    );
+    // The rewrites are on the record: the challenge, the metadata, the authorize and token
+    // requests' resource indicator.
+    let noted: Vec<String> = cap
+        .kind("note")
+        .into_iter()
+        .filter(|n| n["code"] == "origins_rewritten")
+        .map(|n| n["message"].as_str().unwrap().to_string())
+        .collect();
+    for place in [
+        "www-authenticate",
+        "body (application/json)",
+        "target",
+        "body (application/x-www-form-urlencoded)",
+    ] {
+        assert!(
+            noted.iter().any(|m| m.contains(place)),
+            "no rewrite noted in {place}: {noted:#?}"
+        );
+    }
+    assert!(
+        !cap.contains_bytes(&format!("\"resource\":\"{as_origin}")),
+        "the capture records what the client saw"
+    );
+
+    let report = explain(&capture);
+    let expected: Vec<(&str, &str)> = ALL_STAGES.iter().map(|&id| (id, "reached")).collect();
+    let mut problems = stage_problems(&report, &expected);
+    problems.extend(error_findings(&report));
+    if !report["silence"].is_null() {
+        problems.push(format!("silence reported: {}", report["silence"]));
+    }
+    assert!(
+        problems.is_empty(),
+        "explain on an SDK OAuth session over two routes:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// server-everything in `mode` (`streamableHttp` or `sse`) on a free port, and its origin
+/// once it listens.
+fn server_everything(dir: &Path, mode: &str, deadline: Instant) -> (Peer, String) {
     let server = Peer::node(
         "server-everything",
         dir,
@@ -537,7 +687,7 @@ fn server_everything(dir: &Path, deadline: Instant) -> (Peer, String) {
             "--import",
             "./listen-reporter.mjs",
             "node_modules/@modelcontextprotocol/server-everything/dist/index.js",
-            "streamableHttp",
+            mode,
         ],
         &[("PORT", "0")],
     );
@@ -546,51 +696,135 @@ fn server_everything(dir: &Path, deadline: Instant) -> (Peer, String) {
     (server, origin)
 }
 
-#[test]
-fn server_everything_through_the_proxy_matches_direct() {
-    let dir = peers_or_skip!();
-    let deadline = Instant::now() + TEST_BUDGET;
-    let (server, upstream) = server_everything(&dir, deadline);
+/// How a server-everything session runs through the proxy.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Everything {
+    /// Streamable HTTP, TypeScript SDK client, plain HTTP to the proxy.
+    Streamable,
+    /// The same over TLS: the proxy's certificate from a local CA (`--self-signed`), trusted by
+    /// the client through NODE_EXTRA_CA_CERTS.
+    StreamableTls,
+    /// The legacy HTTP+SSE transport (server-everything `sse`, the SDK's SSEClientTransport).
+    LegacySse,
+    /// Streamable HTTP, Python SDK client (tests/peers/.venv).
+    Python,
+}
 
-    let direct = run_driver(
+/// server-everything in the mode `how` needs; the client run direct and through the proxy
+/// gets the same answers and makes the same HTTP exchanges, and the capture holds every
+/// exchange and every SSE event; explain finds the MCP stages and no error.
+fn everything_through_the_proxy(dir: &Path, how: Everything) {
+    let deadline = Instant::now() + TEST_BUDGET;
+    let mode = if how == Everything::LegacySse {
+        "sse"
+    } else {
+        "streamableHttp"
+    };
+    let (server, upstream) = server_everything(dir, mode, deadline);
+    let path = if how == Everything::LegacySse {
+        "/sse"
+    } else {
+        "/mcp"
+    };
+    let python = dir.join(".venv/bin/python");
+    let client = |label: &'static str, url: &str, env: &[(&str, &str)]| match how {
+        Everything::Python => run_driver_with(
+            label,
+            dir,
+            python.to_str().unwrap(),
+            &["everything_client.py", url],
+            env,
+            deadline,
+        ),
+        Everything::LegacySse => run_driver_with(
+            label,
+            dir,
+            "node",
+            &["everything-client.mjs", url, "--sse"],
+            env,
+            deadline,
+        ),
+        _ => run_driver_with(
+            label,
+            dir,
+            "node",
+            &["everything-client.mjs", url],
+            env,
+            deadline,
+        ),
+    };
+    let direct = client(
         "everything-client direct",
-        &dir,
-        "node",
-        &["everything-client.mjs", &format!("{upstream}/mcp")],
-        deadline,
+        &format!("{upstream}{path}"),
+        &[],
     );
+
     let tmp = tempfile::tempdir().unwrap();
     let capture = tmp.path().join("capture.jsonl");
-    let proxy = TestProxy::to(&upstream).capture_to(&capture).start();
-    let proxied = run_driver(
-        "everything-client proxied",
-        &dir,
-        "node",
-        &["everything-client.mjs", &proxy.url("/mcp")],
-        deadline,
-    );
+    let certs = tmp.path().join("certs");
+    let mut proxy = TestProxy::to(&upstream).capture_to(&capture);
+    if how == Everything::StreamableTls {
+        proxy = proxy.args(&["--self-signed", "--certs-dir", certs.to_str().unwrap()]);
+    }
+    let proxy = proxy.start();
+    let (url, ca) = if how == Everything::StreamableTls {
+        let ca = certs.join("ca.pem");
+        assert!(ca.is_file(), "--self-signed made the local CA");
+        (
+            format!("https://{}{path}", proxy.addr),
+            ca.to_str().unwrap().to_string(),
+        )
+    } else {
+        (proxy.url(path), String::new())
+    };
+    let env: Vec<(&str, &str)> = if ca.is_empty() {
+        vec![]
+    } else {
+        vec![("NODE_EXTRA_CA_CERTS", ca.as_str())]
+    };
+    let proxied = client("everything-client proxied", &url, &env);
     let cap = proxy.finish();
     drop(server);
 
     // Same answers. (Nothing in what this client asks for is volatile: the static document,
-    // not the dynamic resources with their timestamps; no session ids in `results`.)
+    // not the dynamic resources with their timestamps; no session ids in `results`.) The one
+    // exception is in the SDK client: the last progress notification and the result may come
+    // in one read, and the result can settle the call before the notification is dispatched,
+    // which then finds no handler (seen direct as often as through the proxy). So the
+    // progress the client saw is compared as a prefix of what the server sent, all of which
+    // the capture must hold.
+    let without_progress = |v: &Value| {
+        let mut r = v["results"].clone();
+        r.as_object_mut().unwrap().remove("progress");
+        r
+    };
     assert_eq!(
-        direct["results"], proxied["results"],
+        without_progress(&direct),
+        without_progress(&proxied),
         "server-everything answered differently through the proxy"
     );
     let progress = proxied["results"]["progress"].as_array().unwrap();
-    assert_eq!(progress.len(), 4, "progress notifications: {progress:?}");
+    assert!(
+        (3..=4).contains(&progress.len()),
+        "progress notifications: {progress:?}"
+    );
     assert_eq!(
         proxied["results"]["echo"]["content"][0]["text"],
         "Echo: through mcptap ✓"
     );
-    // Same HTTP exchanges, same statuses and content types.
+    // Same HTTP exchanges, same statuses and content types (the legacy transport's session
+    // id in the message URL differs from run to run).
     let sorted = |v: &Value| {
         let mut r: Vec<String> = v["requests"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| r.to_string())
+            .map(|r| {
+                let mut r = r.clone();
+                let p = r["path"].as_str().unwrap().to_string();
+                r["path"] = Value::from(p.split('?').next().unwrap());
+                r.to_string()
+            })
             .collect();
         r.sort();
         r
@@ -623,85 +857,153 @@ fn server_everything_through_the_proxy_matches_direct() {
             "{method} exchanges in the capture"
         );
     }
-    assert_eq!(
-        count("POST"),
-        7,
-        "initialize, initialized, 2 lists, 2 calls, 1 read"
-    );
+    // initialize, initialized, 2 lists, 2 calls, 1 read; the Python SDK first probes
+    // `server/discover` (answered 400 by this server).
+    let posts = if how == Everything::Python { 8 } else { 7 };
+    assert_eq!(count("POST"), posts, "POSTs: {:#}", proxied["requests"]);
     for ex in cap.exchanges() {
         let req = cap.one(ex, "request");
-        assert_eq!(req["target"], "/mcp");
+        let target = req["target"].as_str().unwrap();
+        match how {
+            Everything::LegacySse if req["method"] == "GET" => assert_eq!(target, "/sse"),
+            Everything::LegacySse => assert!(target.starts_with("/message?sessionId="), "{target}"),
+            _ => assert_eq!(target, "/mcp"),
+        }
         if req["method"] != "GET" {
             assert_eq!(cap.one(ex, "end")["outcome"], "complete", "exchange {ex}");
         }
     }
+    if how == Everything::StreamableTls {
+        for open in cap.kind("conn_open") {
+            let tls = &open["tls"];
+            assert!(
+                tls["version"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("TLS")),
+                "a TLS connection: {open}"
+            );
+        }
+    }
 
-    // The long-running call's stream: each progress notification as its own SSE event, in
-    // order, then the result.
-    let call = cap
-        .exchanges()
-        .into_iter()
-        .find(|&ex| {
-            cap.body_text(ex, "request")
-                .contains("trigger-long-running-operation")
-        })
-        .expect("the long-running call is in the capture");
-    let events: Vec<Value> = cap
-        .exchange(call)
-        .into_iter()
-        .filter(|e| e["kind"] == "sse")
-        .filter_map(|e| {
-            e["data"]
-                .as_str()
-                .and_then(|d| serde_json::from_str(d).ok())
-        })
-        .collect();
-    let recorded_progress: Vec<Value> = events
-        .iter()
-        .filter(|m| m["method"] == "notifications/progress")
-        .map(|m| serde_json::json!({"progress": m["params"]["progress"], "total": m["params"]["total"]}))
-        .collect();
-    assert_eq!(
-        &recorded_progress, progress,
-        "progress events in the capture"
-    );
-    let last = events.last().expect("SSE events on the call");
-    assert_eq!(
-        last["result"], proxied["results"]["long_running"],
-        "the call's result is the stream's last event"
-    );
-    // Every SSE event the client could have parsed came through: JSON-RPC messages in the
-    // capture's POST streams = answers + notifications the client got on them.
-    let answers = cap
+    // Every JSON-RPC message the server sent came through as its own SSE event: each progress
+    // notification in order, then the call's result; one result event per request.
+    let messages: Vec<(u64, Value)> = cap
         .kind("sse")
         .iter()
-        .filter_map(|e| e["data"].as_str())
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter(|m| m.get("result").is_some())
+        .filter_map(|e| {
+            let m = serde_json::from_str(e["data"].as_str()?).ok()?;
+            Some((e["ex"].as_u64().unwrap(), m))
+        })
+        .collect();
+    let recorded_progress: Vec<Value> = messages
+        .iter()
+        .filter(|(_, m)| m["method"] == "notifications/progress")
+        .map(|(_, m)| serde_json::json!({"progress": m["params"]["progress"], "total": m["params"]["total"]}))
+        .collect();
+    let as_numbers = |v: &[Value]| -> Vec<(f64, f64)> {
+        v.iter()
+            .map(|p| {
+                (
+                    p["progress"].as_f64().unwrap(),
+                    p["total"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        as_numbers(&recorded_progress),
+        [(1.0, 4.0), (2.0, 4.0), (3.0, 4.0), (4.0, 4.0)],
+        "every progress event the server sent is in the capture, in order"
+    );
+    assert!(
+        as_numbers(&recorded_progress).starts_with(&as_numbers(progress)),
+        "the client got progress the capture does not show: {progress:?}"
+    );
+    let last_progress = messages
+        .iter()
+        .rposition(|(_, m)| m["method"] == "notifications/progress")
+        .unwrap();
+    let result_at = messages
+        .iter()
+        .position(|(_, m)| m["result"]["content"] == proxied["results"]["long_running"]["content"])
+        .expect("the long-running call's result is an SSE event");
+    assert!(
+        result_at > last_progress,
+        "the result comes after the progress"
+    );
+    assert_eq!(
+        messages[result_at].0, messages[last_progress].0,
+        "the progress and the result share a stream"
+    );
+    let answers = messages
+        .iter()
+        .filter(|(_, m)| m.get("result").is_some())
         .count();
     assert_eq!(
         answers, 6,
         "one result event per request (initialize, 2 lists, 2 calls, 1 read)"
     );
+    if how == Everything::LegacySse {
+        let endpoint = cap
+            .kind("sse")
+            .into_iter()
+            .find(|e| e["event"] == "endpoint")
+            .expect("the endpoint event");
+        assert!(endpoint["data"]
+            .as_str()
+            .unwrap()
+            .starts_with("/message?sessionId="));
+    }
 
     let report = explain(&capture);
-    let mut problems = stage_problems(
-        &report,
-        &[
-            ("reach", "reached"),
-            ("initialize", "reached"),
-            ("initialized", "reached"),
-            ("get_stream", "reached"),
-            ("list", "reached"),
-            ("call", "reached"),
-        ],
-    );
+    let expected = [
+        ("reach", "reached"),
+        ("initialize", "reached"),
+        ("initialized", "reached"),
+        ("get_stream", "reached"),
+        ("list", "reached"),
+        ("call", "reached"),
+    ];
+    let mut problems = stage_problems(&report, &expected);
     problems.extend(error_findings(&report));
     assert!(
         problems.is_empty(),
-        "explain on a server-everything session:\n  {}",
+        "explain on a server-everything session ({how:?}):\n  {}",
         problems.join("\n  ")
     );
+}
+
+/// server-everything over Streamable HTTP, TypeScript SDK client, plain HTTP.
+#[test]
+fn server_everything_through_the_proxy_matches_direct() {
+    let dir = peers_or_skip!();
+    everything_through_the_proxy(&dir, Everything::Streamable);
+}
+
+/// The same with TLS at the proxy, its certificate from the local CA the client trusts.
+#[test]
+fn server_everything_through_the_proxy_over_tls_matches_direct() {
+    let dir = peers_or_skip!();
+    everything_through_the_proxy(&dir, Everything::StreamableTls);
+}
+
+/// The legacy HTTP+SSE transport (protocol 2024-11-05): answers on the GET stream, messages
+/// POSTed to the endpoint it announces.
+#[test]
+fn server_everything_over_legacy_sse_through_the_proxy_matches_direct() {
+    let dir = peers_or_skip!();
+    everything_through_the_proxy(&dir, Everything::LegacySse);
+}
+
+/// The Python SDK's client against server-everything.
+#[test]
+fn python_sdk_client_with_server_everything_through_the_proxy_matches_direct() {
+    let dir = peers_or_skip!();
+    if !dir.join(".venv/bin/python").is_file() {
+        eprintln!("SKIPPED: the Python MCP peer is not installed; run tests/peers/setup");
+        return;
+    }
+    everything_through_the_proxy(&dir, Everything::Python);
 }
 
 /// Records the everything-client's session with server-everything through the proxy, then
@@ -712,7 +1014,7 @@ fn server_everything_through_the_proxy_matches_direct() {
 fn a_server_everything_session_mocked_and_replayed() {
     let dir = peers_or_skip!();
     let deadline = Instant::now() + TEST_BUDGET;
-    let (server, upstream) = server_everything(&dir, deadline);
+    let (server, upstream) = server_everything(&dir, "streamableHttp", deadline);
     let tmp = tempfile::tempdir().unwrap();
     let original = tmp.path().join("original.jsonl");
     let proxy = TestProxy::to(&upstream).capture_to(&original).start();
@@ -735,10 +1037,25 @@ fn a_server_everything_session_mocked_and_replayed() {
         deadline,
     );
     assert_eq!(mock.stop(), 0);
+    // The TypeScript client may miss the last progress notification when it arrives in one
+    // read with the result (see everything_through_the_proxy): progress is compared apart.
+    let answers = |summary: &Value| {
+        let mut results = summary["results"].clone();
+        let progress = results.as_object_mut().unwrap().remove("progress").unwrap();
+        (results, progress.as_array().unwrap().clone())
+    };
+    let ((recorded_results, recorded_progress), (mocked_results, mocked_progress)) =
+        (answers(&recorded), answers(&mocked));
     assert_eq!(
-        mocked["results"], recorded["results"],
+        mocked_results, recorded_results,
         "the mock answered differently from the recorded server"
     );
+    let shorter = recorded_progress.len().min(mocked_progress.len());
+    assert!(
+        shorter >= 3,
+        "progress: {recorded_progress:?} {mocked_progress:?}"
+    );
+    assert_eq!(mocked_progress[..shorter], recorded_progress[..shorter]);
     assert_eq!(
         mocked["requests"], recorded["requests"],
         "the client's exchanges with the mock"
@@ -756,7 +1073,10 @@ fn a_server_everything_session_mocked_and_replayed() {
         at.windows(2).map(|w| w[1] - w[0]).collect()
     };
     let (recorded_gaps, mocked_gaps) = (gaps(&recorded), gaps(&mocked));
-    assert_eq!(recorded_gaps.len(), 3, "{recorded_gaps:?}");
+    assert!(
+        mocked_gaps.len().min(recorded_gaps.len()) >= 2,
+        "{recorded_gaps:?} {mocked_gaps:?}"
+    );
     for (r, m) in recorded_gaps.iter().zip(&mocked_gaps) {
         assert!(
             (r - m).abs() <= 150 && *m >= 100,
@@ -800,8 +1120,20 @@ fn the_sdk_oauth_flow_recorded_twice_diffs_to_nothing() {
     let dir = peers_or_skip!();
     let deadline = Instant::now() + TEST_BUDGET;
     let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (_, _, _, a) = oauth_session(&dir, "same", Connector::TypeScript, first.path(), deadline);
-    let (_, _, _, b) = oauth_session(&dir, "same", Connector::TypeScript, second.path(), deadline);
+    let (_, _, _, a) = oauth_session(
+        &dir,
+        Layout::SeparateRouted,
+        Connector::TypeScript,
+        first.path(),
+        deadline,
+    );
+    let (_, _, _, b) = oauth_session(
+        &dir,
+        Layout::SeparateRouted,
+        Connector::TypeScript,
+        second.path(),
+        deadline,
+    );
     let out = crate::replay::mcptap(&[
         "diff",
         a.to_str().unwrap(),
@@ -836,7 +1168,7 @@ fn the_sdk_oauth_flow_recorded_twice_diffs_to_nothing() {
 fn probe_of_a_server_without_authorization_passes() {
     let dir = peers_or_skip!();
     let deadline = Instant::now() + TEST_BUDGET;
-    let (server, origin) = server_everything(&dir, deadline);
+    let (server, origin) = server_everything(&dir, "streamableHttp", deadline);
     let tmp = tempfile::tempdir().unwrap();
     let capture = tmp.path().join("probe.jsonl");
     let out = crate::replay::mcptap(&[

@@ -1024,3 +1024,576 @@ async fn a_client_leaving_mid_upload_is_recorded_as_client_aborted() {
     );
     assert_eq!(end["bytes"]["request"], 5);
 }
+
+/// An upstream that answers every request with its own name, so a test can tell which one a
+/// request reached.
+async fn named_upstream(name: &'static str) -> Upstream {
+    Upstream::start(move |req| async move {
+        let path = req.uri().path().to_string();
+        Response::builder()
+            .header("content-type", "text/plain")
+            .body(full(format!("{name} {path}")))
+            .unwrap()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn several_routes_forward_each_to_its_own_upstream_into_one_capture() {
+    let mcp = named_upstream("mcp").await;
+    let auth = named_upstream("auth").await;
+    let proxy = TestProxy::to(&mcp.url())
+        .args(&["--route", &format!("127.0.0.1:0={}", auth.url())])
+        .start();
+    assert_eq!(proxy.addrs.len(), 2, "one listener per route");
+    assert_ne!(proxy.addrs[0], proxy.addrs[1]);
+    let client = h1_client();
+    for (route, path, want) in [
+        (0, "/mcp", "mcp /mcp"),
+        (1, "/token", "auth /token"),
+        (
+            0,
+            "/.well-known/oauth-protected-resource",
+            "mcp /.well-known/oauth-protected-resource",
+        ),
+        (1, "/authorize", "auth /authorize"),
+    ] {
+        let resp = client
+            .request(
+                Request::get(proxy.route_url(route, path))
+                    .body(full(""))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            read_all(resp).await,
+            want.as_bytes(),
+            "route {route} {path}"
+        );
+    }
+    // A Host naming the other route's listener changes nothing: the listener picks the upstream.
+    let resp = client
+        .request(
+            Request::get(proxy.route_url(1, "/token"))
+                .header("host", proxy.addrs[0].to_string())
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read_all(resp).await, "auth /token".as_bytes());
+
+    let listens: Vec<String> = proxy.addrs.iter().map(|a| a.to_string()).collect();
+    let cap = proxy.finish();
+    let session = &cap.events[0];
+    let routes: Vec<(String, String)> = session["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["listen"].as_str().unwrap().to_string(),
+                r["upstream"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        routes,
+        vec![
+            (listens[0].clone(), format!("{}/", mcp.url())),
+            (listens[1].clone(), format!("{}/", auth.url())),
+        ]
+    );
+    // Every exchange carries its route, and its connection the same route and listener.
+    let mut seen = Vec::new();
+    for ex in cap.exchanges() {
+        let req = cap.one(ex, "request");
+        let route = req["route"].as_u64().expect("request.route") as usize;
+        let conn = cap
+            .kind("conn_open")
+            .into_iter()
+            .find(|c| c["conn"] == req["conn"])
+            .expect("the request's conn_open");
+        assert_eq!(conn["route"], route);
+        assert_eq!(conn["listener"], listens[route]);
+        let upstream = if route == 0 { &mcp } else { &auth };
+        assert!(
+            req["upstream"]
+                .as_str()
+                .unwrap()
+                .starts_with(&upstream.url()),
+            "{req}"
+        );
+        seen.push((route, req["target"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (0, "/mcp".to_string()),
+            (1, "/token".to_string()),
+            (0, "/.well-known/oauth-protected-resource".to_string()),
+            (1, "/authorize".to_string()),
+            (1, "/token".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn a_malformed_route_is_a_one_line_usage_error() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+            .arg("proxy")
+            .args(args)
+            .args(["--capture", "/dev/null"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (args, says) in [
+        (&["--route", "127.0.0.1:0"][..], "LISTEN=UPSTREAM"),
+        (&["--route", "127.0.0.1:0=ftp://x"][..], "http://"),
+        (
+            &["--route", "nowhere=http://127.0.0.1:9"][..],
+            "not an address",
+        ),
+        (
+            &[
+                "--route",
+                "127.0.0.1:9=http://127.0.0.1:1",
+                "--route",
+                "127.0.0.1:9=http://127.0.0.1:2",
+            ][..],
+            "two routes listen on 127.0.0.1:9",
+        ),
+        (&["--listen", "127.0.0.1:0"][..], "--upstream"),
+    ] {
+        let (code, err) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.lines().next().unwrap_or("").contains("error"),
+            "the first line says what is wrong: {err}"
+        );
+    }
+}
+
+/// An MCP-like upstream that names its own origin (`SELF`) and the authorization server's
+/// (`AS`) everywhere a real one does: metadata JSON (with `\/` escapes too), redirects, Link,
+/// WWW-Authenticate, an event stream; `/echo` answers with what it received.
+async fn origin_naming_upstream(
+    me: Arc<std::sync::OnceLock<String>>,
+    auth: String,
+    second_event: Arc<tokio::sync::Notify>,
+) -> Upstream {
+    Upstream::start(move |req| {
+        let me = me.get().unwrap().clone();
+        let auth = auth.clone();
+        let second_event = second_event.clone();
+        async move {
+            let json = |body: String| {
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .header("content-length", body.len())
+                    .header("content-md5", "stale")
+                    .body(full(body))
+                    .unwrap()
+            };
+            match req.uri().path() {
+                "/.well-known/oauth-protected-resource/mcp" => json(format!(
+                    r#"{{"resource":"{me}/mcp","authorization_servers":["{auth}"],"escaped":"{}\/x","longer":"{me}1/x","other":"{me}.evil.example/"}}"#,
+                    me.replace('/', "\\/")
+                )),
+                "/mcp" => Response::builder()
+                    .status(401)
+                    .header(
+                        "www-authenticate",
+                        format!(r#"Bearer resource_metadata="{me}/.well-known/oauth-protected-resource/mcp""#),
+                    )
+                    .header("link", format!("<{me}/docs>; rel=help"))
+                    .header("location", format!("{me}/elsewhere"))
+                    .header("x-not-rewritten", me.clone())
+                    .body(full(""))
+                    .unwrap(),
+                "/authorize" => Response::builder()
+                    .status(302)
+                    .header(
+                        "location",
+                        format!(
+                            "{auth}/login?next={}",
+                            form_urlencoded::byte_serialize(format!("{me}/callback").as_bytes())
+                                .collect::<String>()
+                        ),
+                    )
+                    .body(full(""))
+                    .unwrap(),
+                "/events" => {
+                    let (mut tx, body) =
+                        http_body_util::channel::Channel::<Bytes, std::io::Error>::new(1);
+                    tokio::spawn(async move {
+                        let one = format!("event: endpoint\ndata: {me}/messages?s=1\n\n");
+                        let _ = tx.send_data(Bytes::from(one)).await;
+                        // The second event waits until the client has the first: streaming.
+                        second_event.notified().await;
+                        let two = format!(
+                            "id: {me}\ndata: {{\"uri\":\"{me}/r\"}}\r\ndata: {{\"uri\":\"{me}/s\"}}\r\n\r\n"
+                        );
+                        let _ = tx.send_data(Bytes::from(two)).await;
+                    });
+                    Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(body.boxed())
+                        .unwrap()
+                }
+                "/big" => json(format!(
+                    r#"{{"resource":"{me}/mcp","pad":"{}"}}"#,
+                    "x".repeat(5 << 20)
+                )),
+                "/gzip" => Response::builder()
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "gzip")
+                    .body(full(format!(r#"{{"resource":"{me}/mcp"}}"#)))
+                    .unwrap(),
+                _ => {
+                    let target = req.uri().to_string();
+                    let origin = req
+                        .headers()
+                        .get("origin")
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default();
+                    let ae = req
+                        .headers()
+                        .get("accept-encoding")
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default();
+                    let length = req
+                        .headers()
+                        .get("content-length")
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default();
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    Response::builder()
+                        .header("content-type", "text/plain")
+                        .header("x-seen-target", target)
+                        .header("x-seen-origin", origin)
+                        .header("x-seen-accept-encoding", ae)
+                        .header("x-seen-length", length)
+                        .body(full(body))
+                        .unwrap()
+                }
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn rewrite_origins_keeps_the_client_at_the_proxy_and_notes_every_rewrite() {
+    let me = Arc::new(std::sync::OnceLock::new());
+    let auth = named_upstream("auth").await;
+    let second_event = Arc::new(tokio::sync::Notify::new());
+    let up = origin_naming_upstream(me.clone(), auth.url(), second_event.clone()).await;
+    me.set(up.url()).unwrap();
+    let proxy = TestProxy::to(&up.url())
+        .args(&[
+            "--route",
+            &format!("127.0.0.1:0={}", auth.url()),
+            "--rewrite-origins",
+        ])
+        .start();
+    let public = proxy.route_url(0, "");
+    let public_auth = proxy.route_url(1, "");
+    let client = h1_client();
+    let get = |path: &str| Request::get(proxy.url(path)).body(full("")).unwrap();
+
+    // Metadata: every whole upstream origin is the proxy's, in the spelling it had; longer
+    // hosts and ports are other origins; Content-Length fits the new body.
+    let resp = client
+        .request(get("/.well-known/oauth-protected-resource/mcp"))
+        .await
+        .unwrap();
+    let length: usize = resp.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        resp.headers().get("content-md5").is_none(),
+        "a digest of the old bytes is dropped"
+    );
+    let prm = read_all(resp).await;
+    assert_eq!(length, prm.len());
+    let prm: serde_json::Value = serde_json::from_slice(&prm).unwrap();
+    assert_eq!(prm["resource"], format!("{public}/mcp"));
+    assert_eq!(prm["authorization_servers"][0], public_auth);
+    assert_eq!(prm["escaped"], format!("{public}/x"));
+    assert_eq!(prm["longer"], format!("{}1/x", up.url()));
+    assert_eq!(prm["other"], format!("{}.evil.example/", up.url()));
+
+    // Headers the client follows.
+    let resp = client.request(get("/mcp")).await.unwrap();
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        format!(r#"Bearer resource_metadata="{public}/.well-known/oauth-protected-resource/mcp""#)
+            .as_str()
+    );
+    assert_eq!(
+        resp.headers()["link"],
+        format!("<{public}/docs>; rel=help").as_str()
+    );
+    assert_eq!(
+        resp.headers()["location"],
+        format!("{public}/elsewhere").as_str()
+    );
+    assert_eq!(resp.headers()["x-not-rewritten"], up.url().as_str());
+    let resp = client.request(get("/authorize")).await.unwrap();
+    let encoded = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    assert_eq!(
+        resp.headers()["location"],
+        format!(
+            "{public_auth}/login?next={}",
+            encoded(&format!("{public}/callback"))
+        )
+        .as_str()
+    );
+
+    // Requests: the proxy's origins become the upstream's in the query, the form body and
+    // Origin; the upstream is asked for an uncompressed body it can be sent back rewritten.
+    let form = format!(
+        "resource={}&redirect_uri={}",
+        encoded(&format!("{public}/mcp")),
+        encoded(&format!("{public_auth}/cb"))
+    );
+    let resp = client
+        .request(
+            Request::post(proxy.url(&format!(
+                "/token?resource={}",
+                encoded(&format!("{public}/mcp"))
+            )))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", public.as_str())
+            .header("accept-encoding", "gzip")
+            .body(full(form.clone()))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let seen_target = resp.headers()["x-seen-target"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        seen_target,
+        format!("/token?resource={}", encoded(&format!("{}/mcp", up.url())))
+    );
+    assert_eq!(resp.headers()["x-seen-origin"], up.url().as_str());
+    assert_eq!(resp.headers()["x-seen-accept-encoding"], "identity");
+    let upstream_form = format!(
+        "resource={}&redirect_uri={}",
+        encoded(&format!("{}/mcp", up.url())),
+        encoded(&format!("{}/cb", auth.url()))
+    );
+    assert_eq!(
+        resp.headers()["x-seen-length"],
+        upstream_form.len().to_string().as_str()
+    );
+    assert_eq!(read_all(resp).await, upstream_form.as_bytes());
+
+    // An event stream is rewritten line by line and still streams.
+    let resp = client.request(get("/events")).await.unwrap();
+    let mut body = resp.into_body();
+    let (first, _, _) = read_events(&mut body, 1).await;
+    assert_eq!(
+        first[0].data.as_deref(),
+        Some(format!("{public}/messages?s=1").as_str())
+    );
+    second_event.notify_one();
+    let (second, _, _) = read_events(&mut body, 1).await;
+    assert_eq!(
+        second[0].data.as_deref(),
+        Some(format!("{{\"uri\":\"{public}/r\"}}\n{{\"uri\":\"{public}/s\"}}").as_str())
+    );
+    assert_eq!(
+        second[0].id.as_deref(),
+        Some(up.url().as_str()),
+        "only data lines"
+    );
+    drop(body);
+
+    // Too large to hold, or compressed: forwarded as it is.
+    let big = read_all(client.request(get("/big")).await.unwrap()).await;
+    assert!(big.starts_with(format!(r#"{{"resource":"{}/mcp""#, up.url()).as_bytes()));
+    let gz = read_all(client.request(get("/gzip")).await.unwrap()).await;
+    assert_eq!(
+        gz,
+        format!(r#"{{"resource":"{}/mcp"}}"#, up.url()).as_bytes()
+    );
+
+    let cap = proxy.finish();
+    assert_eq!(cap.events[0]["options"]["rewrite_origins"], true);
+    let by_target = |t: &str| {
+        cap.exchanges()
+            .into_iter()
+            .find(|&ex| {
+                cap.one(ex, "request")["target"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(t)
+            })
+            .unwrap()
+    };
+    let notes_of = |ex: u64| -> Vec<(String, String, u64)> {
+        cap.kind("note")
+            .into_iter()
+            .filter(|n| n["ex"] == ex)
+            .map(|n| {
+                (
+                    n["code"].as_str().unwrap().to_string(),
+                    n["message"].as_str().unwrap().to_string(),
+                    n["count"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    // The capture holds what the client saw, and says what was rewritten where.
+    let ex = by_target("/.well-known");
+    let recorded: serde_json::Value = serde_json::from_str(&cap.body_text(ex, "response")).unwrap();
+    assert_eq!(recorded, prm);
+    let notes = notes_of(ex);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].0, "origins_rewritten");
+    assert_eq!(notes[0].2, 3);
+    assert!(
+        notes[0].1.contains("body (application/json) ×3"),
+        "{notes:?}"
+    );
+    assert!(notes[0].1.contains("Content-Length"), "{notes:?}");
+    let ex = by_target("/mcp");
+    let headers = cap.one(ex, "response")["headers"].to_string();
+    assert!(headers.contains(&format!("{public}/docs")), "{headers}");
+    let notes = notes_of(ex);
+    assert_eq!(notes[0].2, 3, "{notes:?}");
+    for field in ["location ×1", "link ×1", "www-authenticate ×1"] {
+        assert!(notes[0].1.contains(field), "{notes:?}");
+    }
+    // The request as the client sent it; where it went, rewritten.
+    let ex = by_target("/token");
+    let req = cap.one(ex, "request");
+    assert!(req["target"].as_str().unwrap().contains(&encoded(&public)));
+    assert_eq!(req["upstream"], format!("{}{seen_target}", up.url()));
+    assert_eq!(cap.body_text(ex, "request"), form);
+    let notes = notes_of(ex);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    for place in [
+        "target ×1",
+        "origin ×1",
+        "body (application/x-www-form-urlencoded) ×2",
+    ] {
+        assert!(notes[0].1.contains(place), "{notes:?}");
+    }
+    let ex = by_target("/events");
+    let notes = notes_of(ex);
+    assert_eq!(notes[0].2, 3, "{notes:?}");
+    assert!(cap
+        .kind("sse")
+        .iter()
+        .any(|e| e["ex"] == ex && e["data"].as_str().unwrap().contains(&format!("{public}/r"))));
+    for target in ["/big", "/gzip"] {
+        let notes = notes_of(by_target(target));
+        assert_eq!(notes.len(), 1, "{target}: {notes:?}");
+        assert_eq!(notes[0].0, "origins_not_rewritten");
+    }
+}
+
+#[tokio::test]
+async fn without_rewrite_origins_the_upstream_origins_reach_the_client_unchanged() {
+    let me = Arc::new(std::sync::OnceLock::new());
+    let second_event = Arc::new(tokio::sync::Notify::new());
+    let up = origin_naming_upstream(me.clone(), "http://127.0.0.1:1".into(), second_event).await;
+    me.set(up.url()).unwrap();
+    let proxy = TestProxy::to(&up.url()).start();
+    let resp = h1_client()
+        .request(Request::get(proxy.url("/mcp")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["location"],
+        format!("{}/elsewhere", up.url()).as_str()
+    );
+    let prm = read_all(
+        h1_client()
+            .request(
+                Request::get(proxy.url("/.well-known/oauth-protected-resource/mcp"))
+                    .body(full(""))
+                    .unwrap(),
+            )
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(prm.starts_with(format!(r#"{{"resource":"{}/mcp""#, up.url()).as_bytes()));
+    let cap = proxy.finish();
+    assert!(cap.events[0]["options"].get("rewrite_origins").is_none());
+    assert!(cap.kind("note").is_empty());
+}
+
+#[tokio::test]
+async fn rewrite_origins_never_chooses_where_a_request_goes() {
+    let me = Arc::new(std::sync::OnceLock::new());
+    let second_event = Arc::new(tokio::sync::Notify::new());
+    let up = origin_naming_upstream(me.clone(), "http://127.0.0.1:1".into(), second_event).await;
+    me.set(up.url()).unwrap();
+    let proxy = TestProxy::to(&up.url()).arg("--rewrite-origins").start();
+    // A client naming another host: it reaches the configured upstream all the same, its body's
+    // mention of that host is swapped for the upstream (the only origin this route knows), and
+    // only its own answer names the host it claimed.
+    let resp = h1_client()
+        .request(
+            Request::post(proxy.url("/echo?u=http%3A%2F%2Fevil.example%3A9%2Fx"))
+                .header("host", "evil.example:9")
+                .header("content-type", "application/json")
+                .body(full(
+                    r#"{"u":"http://evil.example:9/x","v":"http://evil.example:99/x"}"#,
+                ))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["x-seen-target"],
+        format!(
+            "/echo?u={}",
+            form_urlencoded::byte_serialize(format!("{}/x", up.url()).as_bytes())
+                .collect::<String>()
+        )
+        .as_str()
+    );
+    assert_eq!(
+        read_all(resp).await,
+        format!(r#"{{"u":"{}/x","v":"http://evil.example:99/x"}}"#, up.url()).as_bytes()
+    );
+    let resp = h1_client()
+        .request(
+            Request::get(proxy.url("/mcp"))
+                .header("host", "evil.example:9")
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["location"],
+        "http://evil.example:9/elsewhere"
+    );
+    let cap = proxy.finish();
+    for req in cap.kind("request") {
+        assert!(
+            req["upstream"].as_str().unwrap().starts_with(&up.url()),
+            "{req}"
+        );
+    }
+}

@@ -75,6 +75,10 @@ pub struct SessionOptions {
     #[serde(default)]
     pub upstream_timeout_s: Option<f64>,
     pub grace_s: f64,
+    /// `--rewrite-origins`: upstream origins in headers and bodies were rewritten to the
+    /// proxy's (each rewrite is a `note`); left out when off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rewrite_origins: bool,
 }
 
 /// TLS facts of a connection (filled in once the proxy terminates TLS).
@@ -106,6 +110,9 @@ pub struct ConnOpen {
     pub peer: String,
     pub local: String,
     pub listener: String,
+    /// The index in `session.routes` of the listener that accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFacts>,
 }
@@ -148,6 +155,9 @@ pub struct Request {
     pub headers: Headers,
     /// Where the proxy forwards it.
     pub upstream: String,
+    /// The index in `session.routes` of the route it came in on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<u32>,
 }
 
 /// Response headers as the client received them.
@@ -297,6 +307,9 @@ pub struct Note {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// The exchange the fact is about (an origin rewrite), when it is about one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ex: Option<u64>,
 }
 
 /// Last line of a capture written by a proxy that shut down.

@@ -599,6 +599,7 @@ impl Writer {
                         "{count} events were dropped because the capture queue was full (--on-full drop)"
                     ),
                     count: Some(count),
+                    ex: None,
                 }),
             );
         }
@@ -709,6 +710,7 @@ mod tests {
                 ),
             ],
             upstream: format!("http://u/token?code={enc}"),
+            route: None,
         })));
         let form = format!("grant_type=authorization_code&code={enc}&code_verifier={enc}");
         let frames = |text: &str| -> Vec<Bytes> {

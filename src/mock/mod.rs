@@ -334,6 +334,7 @@ async fn connection(mock: Arc<Mock>, stream: TcpStream, peer: SocketAddr) {
                 peer: peer.to_string(),
                 local,
                 listener: mock.local.to_string(),
+                route: None,
                 tls: None,
             }),
         });
@@ -569,6 +570,7 @@ fn respond(
             version: version_str(parts.version).to_string(),
             headers: headers::to_record(&parts.headers),
             upstream: answer.upstream.clone(),
+            route: None,
         }),
     });
     if !body.is_empty() {

@@ -215,6 +215,7 @@ impl Http {
         recorder.record(Record::Event {
             t: recorder.clock().us_at(started),
             body: EventBody::ConnOpen(model::ConnOpen {
+                route: None,
                 conn: conn_id,
                 // The probe is the client: its socket is the peer, the server's the local end.
                 peer: conn.local.to_string(),
@@ -429,6 +430,7 @@ impl Http {
         recorder.record(Record::Event {
             t,
             body: EventBody::Request(model::Request {
+                route: None,
                 ex: log.ex,
                 conn,
                 method: out.method.to_string(),

@@ -69,6 +69,7 @@ impl Callback {
                 recorder.record(Record::Event {
                     t: recorder.clock().now_us(),
                     body: EventBody::ConnOpen(model::ConnOpen {
+                        route: None,
                         conn,
                         peer: peer.to_string(),
                         local: local.to_string(),
@@ -118,6 +119,7 @@ fn serve(
     recorder.record(Record::Event {
         t: recorder.clock().us_at(log.started),
         body: EventBody::Request(model::Request {
+            route: None,
             ex: log.ex,
             conn,
             method: req.method().to_string(),

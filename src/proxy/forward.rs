@@ -15,24 +15,33 @@ use hyper::body::Incoming;
 
 use super::exchange::{ExchangeLog, Shared};
 use super::headers;
+use super::origins::OriginMap;
+use super::rewrite::{self, BodyKind, Collected, Forwarded, Notes, Rewriting};
 use super::upgrade;
 use super::upstream::{self, ConnectFacts, UpstreamClient};
 use crate::capture::body::RecordingBody;
 use crate::capture::model::{self, EventBody};
 use crate::capture::{Direction, Outcome, Record};
 
-/// A body the proxy sends upstream.
-pub type UpstreamBody = RecordingBody<Incoming, ExchangeLog>;
+/// A body the proxy sends upstream: the client's, recorded as it was sent (and with
+/// `--rewrite-origins`, rewritten after that).
+pub type UpstreamBody = Forwarded<RecordingBody<Incoming, ExchangeLog>>;
 /// A body the proxy sends to the client: the upstream's, or one the proxy made.
-pub type ClientBody =
-    Either<RecordingBody<Incoming, ExchangeLog>, RecordingBody<Full<Bytes>, ExchangeLog>>;
+pub type ClientBody = Either<
+    RecordingBody<Forwarded<Incoming>, ExchangeLog>,
+    RecordingBody<Full<Bytes>, ExchangeLog>,
+>;
 
 /// What one listener forwards to, and how.
 pub struct Route {
+    /// The route's index in the capture's `session.routes`.
+    pub index: u32,
     pub upstream: Uri,
     pub preserve_host: bool,
     pub upstream_timeout: Option<Duration>,
     pub client: UpstreamClient<UpstreamBody>,
+    /// `--rewrite-origins`: every route's origins, public and upstream.
+    pub rewriting: Option<Arc<Rewriting>>,
 }
 
 /// One client connection.
@@ -75,7 +84,33 @@ pub async fn handle(
         .map(|pq| pq.as_str())
         .unwrap_or("/")
         .to_string();
-    let target = upstream::upstream_uri(&ctx.route.upstream, &path_and_query);
+    let client_host = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let rewriting = ctx.route.rewriting.as_ref().and_then(|r| {
+        r.for_request(
+            ctx.route.index as usize,
+            client_host.as_deref(),
+            req.headers(),
+        )
+    });
+    // The query names the proxy's origins (an OAuth `resource`, a `redirect_uri`): the
+    // upstream gets its own.
+    let mut places: Vec<(String, usize)> = Vec::new();
+    let upstream_pq = match rewriting
+        .as_ref()
+        .and_then(|rw| rw.to_upstream.rewrite_str(&path_and_query))
+    {
+        Some((pq, n)) => {
+            places.push(("target".into(), n));
+            pq
+        }
+        None => path_and_query.clone(),
+    };
+    let target = upstream::upstream_uri(&ctx.route.upstream, &upstream_pq);
 
     recorder.record(Record::Event {
         t: recorder.clock().us_at(log.started),
@@ -87,6 +122,7 @@ pub async fn handle(
             version: version_str(client_version).to_string(),
             headers: headers::to_record(req.headers()),
             upstream: target.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+            route: Some(ctx.route.index),
         }),
     });
 
@@ -117,16 +153,11 @@ pub async fn handle(
         }
     };
 
+    let head_request = req.method() == Method::HEAD;
     // Build the upstream request from the client's.
     let upgrade_requested = headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade_requested.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let client_host = parts
-        .headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
     let mut up_headers = parts.headers;
     headers::remove_hop_by_hop(&mut up_headers, upgrade_requested);
     let host = if ctx.route.preserve_host {
@@ -143,14 +174,45 @@ pub async fn handle(
         ctx.scheme,
         client_host.as_deref(),
     );
-    let mut up_req = Request::new(RecordingBody::new(
+    let recorded = RecordingBody::new(
         body,
         ex,
         Direction::Request,
         recorder.clone(),
         log.clone(),
         shared.max_body,
-    ));
+    );
+    let notes = Notes {
+        recorder: recorder.clone(),
+        ex,
+    };
+    let up_body = match &rewriting {
+        Some(rw) => {
+            for (field, n) in
+                rewrite::rewrite_fields(&rw.to_upstream, &mut up_headers, rewrite::REQUEST_FIELDS)
+            {
+                places.push((field.to_string(), n));
+            }
+            // A compressed response could not be rewritten: ask for it plain.
+            up_headers.insert(
+                http::header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+            let body = rewrite_message(
+                recorded,
+                &mut up_headers,
+                &rw.to_upstream,
+                &notes,
+                "request",
+                &mut places,
+            )
+            .await;
+            notes.rewritten("request", &places);
+            body
+        }
+        None => Forwarded::Through(recorded),
+    };
+    let mut up_req = Request::new(up_body);
     *up_req.method_mut() = parts.method;
     *up_req.uri_mut() = target;
     // HTTP/1.1 here; the pooled client speaks HTTP/2 where the upstream negotiated it.
@@ -219,6 +281,48 @@ pub async fn handle(
     log.response_started(status.as_u16(), connect, at);
     let switching = status == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_some();
     headers::remove_hop_by_hop(resp.headers_mut(), switching);
+    let (mut resp_parts, resp_body) = resp.into_parts();
+    let mut places: Vec<(String, usize)> = Vec::new();
+    let resp_body = match &rewriting {
+        Some(rw) if !switching => {
+            for (field, n) in rewrite::rewrite_fields(
+                &rw.to_public,
+                &mut resp_parts.headers,
+                rewrite::RESPONSE_FIELDS,
+            ) {
+                places.push((field.to_string(), n));
+            }
+            let bodiless = head_request
+                || status.is_informational()
+                || status == StatusCode::NO_CONTENT
+                || status == StatusCode::NOT_MODIFIED;
+            if bodiless {
+                Forwarded::Through(resp_body)
+            } else if rewrite::body_kind(&resp_parts.headers) == BodyKind::EventStream
+                && rewrite::encoded(&resp_parts.headers).is_none()
+            {
+                resp_parts.headers.remove(http::header::CONTENT_LENGTH);
+                Forwarded::Lines(Box::new(rewrite::LineRewriter::new(
+                    resp_body,
+                    rw.to_public.clone(),
+                    notes.clone(),
+                    "response",
+                )))
+            } else {
+                rewrite_message(
+                    resp_body,
+                    &mut resp_parts.headers,
+                    &rw.to_public,
+                    &notes,
+                    "response",
+                    &mut places,
+                )
+                .await
+            }
+        }
+        _ => Forwarded::Through(resp_body),
+    };
+    let mut resp = Response::from_parts(resp_parts, resp_body);
     recorder.record(Record::Event {
         t: recorder.clock().us_at(at),
         body: EventBody::Response(model::Response {
@@ -229,6 +333,7 @@ pub async fn handle(
             producer: "upstream".into(),
         }),
     });
+    notes.rewritten("response", &places);
     if switching {
         let protocol = resp
             .headers()
@@ -265,6 +370,67 @@ pub async fn handle(
             limit,
         ))
     }))
+}
+
+/// A JSON or form body with `--rewrite-origins`: held whole (up to [`rewrite::BODY_LIMIT`]),
+/// its origins swapped and its Content-Length fixed; any other body, or one too large or
+/// compressed, goes on as it is, with a note saying why when it could have named an origin.
+async fn rewrite_message<B>(
+    body: B,
+    headers: &mut http::HeaderMap,
+    map: &OriginMap,
+    notes: &Notes,
+    what: &'static str,
+    places: &mut Vec<(String, usize)>,
+) -> Forwarded<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    let kind = rewrite::body_kind(headers);
+    if kind == BodyKind::Other || http_body::Body::is_end_stream(&body) {
+        return Forwarded::Through(body);
+    }
+    if let Some(encoding) = rewrite::encoded(headers) {
+        notes.left_alone(
+            what,
+            &format!("it is compressed (Content-Encoding: {encoding})"),
+        );
+        return Forwarded::Through(body);
+    }
+    let limit = rewrite::BODY_LIMIT;
+    if rewrite::declared_length(headers).is_some_and(|n| n > limit as u64) {
+        notes.left_alone(
+            what,
+            &format!("it is larger than the {} MiB rewrite limit", limit >> 20),
+        );
+        return Forwarded::Through(body);
+    }
+    let collected = rewrite::collect(body, limit).await;
+    let data = match &collected {
+        Collected::Whole { data, .. } => map.rewrite(data).map(|(text, n)| {
+            let media = headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(';').next())
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            places.push((format!("body ({media})"), n));
+            places.push((format!("Content-Length {} → {}", data.len(), text.len()), 0));
+            rewrite::fix_length(headers, text.len());
+            Bytes::from(text)
+        }),
+        Collected::Partial { error: None, .. } => {
+            notes.left_alone(
+                what,
+                &format!("it is larger than the {} MiB rewrite limit", limit >> 20),
+            );
+            None
+        }
+        // The body failed: it goes on as far as it came, and the failure is recorded as usual.
+        Collected::Partial { .. } => None,
+    };
+    Forwarded::from_collected(collected, data)
 }
 
 /// An answer the proxy makes itself (plain text, one line), recorded like any response.

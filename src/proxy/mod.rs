@@ -4,6 +4,8 @@
 pub mod exchange;
 pub mod forward;
 pub mod headers;
+pub mod origins;
+pub mod rewrite;
 pub mod upgrade;
 pub mod upstream;
 
@@ -51,12 +53,26 @@ pub enum ListenTls {
     Acme(AcmeConfig),
 }
 
+/// One more listener and the upstream it forwards to (`--route LISTEN=UPSTREAM`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    pub listen: SocketAddr,
+    pub upstream: hyper::Uri,
+}
+
 /// A validated proxy configuration.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
+    /// The first route's listener (`--listen`, or the first `--route`).
     pub listen: SocketAddr,
+    /// The TLS every listener serves.
     pub tls: ListenTls,
+    /// The first route's upstream (`--upstream`, or the first `--route`).
     pub upstream: hyper::Uri,
+    /// The routes after the first, each its own listener; all are recorded in one capture.
+    pub extra_routes: Vec<RouteSpec>,
+    /// Rewrite upstream origins to the proxy's in responses, and back in requests.
+    pub rewrite_origins: bool,
     pub capture: CaptureTarget,
     pub max_body: u64,
     pub on_full: OnFull,
@@ -75,6 +91,20 @@ pub struct ProxyConfig {
     pub quiet: bool,
     /// Notice when a token was issued and no authenticated request followed this long.
     pub silence_after: Option<Duration>,
+}
+
+impl ProxyConfig {
+    /// Every route, the first (`listen` → `upstream`) first: its index is the route's
+    /// number in the capture.
+    pub fn routes(&self) -> Vec<RouteSpec> {
+        let first = RouteSpec {
+            listen: self.listen,
+            upstream: self.upstream.clone(),
+        };
+        std::iter::once(first)
+            .chain(self.extra_routes.iter().cloned())
+            .collect()
+    }
 }
 
 /// How the proxy ended.
@@ -116,12 +146,21 @@ async fn serve_until(
         }
         ListenTls::Acme(acme) => Some(TlsSetup::acme(acme.clone())?),
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    let local = listener
-        .local_addr()
-        .context("reading the listen address")?;
+    let specs = config.routes();
+    let mut listeners = Vec::with_capacity(specs.len());
+    let mut locals = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        let listener = TcpListener::bind(spec.listen)
+            .await
+            .with_context(|| format!("listening on {}", spec.listen))?;
+        locals.push(
+            listener
+                .local_addr()
+                .context("reading the listen address")?,
+        );
+        listeners.push(listener);
+    }
+    let local = locals[0];
 
     let redactor = Redactor::new(config.redact);
     let session = model::Session {
@@ -129,10 +168,14 @@ async fn serve_until(
         tool: "mcptap".into(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
         session_id: session_id.clone(),
-        routes: vec![model::Route {
-            listen: local.to_string(),
-            upstream: config.upstream.to_string(),
-        }],
+        routes: specs
+            .iter()
+            .zip(&locals)
+            .map(|(spec, local)| model::Route {
+                listen: local.to_string(),
+                upstream: spec.upstream.to_string(),
+            })
+            .collect(),
         options: SessionOptions {
             max_body: config.max_body,
             on_full: match config.on_full {
@@ -148,6 +191,7 @@ async fn serve_until(
                 .map(|p| p.display().to_string()),
             upstream_timeout_s: config.upstream_timeout.map(|d| d.as_secs_f64()),
             grace_s: config.grace.as_secs_f64(),
+            rewrite_origins: config.rewrite_origins,
         },
         redaction: if config.redact { "fingerprint" } else { "off" }.into(),
     };
@@ -170,12 +214,29 @@ async fn serve_until(
         clock.clone(),
     );
 
-    let route = Arc::new(Route {
-        upstream: config.upstream.clone(),
-        preserve_host: config.preserve_host,
-        upstream_timeout: config.upstream_timeout,
-        client: upstream::client(&config.upstream_tls)?,
+    let client = upstream::client(&config.upstream_tls)?;
+    let rewriting = config.rewrite_origins.then(|| {
+        let routes: Vec<(SocketAddr, hyper::Uri)> = locals
+            .iter()
+            .zip(&specs)
+            .map(|(local, spec)| (*local, spec.upstream.clone()))
+            .collect();
+        Arc::new(rewrite::Rewriting::new(&routes, tls.is_some()))
     });
+    let routes: Vec<Arc<Route>> = specs
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| {
+            Arc::new(Route {
+                index: index as u32,
+                upstream: spec.upstream.clone(),
+                preserve_host: config.preserve_host,
+                upstream_timeout: config.upstream_timeout,
+                client: client.clone(),
+                rewriting: rewriting.clone(),
+            })
+        })
+        .collect();
     let shared = Arc::new(Shared::new(recorder.clone(), config.max_body));
     let watcher = tls.as_ref().map(|setup| {
         let recorder = recorder.clone();
@@ -183,15 +244,21 @@ async fn serve_until(
     });
 
     match &tls {
-        None => eprintln!(
-            "mcptap: listening on http://{local} (plain HTTP: put a TLS terminator in front, or see --help), forwarding to {}",
-            config.upstream
-        ),
+        None => {
+            for (spec, local) in specs.iter().zip(&locals) {
+                eprintln!(
+                    "mcptap: listening on http://{local} (plain HTTP: put a TLS terminator in front, or see --help), forwarding to {}",
+                    spec.upstream
+                );
+            }
+        }
         Some(setup) => {
-            eprintln!(
-                "mcptap: listening on https://{local} (TLS), forwarding to {}",
-                config.upstream
-            );
+            for (spec, local) in specs.iter().zip(&locals) {
+                eprintln!(
+                    "mcptap: listening on https://{local} (TLS), forwarding to {}",
+                    spec.upstream
+                );
+            }
             eprintln!("mcptap: TLS: {}", setup.summary());
             if let Some(ca) = setup.ca_cert() {
                 eprintln!(
@@ -200,6 +267,9 @@ async fn serve_until(
                 );
             }
         }
+    }
+    if config.rewrite_origins {
+        eprintln!("mcptap: --rewrite-origins: upstream origins in headers and bodies are rewritten to the proxy's (noted in the capture)");
     }
     eprintln!("mcptap: capturing to {}", path.display());
     if !config.redact {
@@ -242,20 +312,22 @@ async fn serve_until(
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     ready(local);
+    let mut first = 0;
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            (index, accepted) = accept_any(&listeners, &mut first) => match accepted {
                 Ok((stream, peer)) => {
                     if conns.len() >= config.max_connections {
                         refuse(stream, tls.is_none(), &recorder, &mut refused, config.max_connections);
                         continue;
                     }
                     let listener = Listener {
-                        local,
+                        local: locals[index],
                         tls: tls.clone(),
                         limits: limits.clone(),
+                        route: routes[index].clone(),
                     };
-                    serve(&mut conns, stream, peer, listener, &shared, &route, stop_rx.clone());
+                    serve(&mut conns, stream, peer, listener, &shared, stop_rx.clone());
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: keep the listener, slow down a little.
@@ -292,10 +364,11 @@ async fn serve_until(
                     config.max_connections
                 ),
                 count: Some(refused),
+                ex: None,
             }),
         });
     }
-    drop(listener);
+    drop(listeners);
     let _ = stop_tx.send(true);
     eprintln!(
         "mcptap: shutting down: waiting up to {:.1}s for {} open exchanges (signal again to stop now)",
@@ -348,11 +421,32 @@ async fn serve_until(
     })
 }
 
-/// A listener's address and TLS, handed to each connection.
+/// A listener's address, TLS and route, handed to each connection.
 struct Listener {
     local: SocketAddr,
     tls: Option<Arc<TlsSetup>>,
     limits: Arc<Limits>,
+    route: Arc<Route>,
+}
+
+/// The next connection on any listener, and the listener's index. The listener polled first
+/// moves on each time, so a busy route cannot starve the others.
+async fn accept_any(
+    listeners: &[TcpListener],
+    first: &mut usize,
+) -> (usize, io::Result<(TcpStream, SocketAddr)>) {
+    let n = listeners.len();
+    let start = *first % n;
+    *first = first.wrapping_add(1);
+    std::future::poll_fn(|cx| {
+        for i in (0..n).map(|k| (start + k) % n) {
+            if let Poll::Ready(accepted) = listeners[i].poll_accept(cx) {
+                return Poll::Ready((i, accepted));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// What a client connection may take.
@@ -382,6 +476,7 @@ fn refuse(
                 code: "connections_refused".into(),
                 message,
                 count: Some(1),
+                ex: None,
             }),
         });
     }
@@ -432,6 +527,7 @@ fn record_note(recorder: &crate::capture::Recorder, code: &str, message: String)
             code: code.into(),
             message,
             count: None,
+            ex: None,
         }),
     });
 }
@@ -444,12 +540,11 @@ fn serve(
     peer: SocketAddr,
     listener: Listener,
     shared: &Arc<Shared>,
-    route: &Arc<Route>,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let shared = shared.clone();
-    let route = route.clone();
+    let route = listener.route.clone();
     conns.spawn(async move {
         let local = stream
             .local_addr()
@@ -521,6 +616,7 @@ async fn serve_http<S>(
             peer: peer.to_string(),
             local,
             listener: listener.local.to_string(),
+            route: Some(route.index),
             tls,
         }),
     });

@@ -978,6 +978,7 @@ fn connection(run: &Run, resp: &http::Response<hyper::body::Incoming>, started: 
             peer: local,
             local: info.remote_addr().to_string(),
             listener: "replay".into(),
+            route: None,
             tls: None,
         }),
     });
@@ -1005,6 +1006,7 @@ fn record_request(
             version: version_str(version).to_string(),
             headers: sent.headers.clone(),
             upstream: sent.uri.clone(),
+            route: None,
         }),
     });
     if !sent.body.is_empty() {

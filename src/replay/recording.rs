@@ -86,6 +86,7 @@ impl Recording {
                 code: code.into(),
                 message,
                 count: None,
+                ex: None,
             }),
         });
     }
@@ -124,5 +125,6 @@ pub fn options(
         upstream_ca: tls.ca_file.as_ref().map(|p| p.display().to_string()),
         upstream_timeout_s: timeout.map(|d| d.as_secs_f64()),
         grace_s: 0.0,
+        rewrite_origins: false,
     }
 }

@@ -81,6 +81,8 @@ impl Drop for Upstream {
 /// The real binary, proxying to an upstream, writing its capture into a temp folder.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// Every route's listen address, in route order (`addr` is the first).
+    pub addrs: Vec<SocketAddr>,
     pub capture: PathBuf,
     /// The temp folder the capture is in, for extra files a test needs.
     pub dir: PathBuf,
@@ -110,6 +112,11 @@ impl TestProxy {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// A URL on the listener of route `route` (0 is `--upstream`, then each `--route`).
+    pub fn route_url(&self, route: usize, path: &str) -> String {
+        format!("http://{}{}", self.addrs[route], path)
     }
 
     pub fn pid(&self) -> u32 {
@@ -233,30 +240,34 @@ impl ProxyBuilder {
         let mut child = cmd.spawn().expect("starting mcptap");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        // Read stderr on a thread: the first line names the port; the rest is echoed for failures.
+        // Read stderr on a thread: one `listening on` line per route, then `capturing to`;
+        // the rest is echoed for failures.
         std::thread::spawn(move || {
             let mut tx = Some(tx);
+            let mut addrs: Vec<SocketAddr> = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[mcptap] {line}");
                 let rest = line
                     .strip_prefix("mcptap: listening on http://")
                     .or_else(|| line.strip_prefix("mcptap: listening on https://"));
                 if let Some(rest) = rest {
-                    let addr = rest.split_whitespace().next().unwrap().to_string();
+                    addrs.push(rest.split_whitespace().next().unwrap().parse().unwrap());
+                }
+                if line.starts_with("mcptap: capturing to ") {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
+                        let _ = tx.send(std::mem::take(&mut addrs));
                     }
                 }
             }
         });
-        let addr = rx
+        let addrs: Vec<SocketAddr> = rx
             .recv_timeout(Duration::from_secs(20))
-            .expect("mcptap did not report its listen address")
-            .parse()
-            .unwrap();
+            .expect("mcptap did not report its listen address");
+        let addr = *addrs.first().expect("mcptap reported no listen address");
         let stdout = child.stdout.take();
         TestProxy {
             addr,
+            addrs,
             capture,
             dir: dir.path().to_path_buf(),
             child,
