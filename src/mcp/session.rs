@@ -729,7 +729,14 @@ fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool) -> Vec<Stage> {
     for s in steps {
         let x = s.x;
         let ok = x.status().is_some_and(|c| (200..300).contains(&c));
-        mark(StageId::Reach, x, x.end_t());
+        // An event stream (a legacy GET /sse first of all) reaches when its headers arrive;
+        // its end may come long after everything else.
+        let shown_at = if x.response_media_type().as_deref() == Some("text/event-stream") {
+            x.response_t.unwrap_or(x.t)
+        } else {
+            x.end_t()
+        };
+        mark(StageId::Reach, x, shown_at);
         match s.role {
             Role::Mcp | Role::LegacyMessages
                 if s.bearer.is_none()
