@@ -193,6 +193,15 @@ impl ProbeArgs {
                 "{url}: user:password in the URL is not how MCP authorizes; use --token or --login"
             );
         }
+        if let Some(port) = uri
+            .authority()
+            .and_then(|a| http::port_text(a.as_str()))
+            .filter(|p| !p.is_empty())
+        {
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                bail!("{url}: port {port} is not a TCP port (1 to 65535)");
+            }
+        }
         let Some((https, host, port, _)) = http::parts(&url) else {
             bail!(
                 "'{url}' must start with https:// (or http:// for a local server) and name a host"
@@ -258,7 +267,11 @@ impl ProbeArgs {
 pub fn run(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
     let config = args.validate()?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = runtime.block_on(probe(&config))?;
+    let report = runtime.block_on(probe(&config));
+    // A name lookup that outlived its deadline runs on a blocking thread; dropping the
+    // runtime would wait for it, so the probe would hang after saying it gave up.
+    runtime.shutdown_background();
+    let report = report?;
     if config.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -553,12 +566,19 @@ impl Walk<'_> {
             }
         }
         if ips.iter().all(|ip| ip.is_ipv6()) {
+            let what = if literal {
+                format!("The URL names the IPv6 address {}", config.host)
+            } else {
+                format!("{} has only AAAA records", config.host)
+            };
             dns.findings.push(own(
                 "dns-ipv6-only",
                 SPEC_REACH,
                 Severity::Warning,
                 None,
-                format!("{} has only AAAA records: a connector on an IPv4-only network cannot connect. Add an A record.", config.host),
+                format!(
+                    "{what}: a connector on an IPv4-only network cannot connect. Add an A record."
+                ),
                 vec![],
             ));
         }
@@ -749,7 +769,7 @@ impl Walk<'_> {
             _ => {
                 step.failed = true;
                 let what = match (&answer.net, answer.status) {
-                    (Some(net), _) => format!("{net}"),
+                    (Some(net), _) => format!("got no answer ({net})"),
                     (None, Some(s)) => format!(
                         "answered {s}{}",
                         answer
@@ -757,7 +777,10 @@ impl Walk<'_> {
                             .map(|m| format!(" ({m})"))
                             .unwrap_or_default()
                     ),
-                    (None, None) => answer.error.clone().unwrap_or_else(|| "no answer".into()),
+                    (None, None) => format!(
+                        "got no answer ({})",
+                        answer.error.as_deref().unwrap_or("the connection closed")
+                    ),
                 };
                 step.findings.push(own(
                     "reach-initialize",
@@ -1510,5 +1533,8 @@ mod tests {
         assert!(parse(&["https://h.example/mcp", "--token", "Bearer abc"]).is_err());
         assert!(parse(&["https://h.example/mcp", "--login", "--token", "abc"]).is_err());
         assert!(parse(&["https://h.example/mcp", "--client-id", "abc"]).is_err());
+        // A port out of range was once dialled as 443.
+        let e = parse(&["https://h.example:99999/mcp"]).unwrap_err();
+        assert!(e.to_string().contains("not a TCP port"), "{e}");
     }
 }
