@@ -94,6 +94,24 @@ impl Answer {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The `WWW-Authenticate` value a client acts on: the `Bearer` challenge when there are
+    /// several headers, read leniently (a byte outside ASCII must not hide the challenge).
+    pub fn challenge(&self) -> Option<String> {
+        let values: Vec<String> = self
+            .headers
+            .get_all(http::header::WWW_AUTHENTICATE)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let bearer = values.iter().position(|v| {
+            v.trim_start()
+                .get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case("bearer"))
+        });
+        let i = bearer.unwrap_or(0);
+        values.into_iter().nth(i)
+    }
+
     pub fn media_type(&self) -> Option<String> {
         self.header("content-type").map(media_type)
     }

@@ -722,10 +722,10 @@ impl Walk<'_> {
                 self.push(step);
                 let mut challenge = Step::new("challenge");
                 challenge.exchanges.push(answer.ex);
-                match answer.header("www-authenticate") {
+                match answer.challenge() {
                     Some(value) => {
                         challenge.summary = format!("WWW-Authenticate: {value}");
-                        let params = challenge_params(value);
+                        let params = challenge_params(&value);
                         let get =
                             |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
                         learned.challenge_scope = get("scope");
@@ -813,10 +813,13 @@ impl Walk<'_> {
         let mut step = Step::new("resource_metadata");
         let started = Instant::now();
         let mut tried = Vec::new();
+        // The challenge's URL, when it did not serve the metadata: (exchange, what it answered).
+        let mut challenge_miss: Option<(u64, String)> = None;
         for url in urls {
             if tried.contains(&url) {
                 continue;
             }
+            let from_challenge = learned.resource_metadata_url.as_deref() == Some(url.as_str());
             let answer = self
                 .http
                 .send(
@@ -838,6 +841,9 @@ impl Walk<'_> {
                 learned.prm = Some(doc);
                 break;
             }
+            if from_challenge {
+                challenge_miss = Some((answer.ex, answer.status_words()));
+            }
             step.summary = format!(
                 "GET {} → {} #{}",
                 path_of(&url),
@@ -846,6 +852,25 @@ impl Walk<'_> {
             );
         }
         step.took_ms = ms(started.elapsed());
+        // A client uses the challenge's URL when there is one and does not guess further
+        // (MCP 2025-11-25 §Protected Resource Metadata Discovery; RFC 9728 §5.1): metadata
+        // found only at a well-known URI is not found by a connector. (Found nowhere, explain's
+        // prm-fetch-ok says so for each URL.)
+        if let (Some((ex, status)), Some(url), Some(_)) = (
+            &challenge_miss,
+            &learned.resource_metadata_url,
+            &learned.prm,
+        ) {
+            let found_at = tried.last().map(String::as_str).unwrap_or("");
+            step.findings.push(own(
+                "prm-challenge-url",
+                "MCP Authorization (2025-11-25) §Protected Resource Metadata Discovery Requirements; RFC 9728 §5.1",
+                Severity::Error,
+                Some(*ex),
+                format!("The 401's resource_metadata URL {url} answered {status}: a client uses that URL and does not fall back to the well-known URIs, so it stops here. The metadata is served at {found_at}: name that URL in the challenge."),
+                vec![format!("resource_metadata: {url}"), format!("status: {status}")],
+            ));
+        }
         let issuer = learned
             .prm
             .as_ref()
@@ -905,7 +930,18 @@ impl Walk<'_> {
             step.summary = format!("GET {url} → {} #{}", answer.status_words(), answer.ex);
         }
         step.took_ms = ms(started.elapsed());
-        if learned.asm.is_none() {
+        if urls.is_empty() {
+            step.failed = true;
+            step.summary = format!("the authorization server {issuer:?} is not an https URL");
+            step.findings.push(own(
+                "as-metadata-found",
+                "RFC 8414 §2 (issuer); RFC 9728 §2 (authorization_servers)",
+                Severity::Error,
+                None,
+                format!("The protected-resource metadata names the authorization server {issuer:?}, which is not an absolute https URL: a client cannot build a metadata URL from it. List the issuer URL, e.g. \"https://auth.example.com\"."),
+                vec![format!("authorization_servers[0]: {issuer:?}")],
+            ));
+        } else if learned.asm.is_none() {
             step.failed = true;
             step.findings.push(own(
                 "as-metadata-found",
@@ -1294,8 +1330,8 @@ impl Walk<'_> {
                         "POST initialize → 401 #{}: the token was refused ({})",
                         answer.ex,
                         answer
-                            .header("www-authenticate")
-                            .unwrap_or("no WWW-Authenticate")
+                            .challenge()
+                            .unwrap_or_else(|| "no WWW-Authenticate".into())
                     );
                 }
                 _ => {
@@ -1446,6 +1482,9 @@ pub fn resource_metadata_urls(mcp_url: &str, from_challenge: Option<&str>) -> Ve
 /// for an issuer with a path, OpenID Connect discovery appended to it.
 pub fn auth_server_metadata_urls(issuer: &str) -> Vec<String> {
     let mut urls = Vec::new();
+    if http::parts(issuer).is_none() {
+        return urls;
+    }
     let has_path = ::http::Uri::try_from(issuer)
         .map(|u| !matches!(u.path(), "" | "/"))
         .unwrap_or(false);
