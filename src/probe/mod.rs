@@ -1061,10 +1061,17 @@ impl Walk<'_> {
         let callback = match login::Callback::bind(config.callback_port).await {
             Ok(c) => c,
             Err(e) => {
+                self.steps.push(Step::skipped(
+                    "registration",
+                    "no redirect listener, so no redirect URI to register",
+                ));
                 let mut step = Step::new("authorize");
                 step.failed = true;
-                step.summary = format!("{e:#}");
+                step.summary = format!(
+                    "{e:#} (another program holds the port? try another --callback-port, or 0)"
+                );
                 self.push(step);
+                self.skip_rest(&["token", "initialize"], "no authorization code");
                 return;
             }
         };
@@ -1084,8 +1091,21 @@ impl Walk<'_> {
             step.failed = true;
             step.summary = "the metadata names no authorization_endpoint".into();
             self.push(step);
+            self.skip_rest(&["token", "initialize"], "no authorization code");
             return;
         };
+        // The URL goes to the user's browser (and to xdg-open with --open): only an http(s)
+        // endpoint, and TLS unless it is on this machine (RFC 6749 §3.1).
+        if !may_carry_secrets(authorize) {
+            step.failed = true;
+            step.summary = format!(
+                "the authorization_endpoint {:?} is not an https URL: a client does not send a user there (RFC 6749 §3.1); the probe neither prints nor opens it",
+                authorize
+            );
+            self.push(step);
+            self.skip_rest(&["token", "initialize"], "no authorization code");
+            return;
+        }
         let verifier = crate::fixture::random_b64(32);
         let state = crate::fixture::random_b64(16);
         let scope = learned.challenge_scope.clone().or_else(|| {
@@ -1171,8 +1191,18 @@ impl Walk<'_> {
             step.failed = true;
             step.summary = "the metadata names no token_endpoint".into();
             self.push(step);
+            self.skip_rest(&["initialize"], "no access token");
             return;
         };
+        if !may_carry_secrets(token_url) {
+            step.failed = true;
+            step.summary = format!(
+                "the token_endpoint {token_url:?} is not an https URL: the code and the token would cross the network in clear (RFC 6749 §3.2); not sent"
+            );
+            self.push(step);
+            self.skip_rest(&["initialize"], "no access token");
+            return;
+        }
         let form = form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "authorization_code")
             .append_pair("code", &code)
@@ -1264,6 +1294,16 @@ impl Walk<'_> {
             step.summary = format!("answered without authorization #{}", reach.unwrap_or(0));
         }
         let id = 1;
+        if learned.token.is_some() && !may_carry_secrets(&config.url) {
+            step.failed = true;
+            step.summary = format!(
+                "not sent: {} is plain http:// to another machine, and a bearer token must not cross the network in clear (RFC 6750 §5.3)",
+                config.url
+            );
+            self.push(step);
+            self.skip_rest(&["initialized", "get_stream", "list"], "initialize failed");
+            return;
+        }
         let answer = if learned.open_server {
             None
         } else {
@@ -1503,6 +1543,21 @@ pub fn auth_server_metadata_urls(issuer: &str) -> Vec<String> {
     urls
 }
 
+/// Whether a request to `url` may carry a secret (a code, a token): https, or plain http to
+/// this machine (RFC 6749 §3.1 and §3.2 demand TLS; RFC 8252 §8.3 allows loopback).
+fn may_carry_secrets(url: &str) -> bool {
+    match http::parts(url) {
+        Some((true, ..)) => true,
+        Some((false, host, ..)) => {
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    }
+}
+
 /// The path (and query) of a URL, for short lines.
 fn path_of(url: &str) -> String {
     http::parts(url)
@@ -1551,6 +1606,36 @@ mod tests {
                 "https://auth.example/.well-known/openid-configuration",
             ]
         );
+        // Not a URL a client can build on: nothing to fetch (and a finding says so).
+        assert!(auth_server_metadata_urls("auth.example").is_empty());
+        assert!(auth_server_metadata_urls("ftp://auth.example/").is_empty());
+    }
+
+    #[test]
+    fn secrets_go_only_over_tls_or_to_this_machine() {
+        assert!(may_carry_secrets("https://mcp.example.com/mcp"));
+        assert!(may_carry_secrets("http://127.0.0.1:8080/token"));
+        assert!(may_carry_secrets("http://[::1]:8080/mcp"));
+        assert!(may_carry_secrets("http://localhost:3000/mcp"));
+        assert!(!may_carry_secrets("http://mcp.example.com/mcp"));
+        assert!(!may_carry_secrets("http://10.0.0.5/token"));
+        assert!(!may_carry_secrets("javascript:alert(1)"));
+        assert!(!may_carry_secrets("file:///etc/passwd"));
+    }
+
+    #[test]
+    fn urls_are_split_as_a_connector_dials_them() {
+        let p = |u: &str| http::parts(u);
+        assert_eq!(
+            p("https://[::1]:8443/mcp"),
+            Some((true, "::1".into(), 8443, "/mcp".into()))
+        );
+        assert_eq!(
+            p("https://mcp.example.com"),
+            Some((true, "mcp.example.com".into(), 443, "/".into()))
+        );
+        assert_eq!(p("https://mcp.example.com:99999/mcp"), None);
+        assert_eq!(p("https://mcp.example.com:0/mcp"), None);
     }
 
     #[test]
