@@ -25,7 +25,8 @@ pub enum Status {
 pub struct Step {
     /// Stable id: `dns`, `tcp`, `tls`, `reach`, `challenge`, `resource_metadata`,
     /// `auth_server_metadata`, `registration`, `authorize`, `token`, `initialize`,
-    /// `initialized`, `get_stream`, `list`.
+    /// `initialized`, `get_stream`, `list`, `close`; `session` for findings about the whole
+    /// capture.
     pub id: &'static str,
     pub status: Status,
     /// What was seen, in one line.

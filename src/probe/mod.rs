@@ -1490,6 +1490,54 @@ impl Walk<'_> {
         }
         self.push(get_step);
         self.push(step);
+        self.close_session(learned).await;
+    }
+
+    /// DELETE the session the probe opened: "clients that no longer need a particular session
+    /// SHOULD send an HTTP DELETE" (Transports §Session Management); 405 is the server's
+    /// right.
+    async fn close_session(&mut self, learned: &Learned) {
+        if learned.session_id.is_none() {
+            self.steps.push(Step::skipped(
+                "close",
+                "the server issued no Mcp-Session-Id: no session to end",
+            ));
+            return;
+        }
+        let mut step = Step::new("close");
+        let out = self.session_headers(
+            Outgoing {
+                method: Method::DELETE,
+                url: self.config.url.clone(),
+                headers: Vec::new(),
+                body: Vec::new(),
+            },
+            learned,
+        );
+        let answer = self.http.send(out, self.config.timeout, Until::End).await;
+        step.exchanges.push(answer.ex);
+        step.took_ms = ms(answer.took);
+        step.summary = format!(
+            "DELETE {} with Mcp-Session-Id → {} #{}",
+            path_of(&self.config.url),
+            answer.status_words(),
+            answer.ex
+        );
+        match answer.status {
+            Some(s) if (200..300).contains(&s) => step.summary.push_str(": session ended"),
+            Some(405) => step
+                .summary
+                .push_str(" (the server does not let clients end sessions: allowed)"),
+            _ => step.findings.push(own(
+                "session-delete",
+                "MCP 2025-06-18 Transports §Session Management",
+                Severity::Warning,
+                Some(answer.ex),
+                format!("DELETE with the session id answered {}: a server ends the session (2xx) or says it does not allow that (405). Sessions that clients cannot end pile up until they expire.", answer.status_words()),
+                vec![format!("status: {}", answer.status_words())],
+            )),
+        }
+        self.push(step);
     }
 }
 
