@@ -57,6 +57,10 @@ Every exchange is recorded as a capture (captures/<time>-<id>.jsonl unless --cap
 A loopback address (127.0.0.1, ::1) is a warning, not an error: the probe works against a
 local server, but a hosted connector cannot reach it. Private and CGNAT addresses are errors.
 
+Every step has a deadline (DNS, TCP and TLS: --timeout up to 10 s each; HTTP: --timeout;
+initialize: --init-timeout; the browser: --login-timeout) and says in words when it passed.
+Secrets go only over https (or to this machine): the token only to the MCP URL.
+
 Exit status: 0 when nothing at error severity was found, 1 when something was, 2 when the
 probe could not run (bad flags, unwritable capture).";
 
@@ -116,8 +120,8 @@ pub struct ProbeArgs {
     )]
     pub login_timeout: f64,
 
-    /// An access token: skip OAuth and probe the MCP session with it (also read from
-    /// MCPTAP_TOKEN).
+    /// An access token: skip OAuth and probe the MCP session with it. Prefer MCPTAP_TOKEN:
+    /// a flag is visible to other users of the machine (ps).
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
 
