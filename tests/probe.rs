@@ -90,6 +90,10 @@ struct Probed {
     code: i32,
     report: Value,
     capture: PathBuf,
+    /// Everything the probe printed on stderr.
+    stderr: String,
+    /// The code the authorization server redirected back with (when the test followed it).
+    code_seen: Option<String>,
 }
 
 impl Probed {
@@ -181,24 +185,31 @@ async fn run_probe(url: &str, ca: Option<&Path>, dir: &Path, args: &[&str], logi
     let ca = ca.map(Path::to_path_buf);
     let browser = tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
-        let mut followed = false;
+        let mut code = None;
+        let mut all = String::new();
         while let Ok(Some(line)) = lines.next_line().await {
             eprintln!("[probe] {line}");
+            all.push_str(&line);
+            all.push('\n');
             if let Some(authorize) = line.strip_prefix("mcptap: authorize URL: ") {
-                if login && !followed {
-                    followed = true;
-                    follow(authorize, ca.as_deref()).await;
+                if login && code.is_none() {
+                    code = Some(follow(authorize, ca.as_deref()).await);
                 }
             }
         }
-        followed
+        (code, all)
     });
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
         .expect("the probe finished within 60 s")
         .unwrap();
-    let followed = browser.await.unwrap();
-    assert_eq!(followed, login, "the authorize URL was printed iff --login");
+    let (code_seen, stderr) = browser.await.unwrap();
+    let printed = stderr.contains("mcptap: authorize URL: ");
+    if login {
+        assert!(printed, "--login printed no authorize URL: {stderr}");
+    } else if !args.contains(&"--login") {
+        assert!(!printed, "an authorize URL without --login: {stderr}");
+    }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("probe --json printed no JSON ({e}): {stdout}"));
@@ -206,11 +217,14 @@ async fn run_probe(url: &str, ca: Option<&Path>, dir: &Path, args: &[&str], logi
         code: out.status.code().unwrap_or(-1),
         report,
         capture,
+        stderr,
+        code_seen,
     }
 }
 
 /// The browser: GET the authorize URL, then GET where it redirects (the probe's listener).
-async fn follow(authorize: &str, ca: Option<&Path>) {
+/// Returns the code it carried.
+async fn follow(authorize: &str, ca: Option<&Path>) -> String {
     let (status, location) = get(authorize, ca).await;
     assert!(
         (300..400).contains(&status),
@@ -226,6 +240,11 @@ async fn follow(authorize: &str, ca: Option<&Path>) {
         status, 200,
         "the probe's redirect listener answered {status}"
     );
+    let query = location.split_once('?').map(|(_, q)| q).unwrap_or("");
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 async fn get(url: &str, ca: Option<&Path>) -> (u16, Option<String>) {
@@ -315,7 +334,8 @@ async fn a_correct_server_passes_every_step_with_login() {
             "initialize",
             "initialized",
             "get_stream",
-            "list"
+            "list",
+            "close"
         ]
     );
     for step in probed.report["steps"].as_array().unwrap() {
@@ -339,6 +359,23 @@ async fn a_correct_server_passes_every_step_with_login() {
         .as_str()
         .unwrap()
         .contains("tools"));
+    // The session the probe opened is ended politely.
+    let close = probed.step("close");
+    assert!(
+        close["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("DELETE /mcp with Mcp-Session-Id → 2"),
+        "{close:#}"
+    );
+    // The authorization code is a secret: never on screen, never in clear in the capture.
+    let code = probed.code_seen.clone().expect("the browser saw a code");
+    assert!(code.len() >= 8, "{code}");
+    assert!(!probed.stderr.contains(&code), "{}", probed.stderr);
+    assert!(!probed.report.to_string().contains(&code));
+    assert!(!std::fs::read_to_string(&probed.capture)
+        .unwrap()
+        .contains(&code));
 
     // The capture is a normal one: explain reads every stage the probe went through.
     assert_eq!(
@@ -691,4 +728,482 @@ async fn register_as_claude_registers_claudes_callback() {
         .unwrap()
         .contains("https://claude.ai/api/mcp/auth_callback"));
     assert_eq!(probed.code, 0, "{:#}", probed.report);
+}
+
+/// What the odd server does for one `METHOD /path`.
+#[derive(Clone)]
+enum Reply {
+    /// These bytes as the whole response (head without Content-Length: it is added), then close.
+    Raw(Vec<u8>, Vec<u8>),
+    /// The head, then a body that never ends: this filler over and over.
+    Endless(Vec<u8>, &'static [u8]),
+    /// Reads the request and never answers.
+    Silent,
+}
+
+fn json_reply(status: &str, body: &str) -> Reply {
+    Reply::Raw(
+        format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\n").into_bytes(),
+        body.as_bytes().to_vec(),
+    )
+}
+
+/// A hand-written server for what no real peer does: bytes chosen per request line, every
+/// request head it received kept for the test to read. Plain HTTP on loopback.
+struct Odd {
+    origin: String,
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Odd {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Odd {
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+/// Starts the odd server on `bind` (`127.0.0.1:0`, `[::1]:0`); `routes` gets its origin.
+async fn odd_server(bind: &str, routes: impl FnOnce(&str) -> Vec<(&'static str, Reply)>) -> Odd {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = TcpListener::bind(bind).await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let routes: Arc<Vec<(&'static str, Reply)>> = Arc::new(routes(&origin));
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let routes = routes.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                seen.lock().unwrap().push(head.clone());
+                let line = head.lines().next().unwrap_or("").to_string();
+                let mut words = line.split(' ');
+                let method = words.next().unwrap_or("");
+                let path = words.next().unwrap_or("").split('?').next().unwrap_or("");
+                let key = format!("{method} {path}");
+                let reply = routes
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_else(|| Reply::Raw(b"HTTP/1.1 404 Not Found\r\n".to_vec(), vec![]));
+                match reply {
+                    Reply::Raw(head, body) => {
+                        let mut out = head;
+                        out.extend_from_slice(
+                            format!(
+                                "content-length: {}\r\nconnection: close\r\n\r\n",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        );
+                        out.extend_from_slice(&body);
+                        let _ = tcp.write_all(&out).await;
+                        let _ = tcp.shutdown().await;
+                    }
+                    Reply::Endless(head, filler) => {
+                        let mut out = head;
+                        out.extend_from_slice(b"connection: close\r\n\r\n");
+                        if tcp.write_all(&out).await.is_err() {
+                            return;
+                        }
+                        let filler = filler.repeat(64 * 1024 / filler.len());
+                        while tcp.write_all(&filler).await.is_ok() {}
+                    }
+                    Reply::Silent => {
+                        let _ = tcp.read_to_end(&mut Vec::new()).await;
+                    }
+                }
+            });
+        }
+    });
+    Odd {
+        origin,
+        heads,
+        task,
+    }
+}
+
+/// The 401 a protected MCP endpoint answers, with this WWW-Authenticate head part.
+fn challenge(www_authenticate: &[u8]) -> Reply {
+    let mut head = b"HTTP/1.1 401 Unauthorized\r\n".to_vec();
+    head.extend_from_slice(www_authenticate);
+    Reply::Raw(head, vec![])
+}
+
+fn prm(origin: &str) -> Reply {
+    json_reply(
+        "200 OK",
+        &format!(r#"{{"resource":"{origin}/mcp","authorization_servers":["{origin}"]}}"#),
+    )
+}
+
+async fn probe_odd(odd: &Odd, args: &[&str]) -> Probed {
+    let dir = tempfile::tempdir().unwrap();
+    let probed = run_probe(
+        &format!("{}/mcp", odd.origin),
+        None,
+        dir.path(),
+        args,
+        false,
+    )
+    .await;
+    // The capture must outlive the temporary folder for the test to read it.
+    let kept = std::env::temp_dir().join(format!(
+        "mcptap-probe-{}.jsonl",
+        mcptap::capture::file::short_id()
+    ));
+    let _ = std::fs::copy(&probed.capture, &kept);
+    Probed {
+        capture: kept,
+        ..probed
+    }
+}
+
+fn summary<'a>(probed: &'a Probed, id: &str) -> &'a str {
+    probed.step(id)["summary"].as_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_literal_url_is_dialled_with_a_valid_host_header() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6 loopback here");
+        return;
+    }
+    let odd = odd_server("[::1]:0", |_| {
+        vec![("POST /mcp", challenge(b"WWW-Authenticate: Bearer\r\n"))]
+    })
+    .await;
+    let probed = probe_odd(&odd, &[]).await;
+    assert_eq!(
+        probed.step("reach")["status"],
+        "pass",
+        "{:#}",
+        probed.report
+    );
+    let port = odd.origin.rsplit(':').next().unwrap();
+    for head in odd.heads() {
+        assert!(
+            head.contains(&format!("\r\nhost: [::1]:{port}\r\n")),
+            "{head}"
+        );
+    }
+    // An address literal is not a DNS answer.
+    let f = probed.fires("dns", "dns-ipv6-only", "warning");
+    assert!(
+        f["message"].as_str().unwrap().contains("IPv6 address"),
+        "{f:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenge_url_that_fails_is_an_error_even_when_a_well_known_uri_answers() {
+    let odd = odd_server("127.0.0.1:0", |origin| {
+        vec![
+            (
+                "POST /mcp",
+                challenge(
+                    format!(
+                        "WWW-Authenticate: Bearer resource_metadata=\"{origin}/.well-known/oauth-protected-resource/wrong\"\r\n"
+                    )
+                    .as_bytes(),
+                ),
+            ),
+            ("GET /.well-known/oauth-protected-resource/mcp", prm(origin)),
+        ]
+    })
+    .await;
+    let probed = probe_odd(&odd, &[]).await;
+    let f = probed.fires("resource_metadata", "prm-challenge-url", "error");
+    let message = f["message"].as_str().unwrap();
+    assert!(message.contains("/wrong answered 404"), "{message}");
+    assert!(
+        message.contains("/.well-known/oauth-protected-resource/mcp"),
+        "{message}"
+    );
+    // The metadata was found, so the walk goes on to tell the rest.
+    assert_ne!(probed.step("auth_server_metadata")["status"], "skip");
+    assert_eq!(probed.code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_challenge_is_found_among_several_and_in_non_ascii_bytes() {
+    for www_authenticate in [
+        // Two challenges, Basic first: a client acts on the Bearer one.
+        b"WWW-Authenticate: Basic realm=\"x\"\r\nWWW-Authenticate: Bearer resource_metadata=\"ORIGIN/meta\"\r\n".to_vec(),
+        // A byte that is not UTF-8 in an unrelated parameter.
+        b"WWW-Authenticate: Bearer realm=\"caf\xe9\", resource_metadata=\"ORIGIN/meta\"\r\n".to_vec(),
+    ] {
+        let odd = odd_server("127.0.0.1:0", |origin| {
+            let value = String::from_utf8_lossy(&www_authenticate).replace("ORIGIN", origin);
+            let value: Vec<u8> = value
+                .chars()
+                .map(|c| if c == '\u{fffd}' { 0xe9 } else { c as u8 })
+                .collect();
+            vec![
+                ("POST /mcp", challenge(&value)),
+                ("GET /meta", prm(origin)),
+            ]
+        })
+        .await;
+        let probed = probe_odd(&odd, &[]).await;
+        assert!(
+            summary(&probed, "challenge").contains("resource_metadata="),
+            "{:#}",
+            probed.step("challenge")
+        );
+        assert!(
+            summary(&probed, "resource_metadata").starts_with("GET /meta → 200"),
+            "{:#}",
+            probed.step("resource_metadata")
+        );
+        assert!(!probed.checks().contains(&"prm-challenge-url".to_string()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_challenges_and_metadata_are_reported_not_crashed_on() {
+    let odd = odd_server("127.0.0.1:0", |origin| {
+        vec![
+            // An unterminated quoted string, and a scheme with no parameters.
+            (
+                "POST /mcp",
+                challenge(b"WWW-Authenticate: Bearer resource_metadata=\"http://\r\n"),
+            ),
+            // A JSON array where an object belongs, then not JSON at all.
+            (
+                "GET /.well-known/oauth-protected-resource/mcp",
+                json_reply("200 OK", "[1,2,3]"),
+            ),
+            (
+                "GET /.well-known/oauth-protected-resource",
+                json_reply(
+                    "200 OK",
+                    &format!(r#"{{"resource":"{origin}/mcp","authorization_servers":["{origin}/tenant"]}}"#),
+                ),
+            ),
+            // An authorization server with a path: only the second URL of the spec's order answers.
+            (
+                "GET /.well-known/openid-configuration/tenant",
+                json_reply("200 OK", "{not json"),
+            ),
+            (
+                "GET /tenant/.well-known/openid-configuration",
+                json_reply("200 OK", r#"["an array"]"#),
+            ),
+        ]
+    })
+    .await;
+    let probed = probe_odd(&odd, &[]).await;
+    assert!(!probed.stderr.contains("panicked"), "{}", probed.stderr);
+    // The array at the first URL is wrong (and said so); the root document leads on.
+    let f = probed.fires("resource_metadata", "prm-authorization-servers", "error");
+    assert!(
+        f["evidence"][0].as_str().unwrap().contains("absent"),
+        "{f:#}"
+    );
+    assert!(summary(&probed, "resource_metadata").contains("/tenant"));
+    // Every URL of the spec's order for an issuer with a path, in that order.
+    let asked: Vec<String> = odd
+        .heads()
+        .iter()
+        .filter_map(|h| h.lines().next())
+        .filter(|l| l.contains("openid-configuration") || l.contains("oauth-authorization-server"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            "GET /.well-known/oauth-authorization-server/tenant HTTP/1.1",
+            "GET /.well-known/openid-configuration/tenant HTTP/1.1",
+            "GET /tenant/.well-known/openid-configuration HTTP/1.1",
+        ]
+    );
+    probed.fires("auth_server_metadata", "as-metadata-found", "error");
+    assert_eq!(probed.code, 1);
+}
+
+/// An SSE comment of 4 KiB, sent forever: a stream that never brings the answer.
+const KEEP_ALIVE: &[u8] = &{
+    let mut line = [b'x'; 4096];
+    line[0] = b':';
+    line[4094] = b'\n';
+    line[4095] = b'\n';
+    line
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_body_is_cut_at_a_cap_and_said_in_words() {
+    let odd = odd_server("127.0.0.1:0", |_| {
+        vec![(
+            "POST /mcp",
+            Reply::Endless(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n".to_vec(),
+                KEEP_ALIVE,
+            ),
+        )]
+    })
+    .await;
+    // The deadline is far: the probe must stop on the size, not on the clock.
+    let probed = probe_odd(&odd, &["--timeout", "120", "--init-timeout", "120"]).await;
+    let reach = summary(&probed, "reach");
+    assert!(reach.contains("stopped reading after 4 MiB"), "{reach}");
+    probed.fires("reach", "reach-initialize", "error");
+
+    let odd = odd_server("127.0.0.1:0", |_| {
+        vec![
+            ("POST /mcp", challenge(b"WWW-Authenticate: Bearer\r\n")),
+            (
+                "GET /.well-known/oauth-protected-resource/mcp",
+                Reply::Endless(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n".to_vec(),
+                    b"[1,",
+                ),
+            ),
+        ]
+    })
+    .await;
+    let probed = probe_odd(&odd, &["--timeout", "120"]).await;
+    let tried = &probed.step("resource_metadata")["exchanges"];
+    assert_eq!(tried.as_array().unwrap().len(), 2, "{:#}", probed.report);
+    assert_eq!(probed.step("resource_metadata")["status"], "fail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_fails_each_step_within_its_deadline_in_words() {
+    let odd = odd_server("127.0.0.1:0", |_| vec![("POST /mcp", Reply::Silent)]).await;
+    let probed = probe_odd(&odd, &["--timeout", "0.5", "--init-timeout", "0.5"]).await;
+    let reach = summary(&probed, "reach");
+    assert!(reach.contains("no answer within 0.5 s"), "{reach}");
+    let f = probed.fires("reach", "reach-initialize", "error");
+    assert!(
+        f["message"].as_str().unwrap().contains("got no answer"),
+        "{f:#}"
+    );
+
+    // https:// to a port that accepts TCP and then says nothing: the TLS step gives up.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/mcp", silent.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let probed = run_probe(&url, None, dir.path(), &["--timeout", "0.5"], false).await;
+    hold.abort();
+    let f = probed.fires("tls", "tls-handshake", "error");
+    assert!(
+        f["message"].as_str().unwrap().contains("within 0.5 s"),
+        "{f:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_without_our_state_is_refused_and_no_token_is_asked_for() {
+    let site = site(Faults {
+        authorize_drops_state: true,
+        ..Faults::default()
+    })
+    .await;
+    let probed = probe_site(&site, &[], true).await;
+    let authorize = probed.step("authorize");
+    assert_eq!(authorize["status"], "fail");
+    assert!(
+        authorize["summary"]
+            .as_str()
+            .unwrap()
+            .contains("without our state"),
+        "{authorize:#}"
+    );
+    assert_eq!(probed.step("token")["status"], "skip");
+    assert!(probed.step("token")["exchanges"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(probed.code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_port_in_use_fails_authorize_and_skips_the_rest() {
+    let site = site(Faults::default()).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let probed = probe_site(&site, &["--login", "--callback-port", &port], false).await;
+    assert_eq!(probed.step("registration")["status"], "skip");
+    let authorize = probed.step("authorize");
+    assert_eq!(authorize["status"], "fail");
+    assert!(
+        authorize["summary"].as_str().unwrap().contains(&port),
+        "{authorize:#}"
+    );
+    for id in ["token", "initialize"] {
+        assert_eq!(probed.step(id)["status"], "skip", "{:#}", probed.report);
+    }
+    assert!(!probed.stderr.contains("authorize URL"));
+    assert_eq!(probed.code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorization_endpoint_that_is_not_https_is_neither_printed_nor_opened() {
+    let odd = odd_server("127.0.0.1:0", |origin| {
+        vec![
+            (
+                "POST /mcp",
+                challenge(
+                    format!("WWW-Authenticate: Bearer resource_metadata=\"{origin}/prm\"\r\n")
+                        .as_bytes(),
+                ),
+            ),
+            ("GET /prm", prm(origin)),
+            (
+                "GET /.well-known/oauth-authorization-server",
+                json_reply(
+                    "200 OK",
+                    &format!(
+                        r#"{{"issuer":"{origin}","authorization_endpoint":"file:///etc/passwd","token_endpoint":"{origin}/token","response_types_supported":["code"],"code_challenge_methods_supported":["S256"],"token_endpoint_auth_methods_supported":["none"]}}"#
+                    ),
+                ),
+            ),
+        ]
+    })
+    .await;
+    let probed = probe_odd(&odd, &["--login", "--client-id", "pre-registered"]).await;
+    let authorize = probed.step("authorize");
+    assert_eq!(authorize["status"], "fail");
+    assert!(
+        authorize["summary"]
+            .as_str()
+            .unwrap()
+            .contains("not an https URL"),
+        "{authorize:#}"
+    );
+    assert!(
+        !probed.stderr.contains("authorize URL"),
+        "{}",
+        probed.stderr
+    );
+    assert_eq!(probed.step("token")["status"], "skip");
+    assert_eq!(probed.code, 1);
 }

@@ -25,7 +25,8 @@ pub enum Status {
 pub struct Step {
     /// Stable id: `dns`, `tcp`, `tls`, `reach`, `challenge`, `resource_metadata`,
     /// `auth_server_metadata`, `registration`, `authorize`, `token`, `initialize`,
-    /// `initialized`, `get_stream`, `list`.
+    /// `initialized`, `get_stream`, `list`, `close`; `session` for findings about the whole
+    /// capture.
     pub id: &'static str,
     pub status: Status,
     /// What was seen, in one line.
@@ -128,14 +129,19 @@ pub fn render(report: &Report, color: bool) -> String {
             .took_ms
             .map(|ms| format!(" · {}", human_ms(ms)))
             .unwrap_or_default();
-        let _ = writeln!(out, "  {mark} {:<21} {}{took}", step.id, step.summary);
+        let _ = writeln!(
+            out,
+            "  {mark} {:<21} {}{took}",
+            step.id,
+            printable(&step.summary)
+        );
         for f in &step.findings {
             let sev = match f.severity {
                 Severity::Error => paint("31", "error  "),
                 Severity::Warning => paint("33", "warning"),
                 Severity::Info => paint("2", "info   "),
             };
-            let _ = writeln!(out, "      {sev} {}: {}", f.check, f.message);
+            let _ = writeln!(out, "      {sev} {}: {}", f.check, printable(&f.message));
         }
     }
     let _ = writeln!(out);
@@ -152,6 +158,20 @@ pub fn render(report: &Report, color: bool) -> String {
     out
 }
 
+/// Server-chosen text (a header, a JSON-RPC error message, a tool name) made safe for a
+/// terminal: control characters are shown escaped, never sent to the terminal as they are.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn human_ms(ms: f64) -> String {
     if ms < 1.0 {
         format!("{:.0} µs", ms * 1000.0)
@@ -159,5 +179,42 @@ fn human_ms(ms: f64) -> String {
         format!("{ms:.0} ms")
     } else {
         format!("{:.1} s", ms / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_text_cannot_drive_the_terminal() {
+        let mut step = Step::new("list");
+        step.summary =
+            "POST tools/list → 200: 1 tool (\u{1b}[2J\u{1b}]0;owned\u{7}x\r\nfake ✓)".into();
+        step.findings.push(Finding {
+            check: "x",
+            severity: Severity::Warning,
+            message: "error message \u{1b}[31mred".into(),
+            exchange: None,
+            spec: "",
+            evidence: vec![],
+        });
+        step.settle();
+        let report = Report {
+            url: "https://h.example/mcp".into(),
+            profile: "generic",
+            capture: "c.jsonl".into(),
+            steps: vec![step],
+            errors: 0,
+            warnings: 1,
+        };
+        let text = render(&report, false);
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
+        assert!(text.contains("\\u{1b}[2J"), "{text}");
+        // One step is one line: a CR LF in server text does not forge another.
+        assert!(!text.contains("\nfake"), "{text}");
     }
 }

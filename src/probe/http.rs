@@ -84,12 +84,32 @@ pub struct Answer {
     pub error: Option<String>,
     /// The deadline passed before the answer (or the awaited JSON-RPC response) arrived.
     pub timed_out: bool,
+    /// The body passed the probe's size cap and was not read to its end.
+    pub oversized: bool,
     pub took: Duration,
 }
 
 impl Answer {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `WWW-Authenticate` value a client acts on: the `Bearer` challenge when there are
+    /// several headers, read leniently (a byte outside ASCII must not hide the challenge).
+    pub fn challenge(&self) -> Option<String> {
+        let values: Vec<String> = self
+            .headers
+            .get_all(http::header::WWW_AUTHENTICATE)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let bearer = values.iter().position(|v| {
+            v.trim_start()
+                .get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case("bearer"))
+        });
+        let i = bearer.unwrap_or(0);
+        values.into_iter().nth(i)
     }
 
     pub fn media_type(&self) -> Option<String> {
@@ -105,9 +125,10 @@ impl Answer {
         answer_in(&self.body, &self.events, id)
     }
 
-    /// `401`, or `no answer: …`, for one line of output.
+    /// `401`, `200, then …` when the body broke off, or `no answer: …`, for one line of output.
     pub fn status_words(&self) -> String {
         match (self.status, &self.net, &self.error) {
+            (Some(s), _, Some(e)) => format!("{s}, then {e}"),
             (Some(s), _, _) => s.to_string(),
             (None, Some(net), _) => format!("no answer: {net}"),
             (None, None, Some(e)) => format!("no answer: {e}"),
@@ -141,7 +162,8 @@ pub struct Http {
     pub user_agent: String,
 }
 
-/// Scheme, host and port of an absolute http(s) URL, and the path and query.
+/// Scheme, host and port of an absolute http(s) URL, and the path and query. The host is
+/// bare (an IPv6 literal without its brackets); a port that is not 1 to 65535 is no URL.
 pub fn parts(url: &str) -> Option<(bool, String, u16, String)> {
     let uri: Uri = url.parse().ok()?;
     let https = match uri.scheme_str()? {
@@ -149,13 +171,35 @@ pub fn parts(url: &str) -> Option<(bool, String, u16, String)> {
         "http" => false,
         _ => return None,
     };
-    let host = uri.host()?.to_string();
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    let host = host.to_string();
+    let port = match port_text(uri.authority()?.as_str()) {
+        None | Some("") => {
+            if https {
+                443
+            } else {
+                80
+            }
+        }
+        Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0)?,
+    };
     let pq = uri
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     Some((https, host, port, pq))
+}
+
+/// The port as written in an authority (`http::Uri::port` hides one that is out of range).
+pub fn port_text(authority: &str) -> Option<&str> {
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    match host_port.rfind(']') {
+        Some(end) => host_port[end + 1..].strip_prefix(':'),
+        None => host_port.rsplit_once(':').map(|(_, p)| p),
+    }
 }
 
 impl Http {
@@ -240,22 +284,22 @@ impl Http {
         let sent = if h2 {
             *request.uri_mut() = out.url.parse().unwrap_or_default();
             *request.version_mut() = http::Version::HTTP_2;
-            match hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await {
-                Ok((mut send, connection)) => {
-                    tokio::spawn(connection);
-                    tokio::time::timeout_at(end_by.into(), send.send_request(request)).await
-                }
-                Err(e) => Ok(Err(e)),
-            }
+            // The whole exchange, handshake included, keeps to the deadline.
+            tokio::time::timeout_at(end_by.into(), async {
+                let (mut send, connection) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+                tokio::spawn(connection);
+                send.send_request(request).await
+            })
+            .await
         } else {
             *request.uri_mut() = pq.parse().unwrap_or_default();
-            match hyper::client::conn::http1::handshake(io).await {
-                Ok((mut send, connection)) => {
-                    tokio::spawn(connection);
-                    tokio::time::timeout_at(end_by.into(), send.send_request(request)).await
-                }
-                Err(e) => Ok(Err(e)),
-            }
+            tokio::time::timeout_at(end_by.into(), async {
+                let (mut send, connection) = hyper::client::conn::http1::handshake(io).await?;
+                tokio::spawn(connection);
+                send.send_request(request).await
+            })
+            .await
         };
         let response = match sent {
             Ok(Ok(r)) => r,
@@ -345,11 +389,17 @@ impl Http {
                     }
                     let now = Instant::now();
                     log.frame(Direction::Response, data.len(), now);
-                    if answer.body.len() < KEEP_BYTES {
+                    let keep = answer.body.len() < KEEP_BYTES;
+                    let mut answered = false;
+                    if keep {
                         answer.body.extend_from_slice(&data);
-                    }
-                    if stream {
-                        answer.events.extend(parser.push(&data));
+                        if stream {
+                            let new = parser.push(&data);
+                            if let Until::Answer(id) = &until {
+                                answered = answer_in(&[], &new, *id).is_some();
+                            }
+                            answer.events.extend(new);
+                        }
                     }
                     recorder.record(Record::Frame {
                         ex: log.ex,
@@ -359,13 +409,29 @@ impl Http {
                         bytes: data,
                         permit: None,
                     });
-                    if let Until::Answer(id) = &until {
-                        if stream && answer_in(&[], &answer.events, *id).is_some() {
-                            break Some((
-                                Outcome::ClientAborted,
-                                "the probe left the stream once the answer had arrived".into(),
-                            ));
-                        }
+                    if answered {
+                        break Some((
+                            Outcome::ClientAborted,
+                            "the probe left the stream once the answer had arrived".into(),
+                        ));
+                    }
+                    // A body that never ends (or is absurdly large) must not hold the probe
+                    // until the deadline or fill its memory; a stream kept open on purpose is
+                    // still recorded, up to the capture's own cap.
+                    if !keep && !matches!(until, Until::Cancelled(_)) {
+                        answer.oversized = true;
+                        break Some((
+                            Outcome::ClientAborted,
+                            format!(
+                                "the probe stopped reading after {} MiB{}; no connector needs that much",
+                                KEEP_BYTES >> 20,
+                                if stream {
+                                    " of event stream without the answer"
+                                } else {
+                                    " of body"
+                                }
+                            ),
+                        ));
                     }
                 }
             }
@@ -379,7 +445,7 @@ impl Http {
         match stopped {
             None => log.ended(Direction::Response, at),
             Some((outcome, why)) => {
-                if outcome == Outcome::UpstreamAborted || answer.timed_out {
+                if outcome == Outcome::UpstreamAborted || answer.timed_out || answer.oversized {
                     answer.error = Some(why.clone());
                 }
                 log.preset_outcome(outcome, why);

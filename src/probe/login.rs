@@ -94,9 +94,9 @@ impl Callback {
             _ = accept => Err("the login listener stopped".into()),
             got = rx.recv() => got.ok_or_else(|| "the login listener stopped".to_string()),
             _ = tokio::time::sleep(limit) => Err(format!(
-                "no redirect reached {} within {} s (--login-timeout): was the authorize URL opened and the login finished?",
+                "no redirect reached {} within {} (--login-timeout): was the authorize URL opened and the login finished?",
                 format_args!("http://{local}{CALLBACK_PATH}"),
-                limit.as_secs()
+                super::net::seconds_words(limit)
             )),
         }
     }

@@ -57,6 +57,10 @@ Every exchange is recorded as a capture (captures/<time>-<id>.jsonl unless --cap
 A loopback address (127.0.0.1, ::1) is a warning, not an error: the probe works against a
 local server, but a hosted connector cannot reach it. Private and CGNAT addresses are errors.
 
+Every step has a deadline (DNS, TCP and TLS: --timeout up to 10 s each; HTTP: --timeout;
+initialize: --init-timeout; the browser: --login-timeout) and says in words when it passed.
+Secrets go only over https (or to this machine): the token only to the MCP URL.
+
 Exit status: 0 when nothing at error severity was found, 1 when something was, 2 when the
 probe could not run (bad flags, unwritable capture).";
 
@@ -116,8 +120,8 @@ pub struct ProbeArgs {
     )]
     pub login_timeout: f64,
 
-    /// An access token: skip OAuth and probe the MCP session with it (also read from
-    /// MCPTAP_TOKEN).
+    /// An access token: skip OAuth and probe the MCP session with it. Prefer MCPTAP_TOKEN:
+    /// a flag is visible to other users of the machine (ps).
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
 
@@ -193,6 +197,15 @@ impl ProbeArgs {
                 "{url}: user:password in the URL is not how MCP authorizes; use --token or --login"
             );
         }
+        if let Some(port) = uri
+            .authority()
+            .and_then(|a| http::port_text(a.as_str()))
+            .filter(|p| !p.is_empty())
+        {
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                bail!("{url}: port {port} is not a TCP port (1 to 65535)");
+            }
+        }
         let Some((https, host, port, _)) = http::parts(&url) else {
             bail!(
                 "'{url}' must start with https:// (or http:// for a local server) and name a host"
@@ -258,7 +271,11 @@ impl ProbeArgs {
 pub fn run(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
     let config = args.validate()?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = runtime.block_on(probe(&config))?;
+    let report = runtime.block_on(probe(&config));
+    // A name lookup that outlived its deadline runs on a blocking thread; dropping the
+    // runtime would wait for it, so the probe would hang after saying it gave up.
+    runtime.shutdown_background();
+    let report = report?;
     if config.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -553,12 +570,19 @@ impl Walk<'_> {
             }
         }
         if ips.iter().all(|ip| ip.is_ipv6()) {
+            let what = if literal {
+                format!("The URL names the IPv6 address {}", config.host)
+            } else {
+                format!("{} has only AAAA records", config.host)
+            };
             dns.findings.push(own(
                 "dns-ipv6-only",
                 SPEC_REACH,
                 Severity::Warning,
                 None,
-                format!("{} has only AAAA records: a connector on an IPv4-only network cannot connect. Add an A record.", config.host),
+                format!(
+                    "{what}: a connector on an IPv4-only network cannot connect. Add an A record."
+                ),
                 vec![],
             ));
         }
@@ -702,10 +726,10 @@ impl Walk<'_> {
                 self.push(step);
                 let mut challenge = Step::new("challenge");
                 challenge.exchanges.push(answer.ex);
-                match answer.header("www-authenticate") {
+                match answer.challenge() {
                     Some(value) => {
                         challenge.summary = format!("WWW-Authenticate: {value}");
-                        let params = challenge_params(value);
+                        let params = challenge_params(&value);
                         let get =
                             |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
                         learned.challenge_scope = get("scope");
@@ -749,7 +773,7 @@ impl Walk<'_> {
             _ => {
                 step.failed = true;
                 let what = match (&answer.net, answer.status) {
-                    (Some(net), _) => format!("{net}"),
+                    (Some(net), _) => format!("got no answer ({net})"),
                     (None, Some(s)) => format!(
                         "answered {s}{}",
                         answer
@@ -757,7 +781,10 @@ impl Walk<'_> {
                             .map(|m| format!(" ({m})"))
                             .unwrap_or_default()
                     ),
-                    (None, None) => answer.error.clone().unwrap_or_else(|| "no answer".into()),
+                    (None, None) => format!(
+                        "got no answer ({})",
+                        answer.error.as_deref().unwrap_or("the connection closed")
+                    ),
                 };
                 step.findings.push(own(
                     "reach-initialize",
@@ -790,10 +817,13 @@ impl Walk<'_> {
         let mut step = Step::new("resource_metadata");
         let started = Instant::now();
         let mut tried = Vec::new();
+        // The challenge's URL, when it did not serve the metadata: (exchange, what it answered).
+        let mut challenge_miss: Option<(u64, String)> = None;
         for url in urls {
             if tried.contains(&url) {
                 continue;
             }
+            let from_challenge = learned.resource_metadata_url.as_deref() == Some(url.as_str());
             let answer = self
                 .http
                 .send(
@@ -815,6 +845,9 @@ impl Walk<'_> {
                 learned.prm = Some(doc);
                 break;
             }
+            if from_challenge {
+                challenge_miss = Some((answer.ex, answer.status_words()));
+            }
             step.summary = format!(
                 "GET {} → {} #{}",
                 path_of(&url),
@@ -823,6 +856,25 @@ impl Walk<'_> {
             );
         }
         step.took_ms = ms(started.elapsed());
+        // A client uses the challenge's URL when there is one and does not guess further
+        // (MCP 2025-11-25 §Protected Resource Metadata Discovery; RFC 9728 §5.1): metadata
+        // found only at a well-known URI is not found by a connector. (Found nowhere, explain's
+        // prm-fetch-ok says so for each URL.)
+        if let (Some((ex, status)), Some(url), Some(_)) = (
+            &challenge_miss,
+            &learned.resource_metadata_url,
+            &learned.prm,
+        ) {
+            let found_at = tried.last().map(String::as_str).unwrap_or("");
+            step.findings.push(own(
+                "prm-challenge-url",
+                "MCP Authorization (2025-11-25) §Protected Resource Metadata Discovery Requirements; RFC 9728 §5.1",
+                Severity::Error,
+                Some(*ex),
+                format!("The 401's resource_metadata URL {url} answered {status}: a client uses that URL and does not fall back to the well-known URIs, so it stops here. The metadata is served at {found_at}: name that URL in the challenge."),
+                vec![format!("resource_metadata: {url}"), format!("status: {status}")],
+            ));
+        }
         let issuer = learned
             .prm
             .as_ref()
@@ -882,7 +934,18 @@ impl Walk<'_> {
             step.summary = format!("GET {url} → {} #{}", answer.status_words(), answer.ex);
         }
         step.took_ms = ms(started.elapsed());
-        if learned.asm.is_none() {
+        if urls.is_empty() {
+            step.failed = true;
+            step.summary = format!("the authorization server {issuer:?} is not an https URL");
+            step.findings.push(own(
+                "as-metadata-found",
+                "RFC 8414 §2 (issuer); RFC 9728 §2 (authorization_servers)",
+                Severity::Error,
+                None,
+                format!("The protected-resource metadata names the authorization server {issuer:?}, which is not an absolute https URL: a client cannot build a metadata URL from it. List the issuer URL, e.g. \"https://auth.example.com\"."),
+                vec![format!("authorization_servers[0]: {issuer:?}")],
+            ));
+        } else if learned.asm.is_none() {
             step.failed = true;
             step.findings.push(own(
                 "as-metadata-found",
@@ -1002,10 +1065,17 @@ impl Walk<'_> {
         let callback = match login::Callback::bind(config.callback_port).await {
             Ok(c) => c,
             Err(e) => {
+                self.steps.push(Step::skipped(
+                    "registration",
+                    "no redirect listener, so no redirect URI to register",
+                ));
                 let mut step = Step::new("authorize");
                 step.failed = true;
-                step.summary = format!("{e:#}");
+                step.summary = format!(
+                    "{e:#} (another program holds the port? try another --callback-port, or 0)"
+                );
                 self.push(step);
+                self.skip_rest(&["token", "initialize"], "no authorization code");
                 return;
             }
         };
@@ -1025,8 +1095,21 @@ impl Walk<'_> {
             step.failed = true;
             step.summary = "the metadata names no authorization_endpoint".into();
             self.push(step);
+            self.skip_rest(&["token", "initialize"], "no authorization code");
             return;
         };
+        // The URL goes to the user's browser (and to xdg-open with --open): only an http(s)
+        // endpoint, and TLS unless it is on this machine (RFC 6749 §3.1).
+        if !may_carry_secrets(authorize) {
+            step.failed = true;
+            step.summary = format!(
+                "the authorization_endpoint {:?} is not an https URL: a client does not send a user there (RFC 6749 §3.1); the probe neither prints nor opens it",
+                authorize
+            );
+            self.push(step);
+            self.skip_rest(&["token", "initialize"], "no authorization code");
+            return;
+        }
         let verifier = crate::fixture::random_b64(32);
         let state = crate::fixture::random_b64(16);
         let scope = learned.challenge_scope.clone().or_else(|| {
@@ -1112,8 +1195,18 @@ impl Walk<'_> {
             step.failed = true;
             step.summary = "the metadata names no token_endpoint".into();
             self.push(step);
+            self.skip_rest(&["initialize"], "no access token");
             return;
         };
+        if !may_carry_secrets(token_url) {
+            step.failed = true;
+            step.summary = format!(
+                "the token_endpoint {token_url:?} is not an https URL: the code and the token would cross the network in clear (RFC 6749 §3.2); not sent"
+            );
+            self.push(step);
+            self.skip_rest(&["initialize"], "no access token");
+            return;
+        }
         let form = form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "authorization_code")
             .append_pair("code", &code)
@@ -1205,6 +1298,16 @@ impl Walk<'_> {
             step.summary = format!("answered without authorization #{}", reach.unwrap_or(0));
         }
         let id = 1;
+        if learned.token.is_some() && !may_carry_secrets(&config.url) {
+            step.failed = true;
+            step.summary = format!(
+                "not sent: {} is plain http:// to another machine, and a bearer token must not cross the network in clear (RFC 6750 §5.3)",
+                config.url
+            );
+            self.push(step);
+            self.skip_rest(&["initialized", "get_stream", "list"], "initialize failed");
+            return;
+        }
         let answer = if learned.open_server {
             None
         } else {
@@ -1271,8 +1374,8 @@ impl Walk<'_> {
                         "POST initialize → 401 #{}: the token was refused ({})",
                         answer.ex,
                         answer
-                            .header("www-authenticate")
-                            .unwrap_or("no WWW-Authenticate")
+                            .challenge()
+                            .unwrap_or_else(|| "no WWW-Authenticate".into())
                     );
                 }
                 _ => {
@@ -1391,6 +1494,54 @@ impl Walk<'_> {
         }
         self.push(get_step);
         self.push(step);
+        self.close_session(learned).await;
+    }
+
+    /// DELETE the session the probe opened: "clients that no longer need a particular session
+    /// SHOULD send an HTTP DELETE" (Transports §Session Management); 405 is the server's
+    /// right.
+    async fn close_session(&mut self, learned: &Learned) {
+        if learned.session_id.is_none() {
+            self.steps.push(Step::skipped(
+                "close",
+                "the server issued no Mcp-Session-Id: no session to end",
+            ));
+            return;
+        }
+        let mut step = Step::new("close");
+        let out = self.session_headers(
+            Outgoing {
+                method: Method::DELETE,
+                url: self.config.url.clone(),
+                headers: Vec::new(),
+                body: Vec::new(),
+            },
+            learned,
+        );
+        let answer = self.http.send(out, self.config.timeout, Until::End).await;
+        step.exchanges.push(answer.ex);
+        step.took_ms = ms(answer.took);
+        step.summary = format!(
+            "DELETE {} with Mcp-Session-Id → {} #{}",
+            path_of(&self.config.url),
+            answer.status_words(),
+            answer.ex
+        );
+        match answer.status {
+            Some(s) if (200..300).contains(&s) => step.summary.push_str(": session ended"),
+            Some(405) => step
+                .summary
+                .push_str(" (the server does not let clients end sessions: allowed)"),
+            _ => step.findings.push(own(
+                "session-delete",
+                "MCP 2025-06-18 Transports §Session Management",
+                Severity::Warning,
+                Some(answer.ex),
+                format!("DELETE with the session id answered {}: a server ends the session (2xx) or says it does not allow that (405). Sessions that clients cannot end pile up until they expire.", answer.status_words()),
+                vec![format!("status: {}", answer.status_words())],
+            )),
+        }
+        self.push(step);
     }
 }
 
@@ -1423,6 +1574,9 @@ pub fn resource_metadata_urls(mcp_url: &str, from_challenge: Option<&str>) -> Ve
 /// for an issuer with a path, OpenID Connect discovery appended to it.
 pub fn auth_server_metadata_urls(issuer: &str) -> Vec<String> {
     let mut urls = Vec::new();
+    if http::parts(issuer).is_none() {
+        return urls;
+    }
     let has_path = ::http::Uri::try_from(issuer)
         .map(|u| !matches!(u.path(), "" | "/"))
         .unwrap_or(false);
@@ -1439,6 +1593,21 @@ pub fn auth_server_metadata_urls(issuer: &str) -> Vec<String> {
         ));
     }
     urls
+}
+
+/// Whether a request to `url` may carry a secret (a code, a token): https, or plain http to
+/// this machine (RFC 6749 §3.1 and §3.2 demand TLS; RFC 8252 §8.3 allows loopback).
+fn may_carry_secrets(url: &str) -> bool {
+    match http::parts(url) {
+        Some((true, ..)) => true,
+        Some((false, host, ..)) => {
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    }
 }
 
 /// The path (and query) of a URL, for short lines.
@@ -1489,6 +1658,36 @@ mod tests {
                 "https://auth.example/.well-known/openid-configuration",
             ]
         );
+        // Not a URL a client can build on: nothing to fetch (and a finding says so).
+        assert!(auth_server_metadata_urls("auth.example").is_empty());
+        assert!(auth_server_metadata_urls("ftp://auth.example/").is_empty());
+    }
+
+    #[test]
+    fn secrets_go_only_over_tls_or_to_this_machine() {
+        assert!(may_carry_secrets("https://mcp.example.com/mcp"));
+        assert!(may_carry_secrets("http://127.0.0.1:8080/token"));
+        assert!(may_carry_secrets("http://[::1]:8080/mcp"));
+        assert!(may_carry_secrets("http://localhost:3000/mcp"));
+        assert!(!may_carry_secrets("http://mcp.example.com/mcp"));
+        assert!(!may_carry_secrets("http://10.0.0.5/token"));
+        assert!(!may_carry_secrets("javascript:alert(1)"));
+        assert!(!may_carry_secrets("file:///etc/passwd"));
+    }
+
+    #[test]
+    fn urls_are_split_as_a_connector_dials_them() {
+        let p = |u: &str| http::parts(u);
+        assert_eq!(
+            p("https://[::1]:8443/mcp"),
+            Some((true, "::1".into(), 8443, "/mcp".into()))
+        );
+        assert_eq!(
+            p("https://mcp.example.com"),
+            Some((true, "mcp.example.com".into(), 443, "/".into()))
+        );
+        assert_eq!(p("https://mcp.example.com:99999/mcp"), None);
+        assert_eq!(p("https://mcp.example.com:0/mcp"), None);
     }
 
     #[test]
@@ -1510,5 +1709,8 @@ mod tests {
         assert!(parse(&["https://h.example/mcp", "--token", "Bearer abc"]).is_err());
         assert!(parse(&["https://h.example/mcp", "--login", "--token", "abc"]).is_err());
         assert!(parse(&["https://h.example/mcp", "--client-id", "abc"]).is_err());
+        // A port out of range was once dialled as 443.
+        let e = parse(&["https://h.example:99999/mcp"]).unwrap_err();
+        assert!(e.to_string().contains("not a TCP port"), "{e}");
     }
 }

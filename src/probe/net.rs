@@ -16,6 +16,15 @@ use tokio::net::TcpStream;
 
 use crate::capture::model::TlsFacts;
 
+/// A duration in words for a message: `10 s`, `0.5 s`.
+pub fn seconds_words(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
 /// What kind of network an address is on, as a connector in the cloud sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddrKind {
@@ -188,8 +197,8 @@ impl Connector {
             .map_err(|_| NetError {
                 layer: Layer::Dns,
                 message: format!(
-                    "resolving {host} took longer than {} s",
-                    self.connect_timeout.as_secs()
+                    "resolving {host} took longer than {}",
+                    seconds_words(self.connect_timeout)
                 ),
             })?
             .map_err(|e| NetError {
@@ -236,8 +245,8 @@ impl Connector {
                 }
                 Ok(Err(e)) => errors.push(format!("{addr}: {}", tcp_words(&e))),
                 Err(_) => errors.push(format!(
-                    "{addr}: no answer within {} s (a firewall dropping packets, or nothing routes there)",
-                    self.connect_timeout.as_secs()
+                    "{addr}: no answer within {} (a firewall dropping packets, or nothing routes there)",
+                    seconds_words(self.connect_timeout)
                 )),
             }
         }
@@ -272,8 +281,8 @@ impl Connector {
             .map_err(|_| NetError {
                 layer: Layer::Tls,
                 message: format!(
-                    "the TLS handshake did not finish within {} s",
-                    self.connect_timeout.as_secs()
+                    "the server accepted the connection but did not finish the TLS handshake within {}: check that this port serves TLS (a stalled TLS terminator stays silent)",
+                    seconds_words(self.connect_timeout)
                 ),
             })?
             .map_err(|e| NetError {
