@@ -589,3 +589,48 @@ async fn an_event_stream_that_ends_without_the_answer() {
     let s = finish(proxy, None);
     s.fires("sse-response-delivery", "error");
 }
+
+/// One WWW-Authenticate value with two challenges, the Bearer one naming a metadata URL that
+/// is not there, while the well-known URL answers: a client uses the named URL and stops.
+#[tokio::test]
+async fn a_challenge_url_that_is_not_found_is_an_error_even_if_a_well_known_one_answers() {
+    let up = Upstream::start(|req| async move {
+        let metadata = r#"{"resource":"http://127.0.0.1/mcp","authorization_servers":["http://127.0.0.1"]}"#;
+        match req.uri().path() {
+            "/mcp" => Response::builder()
+                .status(401)
+                .header(
+                    "www-authenticate",
+                    r#"Basic realm="a, b", Bearer resource_metadata="http://127.0.0.1:1/.well-known/oauth-protected-resource/elsewhere", scope="mcp""#,
+                )
+                .body(full("")),
+            "/.well-known/oauth-protected-resource/mcp" => Response::builder()
+                .header("content-type", "application/json")
+                .body(full(metadata)),
+            _ => Response::builder().status(404).body(full("not found")),
+        }
+        .unwrap()
+    })
+    .await;
+    let proxy = TestProxy::to(&up.url()).start();
+    read_all(post(proxy.url("/mcp"), &[MCP_ACCEPT, JSON], INIT).await).await;
+    for path in [
+        "/.well-known/oauth-protected-resource/elsewhere",
+        "/.well-known/oauth-protected-resource/mcp",
+    ] {
+        read_all(get(proxy.url(path), &[]).await).await;
+    }
+    let s = finish(proxy, None);
+    // The Bearer challenge is found after the Basic one, with its scope.
+    s.quiet("challenge-present");
+    s.quiet("challenge-scope");
+    let f = s.fires("prm-fetch-ok", "error");
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("the URL the 401 challenge names"),
+        "{f:#}"
+    );
+    assert_eq!(f["exchange"], 2);
+}

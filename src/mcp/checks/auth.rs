@@ -2,11 +2,13 @@
 //! authorization-server metadata, RFC 7591 registration, the authorize redirect with PKCE
 //! (RFC 7636), the token exchange (RFC 6749, RFC 8707), and what became of the token.
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
 
 use super::{finding, Check, Finding, Severity};
 use crate::capture::reader::Exchange;
-use crate::mcp::session::{form_value, Role, Session, Step};
+use crate::mcp::session::{form_value, url_path, Role, Session, Step};
 
 const CHALLENGE_SPEC: &str = "MCP Authorization (2025-06-18) §2.3.1; RFC 9728 §5.1";
 const PRM_SPEC: &str = "RFC 9728 §3.2, §3.3";
@@ -112,61 +114,104 @@ fn requests_jsonrpc(s: &Step<'_>) -> bool {
 }
 
 /// The `Bearer` challenge parameters of a WWW-Authenticate value (RFC 9110 §11.6.1),
-/// names lowercased, values unquoted, in order (repeats kept).
+/// names lowercased, values unquoted, in order (repeats kept). The value may hold several
+/// challenges (`Basic realm="x", Bearer resource_metadata="…"`); the first Bearer one counts.
 pub fn challenge_params(value: &str) -> Vec<(String, String)> {
-    let mut params = Vec::new();
-    let rest = match value.trim().split_once(char::is_whitespace) {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest,
-        _ => return params,
-    };
-    let mut chars = rest.char_indices().peekable();
-    let bytes = rest;
-    while let Some((i, c)) = chars.next() {
-        if c == ',' || c.is_whitespace() {
+    challenges(value)
+        .into_iter()
+        .find(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, params)| params)
+        .unwrap_or_default()
+}
+
+/// Whether a WWW-Authenticate value holds a Bearer challenge.
+pub fn has_bearer_challenge(value: &str) -> bool {
+    challenges(value)
+        .iter()
+        .any(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+}
+
+/// The challenges of a WWW-Authenticate value: `(scheme, params)` in order. A token68 is kept
+/// as a parameter with an empty name.
+fn challenges(value: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut out: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for element in list_elements(value) {
+        let element = element.trim();
+        if element.is_empty() {
             continue;
         }
-        // name
-        let start = i;
-        let mut end = bytes.len();
-        while let Some(&(j, c)) = chars.peek() {
-            if c == '=' || c == ',' {
-                end = j;
-                break;
-            }
-            chars.next();
-        }
-        let name = bytes[start..end].trim().to_ascii_lowercase();
-        if chars.peek().map(|(_, c)| *c) != Some('=') {
-            continue;
-        }
-        chars.next();
-        let mut val = String::new();
-        if chars.peek().map(|(_, c)| *c) == Some('"') {
-            chars.next();
-            while let Some((_, c)) = chars.next() {
-                match c {
-                    '\\' => {
-                        if let Some((_, n)) = chars.next() {
-                            val.push(n);
-                        }
-                    }
-                    '"' => break,
-                    c => val.push(c),
+        // `name=value` continues the current challenge; anything else starts a new one:
+        // `scheme`, `scheme name=value` or `scheme token68`.
+        let (head, rest) = match element.split_once(char::is_whitespace) {
+            Some((head, rest)) if !head.contains('=') => (head, Some(rest.trim_start())),
+            _ if !element.contains('=') => (element, None),
+            _ => {
+                if let Some((_, params)) = out.last_mut() {
+                    params.push(param(element));
                 }
+                continue;
             }
-        } else {
-            while let Some(&(_, c)) = chars.peek() {
-                if c == ',' {
-                    break;
-                }
-                val.push(c);
-                chars.next();
-            }
-            val = val.trim().to_string();
+        };
+        let mut params = Vec::new();
+        match rest {
+            Some(rest) if is_token68(rest) => params.push((String::new(), rest.to_string())),
+            Some(rest) => params.push(param(rest)),
+            None => {}
         }
-        params.push((name, val));
+        out.push((head.to_string(), params));
     }
-    params
+    out
+}
+
+/// `name=value` or `name="quoted \" value"`, the name lowercased.
+fn param(element: &str) -> (String, String) {
+    let (name, value) = element.split_once('=').unwrap_or((element, ""));
+    let value = value.trim();
+    let value = match value.strip_prefix('"') {
+        Some(quoted) => {
+            let mut out = String::new();
+            let mut chars = quoted.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => out.extend(chars.next()),
+                    '"' => break,
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+        None => value.to_string(),
+    };
+    (name.trim().to_ascii_lowercase(), value)
+}
+
+/// A token68 (RFC 9110 §11.2): `A-Z a-z 0-9 - . _ ~ + /` then `=` padding only.
+fn is_token68(text: &str) -> bool {
+    let body = text.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~+/".contains(c))
+}
+
+/// The comma-separated elements of a header value, commas inside quoted strings kept.
+fn list_elements(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&value[start..]);
+    out
 }
 
 /// The origin a client used for a request: scheme (TLS, or X-Forwarded-Proto from a front
@@ -250,10 +295,7 @@ fn challenge_resource_metadata(session: &Session<'_>) -> Vec<Finding> {
         .filter(|s| requests_jsonrpc(s) && s.x.status() == Some(401))
     {
         let values: Vec<&str> = s.x.response_headers("www-authenticate").collect();
-        let Some(bearer) = values
-            .iter()
-            .find(|v| v.trim_start().to_ascii_lowercase().starts_with("bearer"))
-        else {
+        let Some(bearer) = values.iter().find(|v| has_bearer_challenge(v)) else {
             continue;
         };
         let params = challenge_params(bearer);
@@ -310,7 +352,7 @@ fn challenge_scope(session: &Session<'_>) -> Vec<Finding> {
             let value = s
                 .x
                 .response_headers("www-authenticate")
-                .find(|v| v.trim_start().to_ascii_lowercase().starts_with("bearer"))?;
+                .find(|v| has_bearer_challenge(v))?;
             let has_scope = challenge_params(value).iter().any(|(n, _)| n == "scope");
             (!has_scope).then(|| {
                 finding(
@@ -341,19 +383,33 @@ fn prm_fetch_ok(session: &Session<'_>) -> Vec<Finding> {
         s.x.status() == Some(200) && is_json_type(s.x) && s.x.response_body.json().is_some()
     };
     let any_good = fetches.iter().any(good);
+    // The metadata URLs the 401 challenges named: a client uses that URL and does not fall
+    // back to the well-known ones (MCP Authorization, 2025-11-25 §Protected Resource Metadata
+    // Discovery).
+    let named: BTreeSet<String> = session
+        .steps
+        .iter()
+        .filter(|s| requests_jsonrpc(s) && s.x.status() == Some(401))
+        .flat_map(|s| s.x.response_headers("www-authenticate"))
+        .flat_map(challenge_params)
+        .filter(|(n, _)| n == "resource_metadata")
+        .map(|(_, url)| url_path(&url))
+        .collect();
     let mut out = Vec::new();
     for s in &fetches {
         if good(s) {
             continue;
         }
         let status = s.x.status();
-        // A 404 on one well-known variant is fine when another variant answered.
-        if any_good && status == Some(404) {
+        // A 404 on one well-known variant is fine when another variant answered, unless the
+        // challenge named it.
+        if any_good && status == Some(404) && !named.contains(s.x.path()) {
             continue;
         }
         let ct = s.x.response_header("content-type").unwrap_or("(none)");
         let why = match status {
             Some(401) | Some(403) => "is behind authentication: the metadata must be public (it is how a client learns to authorize)".to_string(),
+            Some(404) if named.contains(s.x.path()) => "was not found, and it is the URL the 401 challenge names in resource_metadata: a client uses that URL and does not fall back to the well-known ones, so it stops here. Serve the metadata there, or name the URL that serves it".to_string(),
             Some(404) => "was not found: serve RFC 9728 metadata at this path".to_string(),
             Some(200) => format!("answered 200 but not with JSON (content-type {ct}): a framework fallback page or an SPA route answered instead"),
             Some(c) => format!("answered {c}"),
@@ -1046,6 +1102,36 @@ mod tests {
         assert_eq!(p[1], ("scope".into(), "mcp read".into()));
         assert_eq!(p[2], ("error".into(), "invalid_token".into()));
         assert!(challenge_params("Basic realm=x").is_empty());
+    }
+
+    #[test]
+    fn a_bearer_challenge_is_found_among_several_in_one_value() {
+        let value = r#"Basic realm="a, b", Bearer resource_metadata="https://x/m", scope=mcp, Negotiate abc+/=="#;
+        assert!(has_bearer_challenge(value));
+        assert_eq!(
+            challenge_params(value),
+            [
+                ("resource_metadata".to_string(), "https://x/m".to_string()),
+                ("scope".to_string(), "mcp".to_string())
+            ]
+        );
+        assert_eq!(
+            challenges(value)
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect::<Vec<_>>(),
+            ["Basic", "Bearer", "Negotiate"]
+        );
+        assert!(has_bearer_challenge("bearer"));
+        assert!(challenge_params("Bearer").is_empty());
+        assert!(!has_bearer_challenge(r#"Basic realm="Bearer x""#));
+        assert_eq!(
+            challenge_params(
+                r#"Bearer error="invalid_token", error_description="a \"quoted\", text""#
+            )[1]
+            .1,
+            r#"a "quoted", text"#
+        );
     }
 
     #[test]
