@@ -382,25 +382,7 @@ async fn a_correct_server_passes_every_step_with_login() {
         probed.report["capture"],
         probed.capture.display().to_string()
     );
-    let explained = explain(&probed.capture);
-    for stage in [
-        "reach",
-        "challenge",
-        "resource_metadata",
-        "auth_server_metadata",
-        "registration",
-        "authorize",
-        "token",
-        "initialize",
-        "initialized",
-        "get_stream",
-        "list",
-    ] {
-        assert_eq!(stage_status(&explained, stage), "reached", "stage {stage}");
-    }
-    // The probe stops at tools/list on purpose, and explain says so rather than "missing".
-    assert_eq!(stage_status(&explained, "call"), "not_applicable");
-    assert!(explained["silence"].is_null(), "{}", explained["silence"]);
+    explains_a_whole_login(&probed.capture);
     // Redacted by default, and private.
     let text = std::fs::read_to_string(&probed.capture).unwrap();
     assert!(text.contains("<redacted fp="));
@@ -599,25 +581,7 @@ async fn login_completes_against_the_typescript_sdk_example_server() {
         .as_str()
         .unwrap()
         .contains("greet"));
-    let explained = explain(&probed.capture);
-    for stage in [
-        "reach",
-        "challenge",
-        "resource_metadata",
-        "auth_server_metadata",
-        "registration",
-        "authorize",
-        "token",
-        "initialize",
-        "initialized",
-        "get_stream",
-        "list",
-    ] {
-        assert_eq!(stage_status(&explained, stage), "reached", "stage {stage}");
-    }
-    // The probe stops at tools/list on purpose, and explain says so rather than "missing".
-    assert_eq!(stage_status(&explained, "call"), "not_applicable");
-    assert!(explained["silence"].is_null(), "{}", explained["silence"]);
+    explains_a_whole_login(&probed.capture);
     drop(stdin);
 }
 
@@ -1206,4 +1170,27 @@ async fn an_authorization_endpoint_that_is_not_https_is_neither_printed_nor_open
     );
     assert_eq!(probed.step("token")["status"], "skip");
     assert_eq!(probed.code, 1);
+}
+
+/// explain on the capture of a probe that logged in: every stage up to tools/list reached,
+/// `call` not applicable (the probe stops at tools/list on purpose), no silence.
+fn explains_a_whole_login(capture: &Path) {
+    let explained = explain(capture);
+    for stage in [
+        "reach",
+        "challenge",
+        "resource_metadata",
+        "auth_server_metadata",
+        "registration",
+        "authorize",
+        "token",
+        "initialize",
+        "initialized",
+        "get_stream",
+        "list",
+    ] {
+        assert_eq!(stage_status(&explained, stage), "reached", "stage {stage}");
+    }
+    assert_eq!(stage_status(&explained, "call"), "not_applicable");
+    assert!(explained["silence"].is_null(), "{}", explained["silence"]);
 }
