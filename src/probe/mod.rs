@@ -29,7 +29,8 @@ use crate::capture::file::CaptureTarget;
 use crate::capture::model;
 use crate::capture::reader::Capture;
 use crate::fixture::client::{insert_well_known, origin_of};
-use crate::mcp::checks::{self, auth::challenge_params, Finding, Severity};
+// `own`: a finding of the probe's own (reachability and flow), in the shape explain's have.
+use crate::mcp::checks::{self, auth::challenge_params, finding as own, Severity};
 use crate::mcp::jsonrpc::Message;
 use crate::mcp::session::Session;
 use crate::proxy::upstream::UpstreamTls;
@@ -290,25 +291,6 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
 }
 
 const MAX_BODY: u64 = 10 << 20;
-
-/// A finding of the probe's own (reachability and flow), in the shape explain's have.
-fn own(
-    check: &'static str,
-    spec: &'static str,
-    severity: Severity,
-    exchange: Option<u64>,
-    message: impl Into<String>,
-    evidence: Vec<String>,
-) -> Finding {
-    Finding {
-        check,
-        severity,
-        message: message.into(),
-        exchange,
-        spec,
-        evidence,
-    }
-}
 
 const SPEC_REACH: &str =
     "MCP 2025-06-18 Authorization §Communication Security (HTTPS); hosted connectors connect from the public internet";
