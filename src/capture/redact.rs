@@ -152,8 +152,7 @@ impl Redactor {
     /// the text is redacted up to the end. JSON escaped inside a string (`"text": "{\"code\":\"x\"}"`)
     /// is redacted as well.
     pub fn json_text(&self, text: &str) -> String {
-        self.json_redacted(text)
-            .unwrap_or_else(|| text.to_owned())
+        self.json_redacted(text).unwrap_or_else(|| text.to_owned())
     }
 
     /// `json_text`, or `None` when the text holds no secret (and stays as it is).

@@ -608,9 +608,7 @@ impl Writer {
         };
         match text {
             Ok(text) => event.text = Some(self.redactor.body_owned(content_type, text)),
-            Err(bytes) => {
-                event.b64 = Some(base64::engine::general_purpose::STANDARD.encode(bytes))
-            }
+            Err(bytes) => event.b64 = Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
         }
         event
     }
@@ -871,7 +869,16 @@ mod tests {
         let clock = Clock::new();
         let mut cache = WallCache::default();
         // Across second boundaries, back and forth, and far from the start.
-        for t in [0, 1, 999_999, 1_000_000, 1_000_001, 2_500_000, 999_999, 86_400_000_123] {
+        for t in [
+            0,
+            1,
+            999_999,
+            1_000_000,
+            1_000_001,
+            2_500_000,
+            999_999,
+            86_400_000_123,
+        ] {
             assert_eq!(cache.format(&clock, t), clock.wall_at(t), "t = {t}");
         }
         let mut t = 0;
