@@ -139,7 +139,11 @@ impl Terminal {
     }
 
     pub fn response(&mut self, t: u64, resp: &Response, stream: bool) {
-        let time = self.time(t);
+        let time = if stream && self.lines {
+            self.time(t)
+        } else {
+            String::new()
+        };
         let Some(line) = self.open.get_mut(&resp.ex) else {
             return;
         };
@@ -178,30 +182,24 @@ impl Terminal {
     }
 
     pub fn end(&mut self, t: u64, end: &End) {
-        let time = self.time(t);
         let Some(line) = self.open.remove(&end.ex) else {
             return;
         };
-        let status = end
-            .status
-            .or(line.status)
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "---".into());
-        let rpc = rpc_method(&line.body)
-            .map(|m| format!(" {m}"))
-            .unwrap_or_default();
-        let stage = crate::mcp::session::stage_hint(
-            &line.method,
-            line.path.split('?').next().unwrap_or(""),
-            &line.body,
-            end.status.or(line.status),
-            line.authenticated,
-            line.response_type.as_deref(),
-        );
-        if stage == Some(crate::mcp::session::StageId::Token)
-            && end.status.is_some_and(|s| (200..300).contains(&s))
-            && String::from_utf8_lossy(&line.body).contains("grant_type=authorization_code")
-        {
+        let stage = || {
+            crate::mcp::session::stage_hint(
+                &line.method,
+                line.path.split('?').next().unwrap_or(""),
+                &line.body,
+                end.status.or(line.status),
+                line.authenticated,
+                line.response_type.as_deref(),
+            )
+        };
+        // The cheap tests first: with --quiet this is all an exchange costs here.
+        let token_issued = end.status.is_some_and(|s| (200..300).contains(&s))
+            && contains(&line.body, b"grant_type=authorization_code")
+            && stage() == Some(crate::mcp::session::StageId::Token);
+        if token_issued {
             self.waiting = Some(Waiting {
                 since_t: t,
                 by: format!("{} {} #{}", line.method, line.path, end.ex),
@@ -211,7 +209,18 @@ impl Terminal {
         if !self.lines {
             return;
         }
-        let stage = stage.map(|s| format!(" [{}]", s.id())).unwrap_or_default();
+        let time = self.time(t);
+        let status = end
+            .status
+            .or(line.status)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "---".into());
+        let rpc = rpc_method(&line.body)
+            .map(|m| format!(" {m}"))
+            .unwrap_or_default();
+        let stage = stage()
+            .map(|s| format!(" [{}]", s.id()))
+            .unwrap_or_default();
         let took = duration(end.timings.total_us);
         let outcome = match end.outcome {
             Outcome::Complete => String::new(),
@@ -286,6 +295,11 @@ fn print(args: std::fmt::Arguments<'_>) {
     // A closed stdout (piped into `head`) must not stop the proxy.
     let _ = writeln!(out, "{args}");
     let _ = out.flush();
+}
+
+/// Whether `needle` occurs in `haystack` (ASCII needles: the same answer as on the lossy UTF-8 text).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The JSON-RPC method of a request body (the first one of a batch, with a count).

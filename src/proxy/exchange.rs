@@ -86,8 +86,6 @@ struct Progress {
     request_done: Option<Instant>,
     ttfb: Option<Instant>,
     response_done: Option<Instant>,
-    request_bytes: u64,
-    response_bytes: u64,
     /// Why the request body failed (the client went away mid-upload).
     request_error: Option<String>,
     /// An outcome decided before the response body ends (a 502 the proxy made).
@@ -101,6 +99,9 @@ pub struct ExchangeLog {
     pub started: Instant,
     shared: Arc<Shared>,
     progress: Mutex<Progress>,
+    /// Body bytes so far, counted on every frame: atomics, so a frame takes no lock.
+    request_bytes: AtomicU64,
+    response_bytes: AtomicU64,
 }
 
 impl ExchangeLog {
@@ -112,6 +113,8 @@ impl ExchangeLog {
             started: Instant::now(),
             shared: shared.clone(),
             progress: Mutex::new(Progress::default()),
+            request_bytes: AtomicU64::new(0),
+            response_bytes: AtomicU64::new(0),
         })
     }
 
@@ -158,11 +161,13 @@ impl ExchangeLog {
                 Some(_) => (None, true),
                 None => (None, false),
             };
+            let request_bytes = self.request_bytes.load(Ordering::Relaxed);
+            let response_bytes = self.response_bytes.load(Ordering::Relaxed);
             let mut truncated = Vec::new();
-            if p.request_bytes > self.shared.max_body {
+            if request_bytes > self.shared.max_body {
                 truncated.push(Direction::Request);
             }
-            if p.response_bytes > self.shared.max_body {
+            if response_bytes > self.shared.max_body {
                 truncated.push(Direction::Response);
             }
             End {
@@ -179,8 +184,8 @@ impl ExchangeLog {
                     total_us: at.saturating_duration_since(self.started).as_micros() as u64,
                 },
                 bytes: ByteCounts {
-                    request: p.request_bytes,
-                    response: p.response_bytes,
+                    request: request_bytes,
+                    response: response_bytes,
                 },
                 truncated,
             }
@@ -198,11 +203,11 @@ impl ExchangeLog {
 
 impl BodyObserver for ExchangeLog {
     fn frame(&self, dir: Direction, len: usize, _at: Instant) {
-        let mut p = self.lock();
-        match dir {
-            Direction::Request => p.request_bytes += len as u64,
-            Direction::Response => p.response_bytes += len as u64,
-        }
+        let count = match dir {
+            Direction::Request => &self.request_bytes,
+            Direction::Response => &self.response_bytes,
+        };
+        count.fetch_add(len as u64, Ordering::Relaxed);
     }
 
     fn ended(&self, dir: Direction, at: Instant) {
@@ -235,7 +240,7 @@ impl BodyObserver for ExchangeLog {
             // the exchange's outcome comes from the response.
             return;
         }
-        let bytes = self.lock().response_bytes;
+        let bytes = self.response_bytes.load(Ordering::Relaxed);
         if self.shared.forced() {
             self.finish(
                 Outcome::ProxyShutdown,

@@ -1,19 +1,23 @@
 //! Header rules of a forwarding proxy, one function per rule.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 
 /// Fields that are hop-by-hop whether or not `Connection` names them
 /// (RFC 9110 §7.6.1; `Proxy-Connection` and `Keep-Alive` are the legacy ones).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
+/// Typed names: removing by `&str` parses the name again on every exchange.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    PROXY_AUTHORIZATION,
+    PROXY_AUTHENTICATE,
 ];
 
 /// RFC 9110 §7.6.1: remove `Connection`, every field it names (all `Connection` lines,
@@ -33,11 +37,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        if keep_upgrade && *name == "upgrade" {
+    for name in &HOP_BY_HOP {
+        if keep_upgrade && name == UPGRADE {
             continue;
         }
-        headers.remove(*name);
+        headers.remove(name);
     }
     if keep_upgrade && headers.contains_key(UPGRADE) {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -79,15 +83,14 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &str, proto: &str, host
 /// values in arrival order (duplicates kept),
 /// non-UTF-8 values decoded lossily.
 pub fn to_record(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect()
+    let mut record = Vec::with_capacity(headers.len());
+    record.extend(headers.iter().map(|(n, v)| {
+        (
+            n.as_str().to_string(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )
+    }));
+    record
 }
 
 #[cfg(test)]

@@ -232,17 +232,22 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 /// request's path and query. The request's own authority is never used (no open proxy).
 pub fn upstream_uri(base: &Uri, path_and_query: &str) -> anyhow::Result<Uri> {
     let prefix = base.path().trim_end_matches('/');
-    let pq = if path_and_query.starts_with('/') {
-        path_and_query.to_string()
-    } else {
-        format!("/{path_and_query}")
-    };
-    let scheme = base.scheme_str().unwrap_or("http");
-    let authority = base
-        .authority()
-        .map(|a| a.as_str())
-        .context("the upstream URL has no host")?;
-    Ok(format!("{scheme}://{authority}{prefix}{pq}").parse()?)
+    let mut pq = String::with_capacity(prefix.len() + path_and_query.len() + 1);
+    pq.push_str(prefix);
+    if !path_and_query.starts_with('/') {
+        pq.push('/');
+    }
+    pq.push_str(path_and_query);
+    // From parts: the base's scheme and authority are already parsed, so only the path is.
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(base.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP));
+    parts.authority = Some(
+        base.authority()
+            .cloned()
+            .context("the upstream URL has no host")?,
+    );
+    parts.path_and_query = Some(http::uri::PathAndQuery::try_from(pq)?);
+    Ok(Uri::from_parts(parts)?)
 }
 
 /// An error and its causes in one line ("client error (Connect): tcp connect error: Connection refused").

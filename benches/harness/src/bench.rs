@@ -60,18 +60,21 @@ struct Args {
     wait_quiet: Duration,
 }
 
-const USAGE: &str = "usage: mcptap-bench --mcptap PATH [--mitmdump PATH] [--rounds N] [--quick]
+const USAGE: &str = "usage: mcptap-bench --mcptap PATH [--mitmdump PATH] [--rounds N] [--quick | --smoke]
                     [--only w1,w2,...] [--streams N] [--results DIR] [--readme FILE]
                     [--wait-quiet SECONDS]
 
 Workloads: w1 HTTP/1.1 closed loop, w2 open loop, w3 HTTP/2, w4 SSE latency,
 w5 idle SSE streams, w6 1 GiB response, w7 TLS. Before the first workload, --wait-quiet
 waits up to that long for other processes to leave the CPU (under 5%), and up to 15 s of it
-before each later one; the report says how much CPU others used during each workload. benches/run builds and runs this.";
+before each later one; the report says how much CPU others used during each workload.
+--smoke shrinks every workload to a few seconds in all (the harness's own test runs it).
+benches/run builds and runs this.";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = std::env::args().skip(1);
     let mut quick = false;
+    let mut smoke = false;
     let mut rounds = None;
     let mut only = None;
     let mut mcptap = None;
@@ -87,6 +90,7 @@ fn parse_args() -> anyhow::Result<Args> {
         };
         match a.as_str() {
             "--quick" => quick = true,
+            "--smoke" => smoke = true,
             "--rounds" => rounds = Some(value()?.parse().context("--rounds")?),
             "--only" => only = Some(value()?.split(',').map(str::to_string).collect()),
             "--mcptap" => mcptap = Some(PathBuf::from(value()?)),
@@ -104,7 +108,18 @@ fn parse_args() -> anyhow::Result<Args> {
             _ => bail!("unknown argument {a}\n{USAGE}"),
         }
     }
-    let plan = if quick {
+    let plan = if smoke {
+        // Proves that every step of the harness works, in seconds; the figures mean nothing.
+        Plan {
+            rounds: 1,
+            load: Duration::from_secs(1),
+            open_rate: 200.0,
+            tls: Duration::from_secs(1),
+            sse: vec![(100, 200, 20)],
+            idle: streams.unwrap_or(20),
+            big: 4 << 20,
+        }
+    } else if quick {
         Plan {
             rounds: rounds.unwrap_or(1),
             load: Duration::from_secs(2),
@@ -137,7 +152,7 @@ fn parse_args() -> anyhow::Result<Args> {
     };
     Ok(Args {
         plan,
-        quick,
+        quick: quick || smoke,
         only,
         mcptap: mcptap.context(USAGE)?,
         mitmdump,

@@ -1,0 +1,57 @@
+//! The harness end to end on a tiny plan (`--smoke`): the workloads that need no outside
+//! tool (w2 open loop, w4 SSE, w5 idle streams, w6 large body), against the mcptap binary
+//! the main crate's `cargo test` built (or `MCPTAP_BIN`). `.ci/run` runs it; the figures
+//! mean nothing, only that every step of `benches/run` still works.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn mcptap() -> PathBuf {
+    let path = std::env::var_os("MCPTAP_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/mcptap")
+    });
+    assert!(
+        path.exists(),
+        "no mcptap binary at {} (build the main crate first, or set MCPTAP_BIN)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn a_smoke_run_measures_mcptap_in_every_tool_free_workload() {
+    let results = std::env::temp_dir().join(format!("mcptap-bench-smoke-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_mcptap-bench"))
+        .arg("--mcptap")
+        .arg(mcptap())
+        .args(["--smoke", "--only", "w2,w4,w5,w6", "--results"])
+        .arg(&results)
+        .output()
+        .expect("running mcptap-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "mcptap-bench failed:\n{stderr}\n{stdout}");
+    let written: Vec<_> = std::fs::read_dir(&results)
+        .expect("the results folder")
+        .map(|e| e.unwrap().path())
+        .collect();
+    let _ = std::fs::remove_dir_all(&results);
+    assert_eq!(written.len(), 1, "one partial report: {written:?}");
+    assert!(written[0].to_string_lossy().ends_with("-partial.md"));
+    for title in ["### 2.", "### 4.", "### 5.", "### 6."] {
+        let section = stdout
+            .split(title)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no section {title} in:\n{stdout}"));
+        let section = section.split("\n### ").next().unwrap_or_default();
+        let rows: Vec<&str> = section
+            .lines()
+            .filter(|l| l.starts_with("| mcptap, recording |") || l.contains("| mcptap, recording |"))
+            .collect();
+        assert!(!rows.is_empty(), "no mcptap row in {title}:\n{section}");
+        for row in rows {
+            assert!(!row.contains("n/a"), "mcptap measured nothing in {title}: {row}");
+            assert!(row.chars().any(|c| c.is_ascii_digit()), "{row}");
+        }
+    }
+}
