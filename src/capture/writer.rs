@@ -226,6 +226,9 @@ struct BodyState {
     seq: u64,
     /// Message: bytes kept so far (up to max_body). Event stream: the unfinished last line.
     buf: Vec<u8>,
+    /// Event stream: how much of `buf` is known to hold no line end, so that a long line
+    /// arriving in many frames is searched once, not once per frame.
+    scanned: usize,
     recorded: u64,
     wire_len: u64,
     /// Wire bytes of the frames not yet written out.
@@ -243,6 +246,7 @@ impl BodyState {
             kind,
             seq: 0,
             buf: Vec::new(),
+            scanned: 0,
             recorded: 0,
             wire_len: 0,
             pending_len: 0,
@@ -566,15 +570,24 @@ impl Writer {
         let cut = if at_end {
             state.buf.len()
         } else {
-            match state.buf.iter().rposition(|&b| b == b'\n' || b == b'\r') {
-                Some(i) => i + 1,
-                None => return,
+            let from = state.scanned.min(state.buf.len());
+            match state.buf[from..]
+                .iter()
+                .rposition(|&b| b == b'\n' || b == b'\r')
+            {
+                Some(i) => from + i + 1,
+                None => {
+                    state.scanned = state.buf.len();
+                    return;
+                }
             }
         };
         if cut == 0 && !(at_end && state.truncated && state.pending_len > 0) {
             return;
         }
         let rest = state.buf.split_off(cut);
+        // What stays is after the last line end: it holds none.
+        state.scanned = rest.len();
         let chunk = std::mem::replace(&mut state.buf, rest);
         state.recorded += chunk.len() as u64;
         let event = Body {
@@ -888,6 +901,74 @@ mod tests {
             assert_eq!(cache.format(&clock, t), clock.wall_at(t), "t = {t}");
             t += 37_911;
         }
+    }
+
+    /// A long event-stream line that arrives a few bytes at a time is written as one body
+    /// event when its line end comes, and the next line as the next.
+    #[test]
+    fn a_long_stream_line_in_many_frames_is_cut_at_its_line_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.jsonl");
+        let (recorder, thread) = start(
+            WriterConfig {
+                file: std::fs::File::create(&path).unwrap(),
+                redactor: Redactor::new(true),
+                max_body: 1 << 20,
+                queue_bytes: 1 << 20,
+                on_full: OnFull::Wait,
+                terminal: None,
+            },
+            Arc::new(Clock::new()),
+        );
+        recorder.record(Record::Event {
+            t: 1,
+            body: EventBody::Response(Response {
+                ex: 1,
+                status: 200,
+                version: "HTTP/1.1".into(),
+                headers: vec![("content-type".into(), "text/event-stream".into())],
+                producer: "upstream".into(),
+            }),
+        });
+        let long = format!("data: {}", "x".repeat(5000));
+        let mut frames: Vec<Vec<u8>> = long.as_bytes().chunks(7).map(<[u8]>::to_vec).collect();
+        frames.push(b"\n\ndata: short".to_vec());
+        frames.push(b"\n\n".to_vec());
+        for frame in frames {
+            recorder.record(Record::Frame {
+                ex: 1,
+                dir: Direction::Response,
+                t: 2,
+                len: frame.len() as u64,
+                bytes: Bytes::from(frame),
+                permit: None,
+            });
+        }
+        recorder.record(Record::BodyEnd {
+            ex: 1,
+            dir: Direction::Response,
+            t: 3,
+        });
+        recorder.record(Record::Finish {
+            t: 4,
+            exchanges: 1,
+            connections: 0,
+            clean: true,
+        });
+        drop(recorder);
+        thread.join().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let bodies: Vec<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["kind"] == "body")
+            .map(|e| e["text"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            bodies,
+            [format!("{long}\n\n"), "data: short\n\n".to_string()],
+            "{text}"
+        );
     }
 
     proptest! {
