@@ -13,6 +13,8 @@ use crate::capture::Clock;
 const RPC_PEEK: usize = 64 * 1024;
 
 struct Line {
+    /// `[upstream] ` when the proxy has several routes, else empty.
+    route: String,
     method: String,
     path: String,
     status: Option<u16>,
@@ -39,6 +41,8 @@ pub struct Terminal {
     silence_after_us: Option<u64>,
     capture: std::path::PathBuf,
     waiting: Option<Waiting>,
+    /// The upstream of each route, named on every line when there are several.
+    routes: Vec<String>,
 }
 
 impl Terminal {
@@ -55,7 +59,15 @@ impl Terminal {
             silence_after_us: silence_after.map(|d| d.as_micros() as u64),
             capture,
             waiting: None,
+            routes: Vec::new(),
         }
+    }
+
+    /// With several routes, each line names the upstream its exchange went to (`routes[i]`
+    /// for route `i`, e.g. `127.0.0.1:9000`).
+    pub fn with_routes(mut self, routes: Vec<String>) -> Self {
+        self.routes = if routes.len() > 1 { routes } else { Vec::new() };
+        self
     }
 
     /// Called about once a second: the silence watchdog.
@@ -123,9 +135,15 @@ impl Terminal {
         if authenticated {
             self.waiting = None;
         }
+        let route = req
+            .route
+            .and_then(|r| self.routes.get(r as usize))
+            .map(|upstream| format!("[{upstream}] "))
+            .unwrap_or_default();
         self.open.insert(
             req.ex,
             Line {
+                route,
                 method: req.method.clone(),
                 path,
                 status: None,
@@ -159,8 +177,8 @@ impl Terminal {
                 .map(|m| format!(" {m}"))
                 .unwrap_or_default();
             print(format_args!(
-                "{time} {} {} {}{rpc} event stream opened",
-                line.method, line.path, resp.status
+                "{time} {}{} {} {}{rpc} event stream opened",
+                line.route, line.method, line.path, resp.status
             ));
         }
     }
@@ -237,7 +255,8 @@ impl Terminal {
         };
         if line.stream {
             print(format_args!(
-                "{time} {} {} event stream closed after {took}, {} events, {}{outcome}{stage}",
+                "{time} {}{} {} event stream closed after {took}, {} events, {}{outcome}{stage}",
+                line.route,
                 line.method,
                 line.path,
                 line.sse_events,
@@ -245,7 +264,8 @@ impl Terminal {
             ));
         } else {
             print(format_args!(
-                "{time} {} {} {status}{rpc} {took} ↑{} ↓{}{outcome}{stage}",
+                "{time} {}{} {} {status}{rpc} {took} ↑{} ↓{}{outcome}{stage}",
+                line.route,
                 line.method,
                 line.path,
                 size(end.bytes.request),

@@ -960,6 +960,38 @@ async fn the_terminal_shows_one_line_per_exchange_with_its_rpc_method() {
 }
 
 #[tokio::test]
+async fn with_several_routes_each_terminal_line_names_its_upstream() {
+    let mcp = named_upstream("mcp").await;
+    let auth = named_upstream("auth").await;
+    let mut proxy = TestProxy::to(&mcp.url())
+        .args(&["--route", &format!("127.0.0.1:0={}", auth.url())])
+        .live()
+        .start();
+    let client = h1_client();
+    for (route, path) in [(0, "/mcp"), (1, "/token")] {
+        let req = Request::get(proxy.route_url(route, path))
+            .body(full(""))
+            .unwrap();
+        read_all(client.request(req).await.unwrap()).await;
+    }
+    let stdout = proxy.stdout.take().unwrap();
+    let _cap = proxy.finish();
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains(&format!("[{}] GET /mcp 200", mcp.addr)),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains(&format!("[{}] GET /token 200", auth.addr)),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_upstream_that_never_answers_gets_a_504_after_the_timeout() {
     let up = Upstream::start(|_req| async move {
         std::future::pending::<()>().await;

@@ -204,12 +204,24 @@ async fn serve_until(
             max_body: config.max_body,
             queue_bytes: config.queue_bytes,
             on_full: config.on_full,
-            terminal: Some(Terminal::new(
-                clock.clone(),
-                !config.quiet,
-                config.silence_after,
-                path.clone(),
-            )),
+            terminal: Some(
+                Terminal::new(
+                    clock.clone(),
+                    !config.quiet,
+                    config.silence_after,
+                    path.clone(),
+                )
+                .with_routes(
+                    specs
+                        .iter()
+                        .map(|spec| {
+                            spec.upstream
+                                .authority()
+                                .map_or_else(|| spec.upstream.to_string(), |a| a.to_string())
+                        })
+                        .collect(),
+                ),
+            ),
         },
         clock.clone(),
     );
