@@ -60,7 +60,8 @@ struct Args {
     wait_quiet: Duration,
 }
 
-const USAGE: &str = "usage: mcptap-bench --mcptap PATH [--mitmdump PATH] [--rounds N] [--quick | --smoke]
+const USAGE: &str =
+    "usage: mcptap-bench --mcptap PATH [--mitmdump PATH] [--rounds N] [--quick | --smoke]
                     [--only w1,w2,...] [--streams N] [--results DIR] [--readme FILE]
                     [--wait-quiet SECONDS]
 
@@ -449,6 +450,24 @@ async fn w1_http1(env: &Env) -> Section {
         ));
     }
     stop_all(running).await;
+    let t = rate_table(&rounds, &kinds);
+    Section {
+        title: "1. Small JSON POSTs, HTTP/1.1 keep-alive, 64 connections (closed loop)".into(),
+        what: format!(
+            "wrk -t2 -c64 -d{}s with a Lua script POSTing a 124-byte JSON-RPC request; the upstream answers 1 KiB of JSON. Throughput and wrk's latency percentiles.",
+            env.plan.load.as_secs()
+        ),
+        table: t.markdown(),
+        notes,
+        rounds,
+        others: 0.0,
+    }
+}
+
+/// (2) The same requests at a fixed rate (open loop): latency added over direct.
+/// The closed-loop request-rate table of w1 and w3: req/s against direct and nginx, and the
+/// load generator's p50/p99.
+fn rate_table(rounds: &Rounds, kinds: &[Kind]) -> Table {
     let direct = rounds.get(Kind::Direct, "rps");
     let nginx = rounds.get(Kind::Nginx, "rps");
     let mut t = Table::new(&[
@@ -459,7 +478,7 @@ async fn w1_http1(env: &Env) -> Section {
         "p50 ms",
         "p99 ms",
     ]);
-    for k in kinds {
+    for &k in kinds {
         match rounds.get(k, "rps") {
             Some(rps) => t.row(vec![
                 k.label().into(),
@@ -479,20 +498,9 @@ async fn w1_http1(env: &Env) -> Section {
             ]),
         }
     }
-    Section {
-        title: "1. Small JSON POSTs, HTTP/1.1 keep-alive, 64 connections (closed loop)".into(),
-        what: format!(
-            "wrk -t2 -c64 -d{}s with a Lua script POSTing a 124-byte JSON-RPC request; the upstream answers 1 KiB of JSON. Throughput and wrk's latency percentiles.",
-            env.plan.load.as_secs()
-        ),
-        table: t.markdown(),
-        notes,
-        rounds,
-        others: 0.0,
-    }
+    t
 }
 
-/// (2) The same requests at a fixed rate (open loop): latency added over direct.
 async fn w2_open_loop(env: &Env) -> Section {
     let kinds = Kind::ALL;
     let mut rounds = Rounds::default();
@@ -659,36 +667,7 @@ async fn w3_http2(env: &Env) -> Section {
         }
     }
     stop_all(running).await;
-    let direct = rounds.get(Kind::Direct, "rps");
-    let nginx = rounds.get(Kind::Nginx, "rps");
-    let mut t = Table::new(&[
-        "contender",
-        "req/s",
-        "× direct",
-        "× nginx",
-        "p50 ms",
-        "p99 ms",
-    ]);
-    for k in kinds {
-        match rounds.get(k, "rps") {
-            Some(rps) => t.row(vec![
-                k.label().into(),
-                count(rps),
-                ratio(rps, direct),
-                ratio(rps, nginx),
-                ms(rounds.get(k, "p50").unwrap_or(0.0)),
-                ms(rounds.get(k, "p99").unwrap_or(0.0)),
-            ]),
-            None => t.row(vec![
-                k.label().into(),
-                na(rounds.why(k, "rps")),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-            ]),
-        }
-    }
+    let t = rate_table(&rounds, &kinds);
     Section {
         title: "3. Small JSON POSTs over HTTP/2 (h2c, prior knowledge)".into(),
         what: format!(

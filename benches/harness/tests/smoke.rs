@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn mcptap() -> PathBuf {
-    let path = std::env::var_os("MCPTAP_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/mcptap")
-    });
+    let path = std::env::var_os("MCPTAP_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/mcptap")
+        });
     assert!(
         path.exists(),
         "no mcptap binary at {} (build the main crate first, or set MCPTAP_BIN)",
@@ -30,7 +32,10 @@ fn a_smoke_run_measures_mcptap_in_every_tool_free_workload() {
         .expect("running mcptap-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "mcptap-bench failed:\n{stderr}\n{stdout}");
+    assert!(
+        out.status.success(),
+        "mcptap-bench failed:\n{stderr}\n{stdout}"
+    );
     let written: Vec<_> = std::fs::read_dir(&results)
         .expect("the results folder")
         .map(|e| e.unwrap().path())
@@ -46,11 +51,16 @@ fn a_smoke_run_measures_mcptap_in_every_tool_free_workload() {
         let section = section.split("\n### ").next().unwrap_or_default();
         let rows: Vec<&str> = section
             .lines()
-            .filter(|l| l.starts_with("| mcptap, recording |") || l.contains("| mcptap, recording |"))
+            .filter(|l| {
+                l.starts_with("| mcptap, recording |") || l.contains("| mcptap, recording |")
+            })
             .collect();
         assert!(!rows.is_empty(), "no mcptap row in {title}:\n{section}");
         for row in rows {
-            assert!(!row.contains("n/a"), "mcptap measured nothing in {title}: {row}");
+            assert!(
+                !row.contains("n/a"),
+                "mcptap measured nothing in {title}: {row}"
+            );
             assert!(row.chars().any(|c| c.is_ascii_digit()), "{row}");
         }
     }
