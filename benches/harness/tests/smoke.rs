@@ -51,9 +51,7 @@ fn a_smoke_run_measures_mcptap_in_every_tool_free_workload() {
         let section = section.split("\n### ").next().unwrap_or_default();
         let rows: Vec<&str> = section
             .lines()
-            .filter(|l| {
-                l.starts_with("| mcptap, recording |") || l.contains("| mcptap, recording |")
-            })
+            .filter(|l| l.contains("| mcptap, recording |"))
             .collect();
         assert!(!rows.is_empty(), "no mcptap row in {title}:\n{section}");
         for row in rows {
