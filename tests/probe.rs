@@ -462,7 +462,7 @@ async fn metadata_behind_auth_is_reported_at_resource_metadata() {
         .as_str()
         .unwrap()
         .contains("behind authentication"));
-    // Every URL a client tries was tried: the challenge's, then the well-known ones.
+    // The challenge's URL, then the well-known ones, to say where the metadata is.
     assert_eq!(
         probed.step("resource_metadata")["exchanges"]
             .as_array()
