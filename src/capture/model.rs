@@ -54,6 +54,11 @@ pub struct Session {
     pub redaction: String,
 }
 
+/// `routes[].listen` (and `conn_open.listener`) of a capture written by `mcptap replay`.
+pub const LISTEN_REPLAY: &str = "replay";
+/// `routes[].listen` (and `conn_open.listener`) of a capture written by `mcptap probe`.
+pub const LISTEN_PROBE: &str = "probe";
+
 /// One listener and the upstream it forwards to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Route {

@@ -275,7 +275,7 @@ impl Noise {
             // arbitrary as the proxy's. A replay's target is where its client knocked, as the
             // proxy was for the recorded client: the same placeholder makes a replay compare
             // equal to its original.
-            let placeholder = if route.listen == "replay" {
+            let placeholder = if route.listen == crate::capture::model::LISTEN_REPLAY {
                 "<proxy>"
             } else {
                 "<upstream>"

@@ -325,7 +325,11 @@ impl<'a> Session<'a> {
         let tokens = token_lines(&steps);
         // A probe (`mcptap probe`) stops at tools/list on purpose: a tool call could change
         // something on the server.
-        let probe = capture.session.routes.iter().any(|r| r.listen == "probe");
+        let probe = capture
+            .session
+            .routes
+            .iter()
+            .any(|r| r.listen == crate::capture::model::LISTEN_PROBE);
         let stages = stages(&steps, &calls, probe);
         let mut session = Session {
             capture,

@@ -264,7 +264,7 @@ impl Http {
                 // The probe is the client: its socket is the peer, the server's the local end.
                 peer: conn.local.to_string(),
                 local: conn.remote.to_string(),
-                listener: "probe".into(),
+                listener: model::LISTEN_PROBE.into(),
                 tls: conn.tls.clone(),
             }),
         });

@@ -303,7 +303,7 @@ async fn probe(config: &Config) -> anyhow::Result<Report> {
     let recording = Recording::start(RecordingSetup {
         target: config.capture.clone(),
         route: model::Route {
-            listen: "probe".into(),
+            listen: model::LISTEN_PROBE.into(),
             upstream: config.url.clone(),
         },
         options: recording::options(

@@ -420,7 +420,7 @@ async fn replay(config: Config) -> anyhow::Result<ExitCode> {
     let recording = Recording::start(RecordingSetup {
         target: config.record.clone(),
         route: model::Route {
-            listen: "replay".into(),
+            listen: model::LISTEN_REPLAY.into(),
             upstream: config.target.to_string(),
         },
         options: recording::options(
@@ -977,7 +977,7 @@ fn connection(run: &Run, resp: &http::Response<hyper::body::Incoming>, started: 
             // The replay is the client: its socket is the peer, the target's is the local end.
             peer: local,
             local: info.remote_addr().to_string(),
-            listener: "replay".into(),
+            listener: model::LISTEN_REPLAY.into(),
             route: None,
             tls: None,
         }),
