@@ -182,7 +182,9 @@ async fn chunked_request_and_response_stream_frame_by_frame() {
     assert_eq!(cap.one(ex, "end")["outcome"], "complete");
 }
 
-#[tokio::test]
+// Multi-threaded: the client's connection task must answer the proxy's GOAWAY while
+// `finish` blocks this thread, or the proxy waits out its grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_are_served_and_recorded() {
     let up = echo_upstream().await;
     let proxy = TestProxy::to(&up.url()).start();
@@ -1628,4 +1630,184 @@ async fn rewrite_origins_never_chooses_where_a_request_goes() {
             "{req}"
         );
     }
+}
+
+/// A raw HTTP/1.1 upstream that numbers its connections and answers each request with the
+/// number of the connection it came on. With `one_each`, it closes every connection after
+/// its first response, without saying so (no `Connection: close`), as servers with a short
+/// keep-alive timeout do.
+async fn numbering_upstream(one_each: bool) -> (Upstream, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request: the head, then Content-Length bytes of body.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < head_end + length {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + length);
+                    let body = number.to_string();
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(reply.as_bytes()).await.is_err() || one_each {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (Upstream::from_task(addr, task), accepted)
+}
+
+/// Waits (bounded) until the live capture holds `n` lines of `kind`.
+async fn until_recorded(proxy: &TestProxy, kind: &str, n: usize) {
+    let needle = format!("\"kind\":\"{kind}\"");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&proxy.capture).unwrap();
+        if text.lines().filter(|l| l.contains(&needle)).count() >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} {kind} lines:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_kept_alive_client_keeps_its_upstream_connection_and_hands_it_on() {
+    let (up, accepted) = numbering_upstream(false).await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let mut served_by = Vec::new();
+    for _ in 0..2 {
+        // A client connection of its own each time, with three exchanges on it.
+        let client = h1_client();
+        for i in 0..3 {
+            let req = Request::post(proxy.url("/mcp"))
+                .body(full(format!("{{\"id\":{i}}}")))
+                .unwrap();
+            let resp = client.request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            served_by.push(String::from_utf8(read_all(resp).await.to_vec()).unwrap());
+        }
+        drop(client);
+        // The proxy has seen the client connection close before the next one opens.
+        until_recorded(&proxy, "conn_close", served_by.len() / 3).await;
+    }
+    // One upstream connection served all six exchanges, across both client connections.
+    assert_eq!(served_by, vec!["1"; 6]);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let cap = proxy.finish();
+    let ends = cap.kind("end");
+    assert_eq!(ends.len(), 6);
+    // The capture says so: the first exchange opened it (and how long that took), the rest reused it.
+    assert_eq!(ends[0]["timings"]["reused_connection"], false);
+    assert!(ends[0]["timings"]["upstream_connect_us"].is_u64());
+    for end in &ends[1..] {
+        assert_eq!(end["timings"]["reused_connection"], true, "{end}");
+        assert!(end["timings"]["upstream_connect_us"].is_null(), "{end}");
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_idle_connections_costs_no_exchange() {
+    let (up, accepted) = numbering_upstream(true).await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let client = h1_client();
+    let mut served_by = Vec::new();
+    for i in 0..5 {
+        let req = Request::post(proxy.url("/mcp"))
+            .body(full(format!("{{\"id\":{i}}}")))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "exchange {i}");
+        served_by.push(String::from_utf8(read_all(resp).await.to_vec()).unwrap());
+    }
+    // Every exchange went on a connection of its own: none was sent on a closed one.
+    assert_eq!(served_by, vec!["1", "2", "3", "4", "5"]);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
+    let cap = proxy.finish();
+    for end in cap.kind("end") {
+        assert_eq!(end["outcome"], "complete", "{end}");
+        assert_eq!(end["timings"]["reused_connection"], false, "{end}");
+    }
+}
+
+// Multi-threaded: the client's connection task must answer the proxy's GOAWAY while
+// `finish` blocks this thread, or the proxy waits out its grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_http2_streams_get_upstream_connections_that_later_streams_reuse() {
+    let (up, accepted) = numbering_upstream(false).await;
+    let proxy = TestProxy::to(&up.url()).start();
+    // One HTTP/2 client connection, four streams at once: the upstream speaks HTTP/1.1, so
+    // each stream in flight needs a connection of its own.
+    let client = h2_client();
+    let round = || {
+        let tasks: Vec<_> = (0..4)
+            .map(|i| {
+                let client = client.clone();
+                let req = Request::post(proxy.url("/mcp"))
+                    .body(full(format!("{{\"id\":{i}}}")))
+                    .unwrap();
+                tokio::spawn(async move {
+                    let resp = client.request(req).await.unwrap();
+                    assert_eq!(resp.status(), 200);
+                    let body = read_all(resp).await;
+                    String::from_utf8(body.to_vec())
+                        .unwrap()
+                        .parse::<usize>()
+                        .unwrap()
+                })
+            })
+            .collect();
+        async move {
+            let mut served_by = Vec::new();
+            for task in tasks {
+                served_by.push(task.await.unwrap());
+            }
+            served_by
+        }
+    };
+    round().await;
+    round().await;
+    // Never more connections than streams in flight at once: the second round's streams
+    // went on the connections the first round left (without reuse there would be eight).
+    let opened = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=4).contains(&opened), "{opened} upstream connections");
+    drop(client);
+    let cap = proxy.finish();
+    assert_eq!(cap.kind("end").len(), 8);
 }

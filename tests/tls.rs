@@ -420,6 +420,16 @@ async fn replaced_certificate_files_are_served_without_a_restart_or_a_dropped_st
 /// An HTTPS upstream with a certificate from a local CA in `certs` (for `localhost`),
 /// answering with the HTTP version it spoke.
 async fn https_upstream(certs: &Path) -> (Upstream, PathBuf) {
+    let (up, ca, _) = counted_https_upstream(certs).await;
+    (up, ca)
+}
+
+/// [`https_upstream`], and the number of TCP connections it has accepted.
+async fn counted_https_upstream(
+    certs: &Path,
+) -> (Upstream, PathBuf, Arc<std::sync::atomic::AtomicUsize>) {
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
     let setup = mcptap::tls::TlsSetup::self_signed(certs, &["localhost".to_string()]).unwrap();
     let ca = setup.ca_cert().unwrap().to_path_buf();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -429,6 +439,7 @@ async fn https_upstream(certs: &Path) -> (Upstream, PathBuf) {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let setup = setup.clone();
             tokio::spawn(async move {
                 let Ok(accepted) = setup.accept(tcp).await else {
@@ -447,7 +458,37 @@ async fn https_upstream(certs: &Path) -> (Upstream, PathBuf) {
             });
         }
     });
-    (Upstream::from_task(addr, task), ca)
+    (Upstream::from_task(addr, task), ca, accepted)
+}
+
+#[tokio::test]
+async fn an_http2_upstream_carries_every_client_connection_on_one_connection() {
+    let certs = tempfile::tempdir().unwrap();
+    let (up, ca, accepted) = counted_https_upstream(certs.path()).await;
+    let upstream = format!("https://localhost:{}", up.addr.port());
+    let proxy = TestProxy::to(&upstream)
+        .args(&["--upstream-ca", ca.to_str().unwrap()])
+        .start();
+    // Three client connections, one after another, two exchanges each.
+    for _ in 0..3 {
+        let client = h1_client();
+        for _ in 0..2 {
+            let resp = client
+                .request(Request::get(proxy.url("/mcp")).body(full("")).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(read_all(resp).await, "HTTP/2.0");
+        }
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let cap = proxy.finish();
+    let ends = cap.kind("end");
+    assert_eq!(ends.len(), 6);
+    assert_eq!(ends[0]["timings"]["reused_connection"], false);
+    assert!(ends[1..]
+        .iter()
+        .all(|e| e["timings"]["reused_connection"] == true));
 }
 
 #[tokio::test]

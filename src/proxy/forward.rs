@@ -16,9 +16,10 @@ use hyper::body::Incoming;
 use super::exchange::{ExchangeLog, Shared};
 use super::headers;
 use super::origins::OriginMap;
+use super::pool::{Pool, Slot, UpstreamIncoming};
 use super::rewrite::{self, BodyKind, Collected, Forwarded, Notes, Rewriting};
 use super::upgrade;
-use super::upstream::{self, ConnectFacts, UpstreamClient};
+use super::upstream::{self, ConnectFacts};
 use crate::capture::body::RecordingBody;
 use crate::capture::model::{self, EventBody};
 use crate::capture::{Direction, Outcome, Record};
@@ -28,7 +29,7 @@ use crate::capture::{Direction, Outcome, Record};
 pub type UpstreamBody = Forwarded<RecordingBody<Incoming, ExchangeLog>>;
 /// A body the proxy sends to the client: the upstream's, or one the proxy made.
 pub type ClientBody = Either<
-    RecordingBody<Forwarded<Incoming>, ExchangeLog>,
+    RecordingBody<Forwarded<UpstreamIncoming>, ExchangeLog>,
     RecordingBody<Full<Bytes>, ExchangeLog>,
 >;
 
@@ -39,7 +40,8 @@ pub struct Route {
     pub upstream: Uri,
     pub preserve_host: bool,
     pub upstream_timeout: Option<Duration>,
-    pub client: UpstreamClient<UpstreamBody>,
+    /// The route's upstream connections.
+    pub pool: Arc<Pool>,
     /// `--rewrite-origins`: every route's origins, public and upstream.
     pub rewriting: Option<Arc<Rewriting>>,
 }
@@ -50,6 +52,8 @@ pub struct ConnContext {
     pub peer: SocketAddr,
     pub shared: Arc<Shared>,
     pub route: Arc<Route>,
+    /// The upstream connection this client connection keeps between exchanges.
+    pub upstream: Arc<Slot>,
     pub scheme: &'static str,
     /// Exchanges served on this connection.
     pub exchanges: std::sync::atomic::AtomicU64,
@@ -215,11 +219,11 @@ pub async fn handle(
     let mut up_req = Request::new(up_body);
     *up_req.method_mut() = parts.method;
     *up_req.uri_mut() = target;
-    // HTTP/1.1 here; the pooled client speaks HTTP/2 where the upstream negotiated it.
+    // HTTP/1.1 here; the pool speaks HTTP/2 where the upstream negotiated it.
     *up_req.version_mut() = Version::HTTP_11;
     *up_req.headers_mut() = up_headers;
 
-    let sent = ctx.route.client.request(up_req);
+    let sent = ctx.route.pool.send(&ctx.upstream, up_req);
     let result = match ctx.route.upstream_timeout {
         Some(limit) => match tokio::time::timeout(limit, sent).await {
             Ok(r) => Ok(r),

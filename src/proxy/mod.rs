@@ -5,6 +5,7 @@ pub mod exchange;
 pub mod forward;
 pub mod headers;
 pub mod origins;
+pub mod pool;
 pub mod rewrite;
 pub mod upgrade;
 pub mod upstream;
@@ -226,7 +227,7 @@ async fn serve_until(
         clock.clone(),
     );
 
-    let client = upstream::client(&config.upstream_tls)?;
+    let connector = upstream::connector(&config.upstream_tls)?;
     let rewriting = config.rewrite_origins.then(|| {
         let routes: Vec<(SocketAddr, hyper::Uri)> = locals
             .iter()
@@ -244,7 +245,7 @@ async fn serve_until(
                 upstream: spec.upstream.clone(),
                 preserve_host: config.preserve_host,
                 upstream_timeout: config.upstream_timeout,
-                client: client.clone(),
+                pool: pool::Pool::new(connector.clone(), spec.upstream.clone()),
                 rewriting: rewriting.clone(),
             })
         })
@@ -636,6 +637,7 @@ async fn serve_http<S>(
         conn,
         peer,
         shared: shared.clone(),
+        upstream: pool::Slot::new(route.pool.clone()),
         route,
         scheme,
         exchanges: AtomicU64::new(0),

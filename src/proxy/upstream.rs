@@ -68,6 +68,12 @@ pub struct TimedStream<S> {
     facts: ConnectFacts,
 }
 
+impl<S> TimedStream<S> {
+    pub fn facts(&self) -> ConnectFacts {
+        self.facts
+    }
+}
+
 impl<S: Connection> Connection for TimedStream<S> {
     fn connected(&self) -> Connected {
         self.inner.connected().extra(self.facts)
@@ -124,13 +130,22 @@ pub struct UpstreamTls {
     pub insecure: bool,
 }
 
-/// Builds the pooled client.
+/// Builds the pooled client (for `mock` and `replay`; the proxy keeps its own connections,
+/// see `pool`).
 pub fn client<B>(tls: &UpstreamTls) -> anyhow::Result<UpstreamClient<B>>
 where
     B: http_body::Body + Send + 'static + Unpin,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector(tls)?))
+}
+
+/// Dials upstreams: TCP with TCP_NODELAY and a 10 s connect timeout, then TLS for https
+/// (ALPN h2 and http/1.1), each new connection timed.
+pub fn connector(tls: &UpstreamTls) -> anyhow::Result<Connector> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -141,9 +156,7 @@ where
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(TimedConnector { inner: https }))
+    Ok(TimedConnector { inner: https })
 }
 
 fn tls_config(tls: &UpstreamTls) -> anyhow::Result<rustls::ClientConfig> {

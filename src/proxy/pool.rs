@@ -1,0 +1,402 @@
+//! The proxy's upstream connections, owned by the exchanges that use them.
+//!
+//! Each client connection keeps the HTTP/1.1 upstream connection its last exchange used
+//! (its [`Slot`]) and sends its next request on it directly: no pool checkout, no hand-off
+//! to a pool task, no task spawned to give the connection back. A connection goes back to
+//! the slot when its response body has been read to the end, and to the route's [`Pool`]
+//! when the client connection closes, for the next client connection to pick up. An
+//! upstream that negotiates HTTP/2 gets one connection per route, shared by every exchange.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::client::legacy::connect::Connection;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service;
+
+use super::forward::UpstreamBody;
+use super::upstream::{ConnectFacts, Connector};
+
+/// An upstream connection unused for this long is closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle HTTP/1.1 connections a route keeps for client connections to come.
+const MAX_IDLE: usize = 256;
+
+/// The upstream connections of one route.
+pub struct Pool {
+    connector: Connector,
+    /// The route's upstream (scheme and authority are what is dialled).
+    origin: Uri,
+    /// The shared connection, when the upstream speaks HTTP/2.
+    h2: Mutex<Option<H2>>,
+    /// HTTP/1.1 connections left by client connections that closed, oldest first.
+    idle: Mutex<Vec<(H1, Instant)>>,
+    /// Whether a task is sweeping `idle` of connections past [`IDLE_TIMEOUT`].
+    sweeping: Mutex<bool>,
+    this: Weak<Pool>,
+}
+
+struct H1 {
+    sender: http1::SendRequest<UpstreamBody>,
+    facts: ConnectFacts,
+}
+
+#[derive(Clone)]
+struct H2 {
+    sender: http2::SendRequest<UpstreamBody>,
+    facts: ConnectFacts,
+}
+
+/// The upstream connection a client connection keeps between its exchanges.
+pub struct Slot {
+    pool: Arc<Pool>,
+    held: Mutex<Option<H1>>,
+}
+
+impl Slot {
+    pub fn new(pool: Arc<Pool>) -> Arc<Slot> {
+        Arc::new(Slot {
+            pool,
+            held: Mutex::new(None),
+        })
+    }
+
+    fn take(&self) -> Option<H1> {
+        lock(&self.held).take()
+    }
+
+    /// A connection whose response was read whole: kept for this client connection's next
+    /// exchange, or (when an exchange running alongside already left one) given to the pool.
+    fn give_back(&self, h1: H1) {
+        let spare = {
+            let mut held = lock(&self.held);
+            match *held {
+                None => {
+                    *held = Some(h1);
+                    None
+                }
+                Some(_) => Some(h1),
+            }
+        };
+        if let Some(h1) = spare {
+            self.pool.put_idle(h1);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(h1) = lock(&self.held).take() {
+            self.pool.put_idle(h1);
+        }
+    }
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection to the upstream (DNS, TCP, TLS): the request was not sent.
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    /// The connection failed while the exchange was on it.
+    Http(hyper::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => e.fmt(f),
+            SendError::Http(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SendError::Connect(e) => e.source(),
+            SendError::Http(e) => std::error::Error::source(e),
+        }
+    }
+}
+
+enum Fresh {
+    H1(H1),
+    H2(H2),
+}
+
+impl Pool {
+    pub fn new(connector: Connector, origin: Uri) -> Arc<Pool> {
+        Arc::new_cyclic(|this| Pool {
+            connector,
+            origin,
+            h2: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
+            sweeping: Mutex::new(false),
+            this: this.clone(),
+        })
+    }
+
+    /// Sends `req` (its URI absolute, on the route's origin) on an upstream connection:
+    /// the shared HTTP/2 one, the slot's, an idle one of the pool's, or a new one. A request
+    /// a reused connection turned away unsent (the upstream had just closed it) is sent once
+    /// more on a new connection; the response carries the connection's [`ConnectFacts`].
+    pub async fn send(
+        &self,
+        slot: &Arc<Slot>,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<UpstreamIncoming>, SendError> {
+        // Set once a reused connection has turned the request away: then only a new one.
+        let mut new_only = false;
+        loop {
+            let shared = if new_only {
+                None
+            } else {
+                lock(&self.h2)
+                    .as_ref()
+                    .filter(|c| !c.sender.is_closed())
+                    .cloned()
+            };
+            if let Some(mut h2) = shared {
+                match send_h2(&mut h2, req).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(mut e) => match e.take_message() {
+                        Some(back) => {
+                            req = back;
+                            lock(&self.h2).take();
+                            new_only = true;
+                            continue;
+                        }
+                        None => return Err(SendError::Http(e.into_error())),
+                    },
+                }
+            }
+            let reused = if new_only {
+                None
+            } else {
+                slot.take().or_else(|| self.take_idle())
+            };
+            let (mut h1, is_new) = match reused {
+                Some(mut h1) => {
+                    if h1.sender.ready().await.is_err() {
+                        continue;
+                    }
+                    (h1, false)
+                }
+                None => match self.connect().await? {
+                    Fresh::H1(h1) => (h1, true),
+                    Fresh::H2(mut h2) => {
+                        *lock(&self.h2) = Some(h2.clone());
+                        return send_h2(&mut h2, req)
+                            .await
+                            .map_err(|e| SendError::Http(e.into_error()));
+                    }
+                },
+            };
+            origin_form(&mut req);
+            match h1.sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let facts = h1.facts;
+                    let mut resp = resp.map(|body| UpstreamIncoming {
+                        body,
+                        back: Some((h1, slot.clone())),
+                    });
+                    resp.extensions_mut().insert(facts);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(back) if !is_new => {
+                        req = back;
+                        absolute_form(&mut req, &self.origin);
+                        new_only = true;
+                    }
+                    _ => return Err(SendError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// Dials the upstream and sets up HTTP/2 or HTTP/1.1, as TLS's ALPN decided.
+    async fn connect(&self) -> Result<Fresh, SendError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(SendError::Connect)?;
+        let io = connector
+            .call(self.origin.clone())
+            .await
+            .map_err(SendError::Connect)?;
+        let facts = io.facts();
+        if io.connected().is_negotiated_h2() {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(SendError::Http)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(Fresh::H2(H2 { sender, facts }))
+        } else {
+            let (sender, conn) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(SendError::Http)?;
+            // The connection's own task: upgrades (101) need `with_upgrades`.
+            tokio::spawn(async move {
+                let _ = conn.with_upgrades().await;
+            });
+            Ok(Fresh::H1(H1 { sender, facts }))
+        }
+    }
+
+    fn take_idle(&self) -> Option<H1> {
+        let mut idle = lock(&self.idle);
+        while let Some((h1, since)) = idle.pop() {
+            if !h1.sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(h1);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, h1: H1) {
+        if h1.sender.is_closed() {
+            return;
+        }
+        {
+            let mut idle = lock(&self.idle);
+            if idle.len() >= MAX_IDLE {
+                // The oldest goes: closed when its sender drops.
+                idle.remove(0);
+            }
+            idle.push((h1, Instant::now()));
+        }
+        self.sweep_later();
+    }
+
+    /// Closes idle connections past [`IDLE_TIMEOUT`], while there are any.
+    fn sweep_later(&self) {
+        {
+            let mut sweeping = lock(&self.sweeping);
+            if *sweeping {
+                return;
+            }
+            *sweeping = true;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = self.this.clone();
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(IDLE_TIMEOUT / 3).await;
+                let Some(pool) = pool.upgrade() else { return };
+                let mut idle = lock(&pool.idle);
+                idle.retain(|(h1, since)| !h1.sender.is_closed() && since.elapsed() < IDLE_TIMEOUT);
+                if idle.is_empty() {
+                    *lock(&pool.sweeping) = false;
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn send_h2(
+    h2: &mut H2,
+    mut req: Request<UpstreamBody>,
+) -> Result<Response<UpstreamIncoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>> {
+    *req.version_mut() = Version::HTTP_2;
+    let facts = h2.facts;
+    let resp = h2.sender.try_send_request(req).await?;
+    let mut resp = resp.map(|body| UpstreamIncoming { body, back: None });
+    resp.extensions_mut().insert(facts);
+    Ok(resp)
+}
+
+/// HTTP/1.1 asks for `/path?query`, not the absolute URL.
+fn origin_form(req: &mut Request<UpstreamBody>) {
+    if req.uri().scheme().is_some() {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(pq);
+    }
+}
+
+/// Back to the absolute URL (for a retry that may land on HTTP/2).
+fn absolute_form(req: &mut Request<UpstreamBody>, origin: &Uri) {
+    if req.uri().scheme().is_none() {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = origin.scheme().cloned();
+        parts.authority = origin.authority().cloned();
+        parts.path_and_query = req.uri().path_and_query().cloned();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    *req.version_mut() = Version::HTTP_11;
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An upstream response body. An HTTP/1.1 connection goes back to its client
+/// connection's slot once this body has been read to its end; a body dropped before its
+/// end takes its connection with it (hyper closes it: the rest of the response is unread).
+pub struct UpstreamIncoming {
+    body: Incoming,
+    back: Option<(H1, Arc<Slot>)>,
+}
+
+impl UpstreamIncoming {
+    fn give_back(&mut self) {
+        if let Some((h1, slot)) = self.back.take() {
+            slot.give_back(h1);
+        }
+    }
+}
+
+impl Body for UpstreamIncoming {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.give_back(),
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for UpstreamIncoming {
+    fn drop(&mut self) {
+        // An empty body (HEAD, 204, 304) is never polled: its connection is free all the same.
+        if self.body.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
