@@ -94,6 +94,8 @@ struct Probed {
     stderr: String,
     /// The code the authorization server redirected back with (when the test followed it).
     code_seen: Option<String>,
+    /// The folder the capture is in, when the run made one: removed with the result.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Probed {
@@ -231,6 +233,7 @@ async fn run_probe(url: &str, ca: Option<&Path>, dir: &Path, args: &[&str], logi
         capture,
         stderr,
         code_seen,
+        _dir: None,
     }
 }
 
@@ -830,14 +833,9 @@ async fn probe_odd(odd: &Odd, args: &[&str]) -> Probed {
         false,
     )
     .await;
-    // The capture must outlive the temporary folder for the test to read it.
-    let kept = std::env::temp_dir().join(format!(
-        "mcptap-probe-{}.jsonl",
-        mcptap::capture::file::short_id()
-    ));
-    let _ = std::fs::copy(&probed.capture, &kept);
+    // The capture lives in the folder: it goes when the result does, not before.
     Probed {
-        capture: kept,
+        _dir: Some(dir),
         ..probed
     }
 }
