@@ -348,6 +348,25 @@ impl WallCache {
         let _ = std::fmt::Write::write_fmt(&mut out, format_args!(".{micros:06}Z"));
         out
     }
+
+    /// [`WallCache::format`], appended to `out` (the text is ASCII: nothing to escape).
+    fn format_into(&mut self, clock: &Clock, t_us: u64, out: &mut Vec<u8>) {
+        let offset = jiff::SignedDuration::from_micros(t_us as i64);
+        let ts = clock.wall.checked_add(offset).unwrap_or(clock.wall);
+        let micros = ts.subsec_microsecond();
+        if micros < 0 || self.second != Some(ts.as_second()) {
+            out.extend_from_slice(self.format(clock, t_us).as_bytes());
+            return;
+        }
+        out.extend_from_slice(self.prefix.as_bytes());
+        let mut digits = *b".000000Z";
+        let mut n = micros as u32;
+        for d in digits[1..7].iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.extend_from_slice(&digits);
+    }
 }
 
 impl Writer {
@@ -707,18 +726,31 @@ impl Writer {
         }
     }
 
+    /// Appends one line: the same bytes as serialising [`Event`], whose body is flattened
+    /// into it, written as `{"t":…,"ts":"…",` and then the body's own object without its
+    /// opening brace (serde's flatten path costs more than the rest of the line).
     fn push(&mut self, t: u64, body: EventBody) {
-        let event = Event {
-            t,
-            ts: self.wall.format(&self.clock, t),
-            body,
-        };
-        match serde_json::to_writer(&mut self.batch, &event) {
-            Ok(()) => {
+        let start = self.batch.len();
+        self.batch.extend_from_slice(b"{\"t\":");
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.batch, &t);
+        self.batch.extend_from_slice(b",\"ts\":\"");
+        self.wall.format_into(&self.clock, t, &mut self.batch);
+        self.batch.extend_from_slice(b"\",");
+        let body_at = self.batch.len();
+        match serde_json::to_writer(&mut self.batch, &body) {
+            Ok(()) if self.batch.get(body_at) == Some(&b'{') => {
+                self.batch.remove(body_at);
                 self.batch.push(b'\n');
                 self.batch_lines += 1;
             }
+            Ok(()) => {
+                self.batch.truncate(start);
+                tracing::error!("a capture event did not serialise as an object");
+                self.stats.events_lost += 1;
+            }
             Err(e) => {
+                self.batch.truncate(start);
                 tracing::error!("could not serialise a capture event: {e}");
                 self.stats.events_lost += 1;
             }
@@ -775,6 +807,52 @@ fn body_kind(headers: &Headers) -> BodyKind {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn each_line_is_what_serde_makes_of_its_event() {
+        let text = record("s3cr3t \"quoted\" ✓", &[3, 17]);
+        let mut kinds = Vec::new();
+        for line in text.lines() {
+            let event: Event = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&event).unwrap(), line);
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            kinds.push(value["kind"].as_str().unwrap().to_string());
+        }
+        // Every kind of line the writer makes for an exchange was compared.
+        for kind in ["request", "body", "response", "sse", "session_end"] {
+            assert!(
+                kinds.iter().any(|k| k == kind),
+                "no {kind} line in {kinds:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_are_written_as_the_clock_formats_them() {
+        let clock = Clock::new();
+        let mut cache = WallCache::default();
+        for t in [
+            0u64,
+            1,
+            999_999,
+            1_000_000,
+            1_000_001,
+            59_123_456,
+            3_600_000_007,
+        ] {
+            let mut out = Vec::new();
+            cache.format_into(&clock, t, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), clock.wall_at(t), "t = {t}");
+            // A second call within the same second takes the cached path.
+            let mut again = Vec::new();
+            cache.format_into(&clock, t, &mut again);
+            assert_eq!(
+                String::from_utf8(again).unwrap(),
+                clock.wall_at(t),
+                "t = {t}"
+            );
+        }
+    }
 
     /// Records one exchange whose every redacted place holds `secret`, the bodies cut into
     /// frames at `cuts`; returns the capture bytes.
