@@ -625,6 +625,19 @@ async fn preserve_host_sends_the_clients_host() {
         .unwrap();
     let resp = h1_client().request(req).await.unwrap();
     assert_eq!(resp.headers()["x-seen-host"], "mcp.example.com");
+
+    // An HTTP/1.0 client may send no Host at all: the upstream still gets one, its own.
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(
+        answer
+            .to_lowercase()
+            .contains(&format!("x-seen-host: {}\r\n", up.addr)),
+        "{answer}"
+    );
 }
 
 #[tokio::test]

@@ -164,8 +164,11 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let mut up_headers = parts.headers;
     headers::remove_hop_by_hop(&mut up_headers, upgrade_requested);
+    // HTTP/1.1 requires a Host: the upstream's own when the client sent none.
     let host = if ctx.route.preserve_host {
-        client_host.clone()
+        client_host
+            .clone()
+            .or_else(|| target.authority().map(|a| a.to_string()))
     } else {
         target.authority().map(|a| a.to_string())
     };

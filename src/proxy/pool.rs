@@ -36,7 +36,7 @@ pub struct Pool {
     /// The shared connection, when the upstream speaks HTTP/2.
     h2: Mutex<Option<H2>>,
     /// HTTP/1.1 connections left by client connections that closed, oldest first.
-    idle: Mutex<Vec<(H1, Instant)>>,
+    idle: Mutex<Vec<H1>>,
     /// Whether a task is sweeping `idle` of connections past [`IDLE_TIMEOUT`].
     sweeping: Mutex<bool>,
     this: Weak<Pool>,
@@ -45,12 +45,30 @@ pub struct Pool {
 struct H1 {
     sender: http1::SendRequest<UpstreamBody>,
     facts: ConnectFacts,
+    /// When its last response ended (or it was opened).
+    idle_since: Instant,
+}
+
+impl H1 {
+    /// Still open, and not idle so long that a firewall or the upstream may have dropped it
+    /// without a word.
+    fn usable(&self) -> bool {
+        !self.sender.is_closed() && self.idle_since.elapsed() < IDLE_TIMEOUT
+    }
 }
 
 #[derive(Clone)]
 struct H2 {
     sender: http2::SendRequest<UpstreamBody>,
     facts: ConnectFacts,
+    /// When an exchange last started on it.
+    used: Arc<Mutex<Instant>>,
+}
+
+impl H2 {
+    fn usable(&self) -> bool {
+        !self.sender.is_closed() && lock(&self.used).elapsed() < IDLE_TIMEOUT
+    }
 }
 
 /// The upstream connection a client connection keeps between its exchanges.
@@ -73,7 +91,8 @@ impl Slot {
 
     /// A connection whose response was read whole: kept for this client connection's next
     /// exchange, or (when an exchange running alongside already left one) given to the pool.
-    fn give_back(&self, h1: H1) {
+    fn give_back(&self, mut h1: H1) {
+        h1.idle_since = Instant::now();
         let spare = {
             let mut held = lock(&self.held);
             match *held {
@@ -157,10 +176,7 @@ impl Pool {
             let shared = if new_only {
                 None
             } else {
-                lock(&self.h2)
-                    .as_ref()
-                    .filter(|c| !c.sender.is_closed())
-                    .cloned()
+                lock(&self.h2).as_ref().filter(|c| c.usable()).cloned()
             };
             if let Some(mut h2) = shared {
                 match send_h2(&mut h2, req).await {
@@ -168,7 +184,12 @@ impl Pool {
                     Err(mut e) => match e.take_message() {
                         Some(back) => {
                             req = back;
-                            lock(&self.h2).take();
+                            // Unless another exchange has already put a new one in its place.
+                            let mut shared = lock(&self.h2);
+                            if shared.as_ref().is_some_and(|c| c.sender.is_closed()) {
+                                *shared = None;
+                            }
+                            drop(shared);
                             new_only = true;
                             continue;
                         }
@@ -179,16 +200,27 @@ impl Pool {
             let reused = if new_only {
                 None
             } else {
-                slot.take().or_else(|| self.take_idle())
+                slot.take().filter(H1::usable).or_else(|| self.take_idle())
             };
             let (mut h1, is_new) = match reused {
-                Some(mut h1) => {
-                    if h1.sender.ready().await.is_err() {
+                Some(h1) => {
+                    if !h1.sender.is_ready() {
+                        // Just done with its last response, its task may not have said so yet.
+                        tokio::task::yield_now().await;
+                    }
+                    if !h1.sender.is_ready() {
+                        // Still busy (an early answer to an upload still being sent): another.
+                        if !h1.sender.is_closed() {
+                            self.put_idle(h1);
+                        }
+                        new_only = true;
                         continue;
                     }
                     (h1, false)
                 }
-                None => match self.connect().await? {
+                // Boxed: the handshakes make a large future, and every exchange future (which
+                // hyper keeps beside each client connection, idle or not) would carry it.
+                None => match Box::pin(self.connect()).await? {
                     Fresh::H1(h1) => (h1, true),
                     Fresh::H2(mut h2) => {
                         *lock(&self.h2) = Some(h2.clone());
@@ -238,27 +270,33 @@ impl Pool {
                 .handshake(io)
                 .await
                 .map_err(SendError::Http)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            Ok(Fresh::H2(H2 { sender, facts }))
+            // Spawned as it is: an async block around it would hold it twice in the task.
+            tokio::spawn(conn);
+            Ok(Fresh::H2(H2 {
+                sender,
+                facts,
+                used: Arc::new(Mutex::new(Instant::now())),
+            }))
         } else {
             let (sender, conn) = http1::Builder::new()
                 .handshake(io)
                 .await
                 .map_err(SendError::Http)?;
-            // The connection's own task: upgrades (101) need `with_upgrades`.
-            tokio::spawn(async move {
-                let _ = conn.with_upgrades().await;
-            });
-            Ok(Fresh::H1(H1 { sender, facts }))
+            // The connection's own task (upgrades, 101, need `with_upgrades`). Its error also
+            // reaches the exchange on it, which records it.
+            tokio::spawn(conn.with_upgrades());
+            Ok(Fresh::H1(H1 {
+                sender,
+                facts,
+                idle_since: Instant::now(),
+            }))
         }
     }
 
     fn take_idle(&self) -> Option<H1> {
         let mut idle = lock(&self.idle);
-        while let Some((h1, since)) = idle.pop() {
-            if !h1.sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+        while let Some(h1) = idle.pop() {
+            if h1.usable() {
                 return Some(h1);
             }
         }
@@ -275,13 +313,16 @@ impl Pool {
                 // The oldest goes: closed when its sender drops.
                 idle.remove(0);
             }
-            idle.push((h1, Instant::now()));
+            idle.push(h1);
         }
         self.sweep_later();
     }
 
     /// Closes idle connections past [`IDLE_TIMEOUT`], while there are any.
     fn sweep_later(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         {
             let mut sweeping = lock(&self.sweeping);
             if *sweeping {
@@ -289,16 +330,13 @@ impl Pool {
             }
             *sweeping = true;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let pool = self.this.clone();
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(IDLE_TIMEOUT / 3).await;
                 let Some(pool) = pool.upgrade() else { return };
                 let mut idle = lock(&pool.idle);
-                idle.retain(|(h1, since)| !h1.sender.is_closed() && since.elapsed() < IDLE_TIMEOUT);
+                idle.retain(H1::usable);
                 if idle.is_empty() {
                     *lock(&pool.sweeping) = false;
                     return;
@@ -313,6 +351,7 @@ async fn send_h2(
     mut req: Request<UpstreamBody>,
 ) -> Result<Response<UpstreamIncoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>> {
     *req.version_mut() = Version::HTTP_2;
+    *lock(&h2.used) = Instant::now();
     let facts = h2.facts;
     let resp = h2.sender.try_send_request(req).await?;
     let mut resp = resp.map(|body| UpstreamIncoming { body, back: None });
