@@ -615,3 +615,73 @@ async fn kill_9_during_open_event_streams_keeps_every_event_written() {
     }
     explain_warns_of_the_kill(&text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_burst_of_streams_took_is_given_back_when_they_close() {
+    use http_body_util::BodyExt;
+    use std::sync::{Arc, Mutex};
+    const STREAMS: usize = 2000;
+    // Each stream sends one event, then stays open until the test lets it end.
+    type Senders = Arc<Mutex<Vec<http_body_util::channel::Sender<bytes::Bytes, std::io::Error>>>>;
+    let senders: Senders = Arc::default();
+    let held = senders.clone();
+    let up = Upstream::start(move |_req| {
+        let held = held.clone();
+        async move {
+            let (mut tx, body) =
+                http_body_util::channel::Channel::<bytes::Bytes, std::io::Error>::new(1);
+            let _ = tx
+                .send_data(bytes::Bytes::from_static(b"data: {}\n\n"))
+                .await;
+            held.lock().unwrap().push(tx);
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(body.boxed())
+                .unwrap()
+        }
+    })
+    .await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let before = proxy.rss_kib();
+    let mut clients = Vec::with_capacity(STREAMS);
+    for _ in 0..STREAMS {
+        let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        tcp.write_all(b"GET /mcp HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n")
+            .await
+            .unwrap();
+        clients.push(tcp);
+    }
+    // Every stream is open end to end: its event came through.
+    for tcp in &mut clients {
+        let mut got = Vec::new();
+        while !got.windows(8).any(|w| w == b"data: {}") {
+            let mut buf = [0u8; 1024];
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "a stream closed early");
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    let busy = proxy.rss_kib();
+    let grown = busy.saturating_sub(before);
+    assert!(
+        grown > 20_000,
+        "{STREAMS} open streams took only {grown} KiB: nothing to measure"
+    );
+    // The streams end and their clients leave.
+    senders.lock().unwrap().clear();
+    drop(clients);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = proxy.rss_kib();
+        if now < before + grown / 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "RSS {now} KiB with every stream closed: {busy} KiB while open, {before} KiB before"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cap = proxy.finish();
+    assert_eq!(cap.kind("end").len(), STREAMS);
+}

@@ -318,6 +318,8 @@ async fn serve_until(
         })
     };
     let mut conns = JoinSet::new();
+    // The most connections open at once since the heap was last trimmed.
+    let mut peak = 0usize;
     let mut refused = 0u64;
     let limits = Arc::new(Limits {
         header_timeout: config.header_timeout,
@@ -341,6 +343,7 @@ async fn serve_until(
                         route: routes[index].clone(),
                     };
                     serve(&mut conns, stream, peer, listener, &shared, stop_rx.clone());
+                    peak = peak.max(conns.len());
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: keep the listener, slow down a little.
@@ -348,7 +351,12 @@ async fn serve_until(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(_) = conns.join_next(), if !conns.is_empty() => {
+                if peak >= TRIM_AFTER && conns.len() <= peak / 2 {
+                    peak = conns.len();
+                    tokio::task::spawn_blocking(release_freed_memory);
+                }
+            }
             signal = signals.next() => match signal {
                 Signal::Stop => break,
                 Signal::Reload => match &tls {
@@ -432,6 +440,20 @@ async fn serve_until(
         capture: path,
         writer: stats,
     })
+}
+
+/// Connections open at once above which, when half of them have closed, the heap is trimmed.
+const TRIM_AFTER: usize = 256;
+
+/// Gives the pages of freed memory back to the system. glibc keeps what a burst of
+/// connections freed for reuse, so without this a proxy's RSS stays at its busiest moment's
+/// (some 40 KiB per stream that was open) long after the streams have closed.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only returns unused pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// A listener's address, TLS and route, handed to each connection.
