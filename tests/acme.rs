@@ -509,10 +509,7 @@ async fn ticking() -> Upstream {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(body.boxed())
-            .unwrap()
+        event_stream(body)
     })
     .await
 }

@@ -199,11 +199,7 @@ async fn an_http2_client_resetting_a_stream_is_client_aborted() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
-        use http_body_util::BodyExt;
-        Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(body.boxed())
-            .unwrap()
+        event_stream(body)
     })
     .await;
     let proxy = TestProxy::to(&up.url()).start();
@@ -521,10 +517,7 @@ async fn kill_9_during_open_event_streams_keeps_every_event_written() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         });
-        Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(body.boxed())
-            .unwrap()
+        event_stream(body)
     })
     .await;
     let mut proxy = TestProxy::to(&up.url()).start();
@@ -618,7 +611,6 @@ async fn kill_9_during_open_event_streams_keeps_every_event_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_a_burst_of_streams_took_is_given_back_when_they_close() {
-    use http_body_util::BodyExt;
     use std::sync::{Arc, Mutex};
     const STREAMS: usize = 2000;
     // Each stream sends one event, then stays open until the test lets it end.
@@ -634,10 +626,7 @@ async fn memory_a_burst_of_streams_took_is_given_back_when_they_close() {
                 .send_data(bytes::Bytes::from_static(b"data: {}\n\n"))
                 .await;
             held.lock().unwrap().push(tx);
-            Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(body.boxed())
-                .unwrap()
+            event_stream(body)
         }
     })
     .await;

@@ -786,10 +786,7 @@ async fn bulk_upstream(total: usize) -> Upstream {
                 }
             }
         });
-        Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(body.boxed())
-            .unwrap()
+        event_stream(body)
     })
     .await
 }
@@ -1291,10 +1288,7 @@ async fn origin_naming_upstream(
                         );
                         let _ = tx.send_data(Bytes::from(two)).await;
                     });
-                    Response::builder()
-                        .header("content-type", "text/event-stream")
-                        .body(body.boxed())
-                        .unwrap()
+                    event_stream(body)
                 }
                 "/big" => json(format!(
                     r#"{{"resource":"{me}/mcp","pad":"{}"}}"#,

@@ -305,10 +305,7 @@ async fn ticking_sse(gap: Duration) -> Upstream {
                 }
             }
         });
-        Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(body.boxed())
-            .unwrap()
+        event_stream(body)
     })
     .await
 }

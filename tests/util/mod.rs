@@ -26,6 +26,17 @@ pub fn full(b: impl Into<Bytes>) -> UpBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
+/// A `text/event-stream` response streaming `body`.
+pub fn event_stream<B>(body: B) -> Response<UpBody>
+where
+    B: http_body::Body<Data = Bytes, Error = std::io::Error> + Send + Sync + 'static,
+{
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(body.boxed())
+        .unwrap()
+}
+
 /// A fixture upstream: a hyper server on 127.0.0.1:0 (HTTP/1.1 and HTTP/2) running `handler`.
 pub struct Upstream {
     pub addr: SocketAddr,
