@@ -134,6 +134,19 @@ impl Recorder {
         let _ = self.tx.send(record);
     }
 
+    /// Queues a frame of `bytes`, whole, outside the byte budget: for bodies mcptap sent or
+    /// read itself (probe, replay, mock), not for traffic it forwards.
+    pub fn whole_frame(&self, ex: u64, dir: Direction, t: u64, bytes: Bytes) {
+        self.record(Record::Frame {
+            ex,
+            dir,
+            t,
+            len: bytes.len() as u64,
+            bytes,
+            permit: None,
+        });
+    }
+
     /// A handle for waiting on the queue budget from `Body::poll_frame`.
     pub fn budget(&self) -> PollSemaphore {
         PollSemaphore::new(self.budget.clone())

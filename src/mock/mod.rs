@@ -574,14 +574,7 @@ fn respond(
         }),
     });
     if !body.is_empty() {
-        recorder.record(Record::Frame {
-            ex,
-            dir: Direction::Request,
-            t,
-            len: body.len() as u64,
-            bytes: Bytes::copy_from_slice(body),
-            permit: None,
-        });
+        recorder.whole_frame(ex, Direction::Request, t, Bytes::copy_from_slice(body));
         recorder.record(Record::BodyEnd {
             ex,
             dir: Direction::Request,

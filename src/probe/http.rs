@@ -401,14 +401,12 @@ impl Http {
                             answer.events.extend(new);
                         }
                     }
-                    recorder.record(Record::Frame {
-                        ex: log.ex,
-                        dir: Direction::Response,
-                        t: recorder.clock().us_at(now),
-                        len: data.len() as u64,
-                        bytes: data,
-                        permit: None,
-                    });
+                    recorder.whole_frame(
+                        log.ex,
+                        Direction::Response,
+                        recorder.clock().us_at(now),
+                        data,
+                    );
                     if answered {
                         break Some((
                             Outcome::ClientAborted,
@@ -507,14 +505,7 @@ impl Http {
             }),
         });
         if !out.body.is_empty() {
-            recorder.record(Record::Frame {
-                ex: log.ex,
-                dir: Direction::Request,
-                t,
-                len: out.body.len() as u64,
-                bytes: Bytes::from(out.body.clone()),
-                permit: None,
-            });
+            recorder.whole_frame(log.ex, Direction::Request, t, Bytes::from(out.body.clone()));
             recorder.record(Record::BodyEnd {
                 ex: log.ex,
                 dir: Direction::Request,

@@ -181,14 +181,12 @@ fn serve(
         }),
     });
     log.frame(Direction::Response, body.len(), at);
-    recorder.record(Record::Frame {
-        ex: log.ex,
-        dir: Direction::Response,
-        t: recorder.clock().us_at(at),
-        len: body.len() as u64,
-        bytes: body,
-        permit: None,
-    });
+    recorder.whole_frame(
+        log.ex,
+        Direction::Response,
+        recorder.clock().us_at(at),
+        body,
+    );
     recorder.record(Record::BodyEnd {
         ex: log.ex,
         dir: Direction::Response,

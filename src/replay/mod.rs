@@ -836,14 +836,7 @@ async fn send(run: Arc<Run>, k: usize, built: Built) {
                     if stream {
                         events.extend(parser.push(&data).into_iter().map(|e| e.data));
                     }
-                    recorder.record(Record::Frame {
-                        ex,
-                        dir: Direction::Response,
-                        t: recorder.clock().us_at(at),
-                        len: data.len() as u64,
-                        bytes: data,
-                        permit: None,
-                    });
+                    recorder.whole_frame(ex, Direction::Response, recorder.clock().us_at(at), data);
                 }
                 Some(Err(e)) => break Read::Failed(upstream::error_chain(&e)),
                 None => break Read::Ended,
@@ -1010,14 +1003,7 @@ fn record_request(
         }),
     });
     if !sent.body.is_empty() {
-        recorder.record(Record::Frame {
-            ex,
-            dir: Direction::Request,
-            t,
-            len: sent.body.len() as u64,
-            bytes: Bytes::from(sent.body.clone()),
-            permit: None,
-        });
+        recorder.whole_frame(ex, Direction::Request, t, Bytes::from(sent.body.clone()));
         recorder.record(Record::BodyEnd {
             ex,
             dir: Direction::Request,
