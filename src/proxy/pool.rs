@@ -173,7 +173,14 @@ impl Pool {
         // Set once a reused connection has turned the request away: then only a new one.
         let mut new_only = false;
         loop {
-            let shared = if new_only {
+            // The connection this client connection kept comes first: an HTTP/1.1 upstream's
+            // exchanges then never touch the route's shared state.
+            let kept = if new_only {
+                None
+            } else {
+                slot.take().filter(H1::usable)
+            };
+            let shared = if new_only || kept.is_some() {
                 None
             } else {
                 lock(&self.h2).as_ref().filter(|c| c.usable()).cloned()
@@ -197,10 +204,10 @@ impl Pool {
                     },
                 }
             }
-            let reused = if new_only {
-                None
-            } else {
-                slot.take().filter(H1::usable).or_else(|| self.take_idle())
+            let reused = match kept {
+                Some(h1) => Some(h1),
+                None if new_only => None,
+                None => self.take_idle(),
             };
             let (mut h1, is_new) = match reused {
                 Some(h1) => {
