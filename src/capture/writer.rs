@@ -740,8 +740,8 @@ impl Writer {
     }
 
     /// Appends one line: the same bytes as serialising [`Event`], whose body is flattened
-    /// into it, written as `{"t":…,"ts":"…",` and then the body's own object without its
-    /// opening brace (serde's flatten path costs more than the rest of the line).
+    /// into it, written as `{"t":…,"ts":"…"` and then the body's own object, its opening
+    /// brace overwritten by a comma (serde's flatten path costs more than the rest of the line).
     fn push(&mut self, t: u64, body: EventBody) {
         let start = self.batch.len();
         self.batch.extend_from_slice(b"{\"t\":");
@@ -749,11 +749,11 @@ impl Writer {
         let _ = serde_json::to_writer(&mut self.batch, &t);
         self.batch.extend_from_slice(b",\"ts\":\"");
         self.wall.format_into(&self.clock, t, &mut self.batch);
-        self.batch.extend_from_slice(b"\",");
+        self.batch.push(b'"');
         let body_at = self.batch.len();
         match serde_json::to_writer(&mut self.batch, &body) {
             Ok(()) if self.batch.get(body_at) == Some(&b'{') => {
-                self.batch.remove(body_at);
+                self.batch[body_at] = b',';
                 self.batch.push(b'\n');
                 self.batch_lines += 1;
             }
