@@ -25,16 +25,14 @@ pub trait BodyObserver: Send + Sync + 'static {
     fn abandoned(&self, dir: Direction, at: Instant);
 }
 
-/// A body that records every frame it yields.
-pub struct RecordingBody<B: Body, O: BodyObserver> {
-    inner: B,
+/// Records one body's frames and tells an observer how the body ended: the part of
+/// [`RecordingBody`] that does not depend on how the frames are read, used as it is by the
+/// HTTP/1.1 fast path, which reads and writes bytes itself.
+pub struct Tap<O: BodyObserver> {
     ex: u64,
     dir: Direction,
     recorder: Recorder,
-    budget: PollSemaphore,
     observer: Arc<O>,
-    /// A frame that waits for room in the queue (lossless mode), with its arrival time.
-    pending: Option<(Frame<Bytes>, Instant)>,
     /// Bytes of this body handed to the recorder so far, and how many it may take.
     recorded: u64,
     record_limit: u64,
@@ -42,29 +40,23 @@ pub struct RecordingBody<B: Body, O: BodyObserver> {
     done: bool,
 }
 
-impl<B: Body, O: BodyObserver> RecordingBody<B, O> {
-    /// Records at most `record_limit` bytes of the body's data (all of it passes through):
-    /// frames past the limit reach the recorder as lengths only, so a huge download costs
-    /// the recorder nothing.
+impl<O: BodyObserver> Tap<O> {
+    /// Records at most `record_limit` bytes of the body's data: frames past the limit reach
+    /// the recorder as lengths only, so a huge download costs the recorder nothing.
     pub fn new(
-        inner: B,
         ex: u64,
         dir: Direction,
         recorder: Recorder,
         observer: Arc<O>,
         record_limit: u64,
     ) -> Self {
-        let budget = recorder.budget();
-        RecordingBody {
-            recorded: 0,
-            record_limit,
-            inner,
+        Tap {
             ex,
             dir,
             recorder,
-            budget,
             observer,
-            pending: None,
+            recorded: 0,
+            record_limit,
             sent_frames: false,
             done: false,
         }
@@ -74,6 +66,11 @@ impl<B: Body, O: BodyObserver> RecordingBody<B, O> {
     fn recorded_part(&self, data: &Bytes) -> Bytes {
         let room = self.record_limit.saturating_sub(self.recorded) as usize;
         data.slice(..data.len().min(room))
+    }
+
+    /// A data frame arrived (not empty); the observer counts it.
+    fn arrived(&self, len: usize, at: Instant) {
+        self.observer.frame(self.dir, len, at);
     }
 
     fn send_frame(
@@ -95,6 +92,28 @@ impl<B: Body, O: BodyObserver> RecordingBody<B, O> {
         });
     }
 
+    /// Records a frame that passed at `at`. In lossless mode it waits for room in the
+    /// queue, so a full queue slows the data path instead of losing the frame.
+    pub async fn frame(&mut self, data: Bytes, at: Instant) {
+        if data.is_empty() {
+            return;
+        }
+        self.arrived(data.len(), at);
+        let part = self.recorded_part(&data);
+        let cost = self.recorder.frame_cost(part.len());
+        match self.recorder.on_full() {
+            OnFull::Wait => {
+                let permit = self.recorder.acquire(cost).await;
+                self.send_frame(&data, part, at, permit);
+            }
+            OnFull::Drop => {
+                if let Some(permit) = self.recorder.try_budget(cost) {
+                    self.send_frame(&data, part, at, Some(permit));
+                }
+            }
+        }
+    }
+
     fn close(&mut self, at: Instant) {
         self.done = true;
         if self.sent_frames {
@@ -103,6 +122,69 @@ impl<B: Body, O: BodyObserver> RecordingBody<B, O> {
                 dir: self.dir,
                 t: self.recorder.clock().us_at(at),
             });
+        }
+    }
+
+    /// The body reached its end.
+    pub fn end(&mut self, at: Instant) {
+        if !self.done {
+            self.close(at);
+            self.observer.ended(self.dir, at);
+        }
+    }
+
+    /// Reading the body failed.
+    pub fn fail(&mut self, at: Instant, error: String) {
+        if !self.done {
+            self.close(at);
+            self.observer.failed(self.dir, at, error);
+        }
+    }
+
+    /// The body was left before its end (the reader went away).
+    pub fn abandon(&mut self, at: Instant) {
+        if !self.done {
+            // The body's record closes before the exchange's `end`, so readers meet them in
+            // that order.
+            self.close(at);
+            self.observer.abandoned(self.dir, at);
+        }
+    }
+}
+
+impl<O: BodyObserver> Drop for Tap<O> {
+    fn drop(&mut self) {
+        self.abandon(Instant::now());
+    }
+}
+
+/// A body that records every frame it yields.
+pub struct RecordingBody<B: Body, O: BodyObserver> {
+    inner: B,
+    tap: Tap<O>,
+    budget: PollSemaphore,
+    /// A frame that waits for room in the queue (lossless mode), with its arrival time.
+    pending: Option<(Frame<Bytes>, Instant)>,
+}
+
+impl<B: Body, O: BodyObserver> RecordingBody<B, O> {
+    /// Records at most `record_limit` bytes of the body's data (all of it passes through):
+    /// frames past the limit reach the recorder as lengths only, so a huge download costs
+    /// the recorder nothing.
+    pub fn new(
+        inner: B,
+        ex: u64,
+        dir: Direction,
+        recorder: Recorder,
+        observer: Arc<O>,
+        record_limit: u64,
+    ) -> Self {
+        let budget = recorder.budget();
+        RecordingBody {
+            inner,
+            tap: Tap::new(ex, dir, recorder, observer, record_limit),
+            budget,
+            pending: None,
         }
     }
 }
@@ -127,7 +209,7 @@ where
                     let at = Instant::now();
                     match frame.data_ref() {
                         Some(data) if !data.is_empty() => {
-                            this.observer.frame(this.dir, data.len(), at);
+                            this.tap.arrived(data.len(), at);
                             this.pending = Some((frame, at));
                         }
                         // Trailers and empty frames pass straight through.
@@ -135,15 +217,11 @@ where
                     }
                 }
                 Some(Err(e)) => {
-                    let at = Instant::now();
-                    this.close(at);
-                    this.observer.failed(this.dir, at, e.to_string());
+                    this.tap.fail(Instant::now(), e.to_string());
                     return Poll::Ready(Some(Err(e)));
                 }
                 None => {
-                    let at = Instant::now();
-                    this.close(at);
-                    this.observer.ended(this.dir, at);
+                    this.tap.end(Instant::now());
                     return Poll::Ready(None);
                 }
             }
@@ -154,19 +232,20 @@ where
             return Poll::Pending;
         };
         let data = frame.data_ref().cloned().unwrap_or_default();
-        let part = this.recorded_part(&data);
-        let cost = this.recorder.frame_cost(part.len());
-        match this.recorder.on_full() {
+        let tap = &mut this.tap;
+        let part = tap.recorded_part(&data);
+        let cost = tap.recorder.frame_cost(part.len());
+        match tap.recorder.on_full() {
             OnFull::Wait => match this.budget.poll_acquire_many(cx, cost) {
                 Poll::Pending => {
                     this.pending = Some((frame, at));
                     return Poll::Pending;
                 }
-                Poll::Ready(permit) => this.send_frame(&data, part, at, permit),
+                Poll::Ready(permit) => tap.send_frame(&data, part, at, permit),
             },
             OnFull::Drop => {
-                if let Some(permit) = this.recorder.try_budget(cost) {
-                    this.send_frame(&data, part, at, Some(permit));
+                if let Some(permit) = tap.recorder.try_budget(cost) {
+                    tap.send_frame(&data, part, at, Some(permit));
                 }
             }
         }
@@ -184,17 +263,12 @@ where
 
 impl<B: Body, O: BodyObserver> Drop for RecordingBody<B, O> {
     fn drop(&mut self) {
-        if self.done {
-            return;
-        }
         let at = Instant::now();
-        // The body's record closes before the exchange's `end`, so readers meet them in that order.
-        self.close(at);
         // hyper may drop a body it knows is empty without polling it: that is an end, not an abort.
         if self.pending.is_none() && self.inner.is_end_stream() {
-            self.observer.ended(self.dir, at);
+            self.tap.end(at);
         } else {
-            self.observer.abandoned(self.dir, at);
+            self.tap.abandon(at);
         }
     }
 }

@@ -157,6 +157,11 @@ impl Recorder {
         (recorded.max(64).min(u32::MAX as usize) as u32).min(self.budget_bytes)
     }
 
+    /// Waits for budget for a frame (lossless mode); `None` once the writer has stopped.
+    pub async fn acquire(&self, cost: u32) -> Option<OwnedSemaphorePermit> {
+        self.budget.clone().acquire_many_owned(cost).await.ok()
+    }
+
     /// Takes budget for a frame without waiting (`--on-full drop`); `None` counts a drop.
     pub fn try_budget(&self, cost: u32) -> Option<OwnedSemaphorePermit> {
         match self.budget.clone().try_acquire_many_owned(cost) {
