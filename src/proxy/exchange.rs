@@ -106,11 +106,17 @@ pub struct ExchangeLog {
 
 impl ExchangeLog {
     pub fn start(shared: &Arc<Shared>) -> Arc<ExchangeLog> {
+        Self::start_at(shared, Instant::now())
+    }
+
+    /// An exchange whose request head arrived at `started` (its upstream connection may
+    /// have been opened since).
+    pub fn start_at(shared: &Arc<Shared>, started: Instant) -> Arc<ExchangeLog> {
         let ex = shared.next_exchange.fetch_add(1, Ordering::Relaxed);
         shared.live_exchanges.fetch_add(1, Ordering::AcqRel);
         Arc::new(ExchangeLog {
             ex,
-            started: Instant::now(),
+            started,
             shared: shared.clone(),
             progress: Mutex::new(Progress::default()),
             request_bytes: AtomicU64::new(0),

@@ -17,7 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::connect::Connection;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower_service::Service;
 
 use super::forward::UpstreamBody;
@@ -37,6 +37,10 @@ pub struct Pool {
     h2: Mutex<Option<H2>>,
     /// HTTP/1.1 connections left by client connections that closed, oldest first.
     idle: Mutex<Vec<H1>>,
+    /// The same, for the HTTP/1.1 fast path, which reads and writes them as bytes.
+    /// Boxed as the fast path holds them: moved in and out without copying 1 KiB each way.
+    #[allow(clippy::vec_box)]
+    raw_idle: Mutex<Vec<Box<Raw>>>,
     /// Whether a task is sweeping `idle` of connections past [`IDLE_TIMEOUT`].
     sweeping: Mutex<bool>,
     this: Weak<Pool>,
@@ -57,12 +61,53 @@ impl H1 {
     }
 }
 
+/// An upstream connection as the dialler makes it (TCP, or TLS over TCP), timed.
+type UpIo = <Connector as Service<Uri>>::Response;
+
+/// An HTTP/1.1 upstream connection the fast path reads and writes as bytes.
+pub struct Raw {
+    pub io: TokioIo<UpIo>,
+    pub facts: ConnectFacts,
+    /// Bytes read from it and not yet used (a response head being parsed, body bytes).
+    pub buf: bytes::BytesMut,
+    /// When its last response ended (or it was opened).
+    pub idle_since: Instant,
+}
+
+impl Raw {
+    /// Not idle too long, and nothing waiting on it: no close, no reset, no stray bytes
+    /// (any of which means it cannot carry another request). Looks without waiting.
+    pub fn alive(&mut self) -> bool {
+        if self.idle_since.elapsed() >= IDLE_TIMEOUT {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut peek = tokio::io::ReadBuf::new(&mut byte);
+        matches!(
+            tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut self.io), &mut cx, &mut peek),
+            Poll::Pending
+        )
+    }
+}
+
+/// What [`Pool::raw`] found.
+pub enum RawConnect {
+    /// Boxed: a TLS connection's state is large, and idle client connections hold theirs.
+    Raw(Box<Raw>),
+    /// The upstream chose HTTP/2: its connection is the route's shared one now.
+    H2,
+}
+
 #[derive(Clone)]
 struct H2 {
     sender: http2::SendRequest<UpstreamBody>,
     facts: ConnectFacts,
     /// When an exchange last started on it.
     used: Arc<Mutex<Instant>>,
+    /// Set while no exchange has used it: the first one is the one that opened it (the
+    /// fast path opens it, and hands its request to the HTTP/2 path).
+    fresh: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl H2 {
@@ -156,6 +201,7 @@ impl Pool {
             origin,
             h2: Mutex::new(None),
             idle: Mutex::new(Vec::new()),
+            raw_idle: Mutex::new(Vec::new()),
             sweeping: Mutex::new(false),
             this: this.clone(),
         })
@@ -262,28 +308,10 @@ impl Pool {
 
     /// Dials the upstream and sets up HTTP/2 or HTTP/1.1, as TLS's ALPN decided.
     async fn connect(&self) -> Result<Fresh, SendError> {
-        let mut connector = self.connector.clone();
-        std::future::poll_fn(|cx| connector.poll_ready(cx))
-            .await
-            .map_err(SendError::Connect)?;
-        let io = connector
-            .call(self.origin.clone())
-            .await
-            .map_err(SendError::Connect)?;
+        let io = self.dial().await?;
         let facts = io.facts();
         if io.connected().is_negotiated_h2() {
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake(io)
-                .await
-                .map_err(SendError::Http)?;
-            // Spawned as it is: an async block around it would hold it twice in the task.
-            tokio::spawn(conn);
-            Ok(Fresh::H2(H2 {
-                sender,
-                facts,
-                used: Arc::new(Mutex::new(Instant::now())),
-            }))
+            Ok(Fresh::H2(self.start_h2(io).await?))
         } else {
             let (sender, conn) = http1::Builder::new()
                 .handshake(io)
@@ -298,6 +326,83 @@ impl Pool {
                 idle_since: Instant::now(),
             }))
         }
+    }
+
+    /// A new connection to the upstream: TCP, then TLS for https.
+    async fn dial(&self) -> Result<UpIo, SendError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(SendError::Connect)?;
+        connector
+            .call(self.origin.clone())
+            .await
+            .map_err(SendError::Connect)
+    }
+
+    /// Sets up HTTP/2 on a connection whose TLS chose it, as the route's shared connection.
+    async fn start_h2(&self, io: UpIo) -> Result<H2, SendError> {
+        let facts = io.facts();
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(SendError::Http)?;
+        // Spawned as it is: an async block around it would hold it twice in the task.
+        tokio::spawn(conn);
+        Ok(H2 {
+            sender,
+            facts,
+            used: Arc::new(Mutex::new(Instant::now())),
+            fresh: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        })
+    }
+
+    /// Whether the upstream is known to speak HTTP/2 (then the fast path stands aside).
+    pub fn speaks_h2(&self) -> bool {
+        lock(&self.h2).is_some()
+    }
+
+    /// A connection for the HTTP/1.1 fast path: an idle one, or a new one. When the
+    /// upstream's TLS chooses HTTP/2, the new connection becomes the route's shared one
+    /// and the fast path gets [`RawConnect::H2`].
+    pub async fn raw(&self, new_only: bool) -> Result<RawConnect, SendError> {
+        if !new_only {
+            let mut idle = lock(&self.raw_idle);
+            while let Some(mut raw) = idle.pop() {
+                if raw.alive() {
+                    return Ok(RawConnect::Raw(raw));
+                }
+            }
+        }
+        let io = self.dial().await?;
+        if io.connected().is_negotiated_h2() {
+            let h2 = self.start_h2(io).await?;
+            *lock(&self.h2) = Some(h2);
+            return Ok(RawConnect::H2);
+        }
+        Ok(RawConnect::Raw(Box::new(Raw {
+            facts: io.facts(),
+            io: TokioIo::new(io),
+            buf: bytes::BytesMut::new(),
+            idle_since: Instant::now(),
+        })))
+    }
+
+    /// A fast-path connection whose last response was read whole, for a later client
+    /// connection.
+    pub fn put_raw(&self, mut raw: Box<Raw>) {
+        if !raw.buf.is_empty() || !raw.alive() {
+            return;
+        }
+        {
+            let mut idle = lock(&self.raw_idle);
+            if idle.len() >= MAX_IDLE {
+                idle.remove(0);
+            }
+            idle.push(raw);
+        }
+        self.sweep_later();
     }
 
     fn take_idle(&self) -> Option<H1> {
@@ -344,7 +449,9 @@ impl Pool {
                 let Some(pool) = pool.upgrade() else { return };
                 let mut idle = lock(&pool.idle);
                 idle.retain(H1::usable);
-                if idle.is_empty() {
+                let mut raw_idle = lock(&pool.raw_idle);
+                raw_idle.retain(|raw| raw.idle_since.elapsed() < IDLE_TIMEOUT);
+                if idle.is_empty() && raw_idle.is_empty() {
                     *lock(&pool.sweeping) = false;
                     return;
                 }
@@ -359,7 +466,11 @@ async fn send_h2(
 ) -> Result<Response<UpstreamIncoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>> {
     *req.version_mut() = Version::HTTP_2;
     *lock(&h2.used) = Instant::now();
-    let facts = h2.facts;
+    let mut facts = h2.facts;
+    if h2.fresh.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        // Opened for this exchange, if before it began: not a reused connection.
+        facts.opened_at = Instant::now();
+    }
     let resp = h2.sender.try_send_request(req).await?;
     let mut resp = resp.map(|body| UpstreamIncoming { body, back: None });
     resp.extensions_mut().insert(facts);
