@@ -262,6 +262,13 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = parse_size)]
     pub max_header_bytes: u64,
 
+    /// Serve every exchange through the general HTTP stack. By default a plain HTTP/1.1
+    /// exchange (whole request in hand, no upgrade, an HTTP/1.1 upstream) is forwarded as
+    /// bytes on a fast path that records the same events; this turns it off, for
+    /// comparison or if the fast path misbehaves.
+    #[arg(long)]
+    pub no_fast_path: bool,
+
     /// Open client connections at most; more are refused (503 on plain HTTP) and counted
     /// in the capture.
     #[arg(long, value_name = "N", default_value = "10000")]
@@ -476,6 +483,7 @@ impl ProxyArgs {
             grace: seconds("grace", self.grace)?.unwrap_or(Duration::ZERO),
             header_timeout: seconds("header-timeout", self.header_timeout)?,
             max_header_bytes: self.max_header_bytes.clamp(8192, 16 << 20) as usize,
+            fast_path: !self.no_fast_path,
             max_connections: self.max_connections.max(1),
             quiet: self.quiet,
             silence_after: seconds("silence-after", self.silence_after)?,

@@ -195,6 +195,7 @@ async fn session(
         grace: Duration::from_secs(2),
         header_timeout: Some(Duration::from_secs(30)),
         max_header_bytes: 64 << 10,
+        fast_path: true,
         max_connections: 1000,
         quiet: false,
         silence_after: Some(Duration::from_secs(2)),

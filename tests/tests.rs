@@ -13,6 +13,8 @@ mod diff;
 mod explain;
 /// `mcptap export`: HAR 1.2 checked against the schema and read back; curl commands re-run.
 mod export;
+/// The HTTP/1.1 fast path: the same record as the general path, and the hand-over to it.
+mod fastpath;
 /// Faults from either side, crashes and limits: sensible answers, the record in words.
 mod faults;
 /// `mcptap mock`: recorded sessions served back to an unchanged client, SSE timing included.

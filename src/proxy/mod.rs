@@ -3,6 +3,7 @@
 
 pub mod exchange;
 pub mod forward;
+pub mod h1;
 pub mod headers;
 pub mod origins;
 pub mod pool;
@@ -87,6 +88,9 @@ pub struct ProxyConfig {
     pub header_timeout: Option<Duration>,
     /// Largest request head accepted; larger gets 431.
     pub max_header_bytes: usize,
+    /// Plain HTTP/1.1 exchanges take the byte-forwarding fast path (`h1`); off, hyper
+    /// serves every exchange.
+    pub fast_path: bool,
     /// Open client connections at most; more are refused (503 on plain HTTP) and counted.
     pub max_connections: usize,
     pub quiet: bool,
@@ -324,6 +328,7 @@ async fn serve_until(
     let limits = Arc::new(Limits {
         header_timeout: config.header_timeout,
         max_header_bytes: config.max_header_bytes.max(8192),
+        fast_path: config.fast_path,
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     ready(local);
@@ -488,6 +493,7 @@ async fn accept_any(
 struct Limits {
     header_timeout: Option<Duration>,
     max_header_bytes: usize,
+    fast_path: bool,
 }
 
 /// Turns away a connection over `--max-connections`: a 503 on plain HTTP (a TLS client just
@@ -644,6 +650,9 @@ async fn serve_http<S>(
     let conn = shared.next_conn();
     let recorder = shared.recorder.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let h2_client = tls
+        .as_ref()
+        .is_some_and(|t| t.alpn.as_deref() == Some("h2"));
     recorder.record(Record::Event {
         t: recorder.clock().now_us(),
         body: EventBody::ConnOpen(ConnOpen {
@@ -674,6 +683,30 @@ async fn serve_http<S>(
         ctx: ctx.clone(),
         error: None,
     };
+    let limits = &listener.limits;
+    let fast = limits.fast_path
+        && !h2_client
+        && ctx.route.rewriting.is_none()
+        && !ctx.route.pool.speaks_h2();
+    let io = if fast {
+        match h1::serve(
+            counted,
+            &ctx,
+            limits.header_timeout,
+            limits.max_header_bytes,
+            &mut stopping,
+        )
+        .await
+        {
+            h1::Served::Closed(error) => {
+                guard.error = error;
+                return;
+            }
+            h1::Served::Fallback(io) => io,
+        }
+    } else {
+        h1::Rewind::new(counted)
+    };
     let service = service_fn(move |req| forward::handle(req, ctx.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -685,7 +718,7 @@ async fn serve_http<S>(
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
         .max_header_list_size(listener.limits.max_header_bytes as u32);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(counted), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     // On shutdown, idle keep-alive connections close now and busy ones after their
     // exchange (HTTP/2: GOAWAY), instead of holding the grace period open.

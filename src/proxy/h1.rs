@@ -1,0 +1,1201 @@
+//! The HTTP/1.1 fast path. A client connection's plain exchanges are parsed with `httparse`
+//! and forwarded as bytes on the connection's own task, each body teed to the recorder as
+//! it passes: no second HTTP stack, no task or channel between client and upstream.
+//!
+//! Plain means: an HTTP/1.1 request whose head and whole body (`Content-Length`, at most
+//! [`MAX_BODY_IN_HAND`]) are already read, no `Upgrade`, `Expect` or `Transfer-Encoding`,
+//! an origin-form target, a `Host`; an HTTP/1.1 upstream. Anything else (a split or
+//! malformed head, HTTP/1.0, HTTP/2, a chunked or large upload, CONNECT) goes to hyper,
+//! with the bytes already read, and hyper serves the rest of the connection: the two
+//! paths record the same events.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::exchange::ExchangeLog;
+use super::forward::ConnContext;
+use super::pool::{Raw, RawConnect, SendError};
+use super::upstream;
+use crate::capture::body::Tap;
+use crate::capture::model::{self, EventBody};
+use crate::capture::{Direction, Outcome, Record};
+
+/// The largest request body the fast path takes whole before forwarding; a larger one
+/// (an upload) goes to hyper, which streams it.
+pub const MAX_BODY_IN_HAND: usize = 64 * 1024;
+/// Header lines a message may have (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+/// The largest upstream response head read.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Bytes read from a socket at a time.
+const READ_SIZE: usize = 16 * 1024;
+/// The most read from the upstream at a time, for a large body.
+const MAX_READ_SIZE: usize = 256 * 1024;
+/// Body bytes below this are copied behind the response head, for one write.
+const COALESCE: usize = 16 * 1024;
+
+/// Fields that are hop-by-hop whether or not `Connection` names them (RFC 9110 §7.6.1),
+/// as `headers::remove_hop_by_hop` has them.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// How a fast-path connection ended.
+pub enum Served<S> {
+    /// Closed, with the error that closed it, if any.
+    Closed(Option<String>),
+    /// Hyper takes over, with the bytes read and not yet served.
+    Fallback(Rewind<S>),
+}
+
+/// What the connection does after one request.
+enum Step {
+    Next,
+    Close(Option<String>),
+    Fallback,
+}
+
+/// Serves `io` on the fast path for as long as its requests are plain.
+pub async fn serve<S>(
+    io: S,
+    ctx: &Arc<ConnContext>,
+    header_timeout: Option<Duration>,
+    max_head: usize,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+) -> Served<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = Conn {
+        io,
+        buf: BytesMut::with_capacity(READ_SIZE),
+        upstream: None,
+        ctx,
+        max_head,
+        header_timeout,
+    };
+    let step = loop {
+        if conn.buf.is_empty() {
+            if conn.buf.capacity() < READ_SIZE / 4 {
+                // What is left of the buffer after the last exchange's bytes were split off.
+                conn.buf.reserve(READ_SIZE);
+            }
+            if *stopping.borrow() {
+                break Step::Close(None);
+            }
+            // Waiting for the next request: no longer than the header timeout (as hyper
+            // has it), and not past the start of a shutdown.
+            let read = conn.io.read_buf(&mut conn.buf);
+            let timed = async {
+                match header_timeout {
+                    Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| limit),
+                    None => Ok(read.await),
+                }
+            };
+            let read = tokio::select! {
+                r = timed => r,
+                _ = stopping.changed() => break Step::Close(None),
+            };
+            match read {
+                Ok(Ok(0)) => break Step::Close(None),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => break Step::Close(Some(e.to_string())),
+                Err(limit) => {
+                    break Step::Close(Some(format!(
+                    "read header from client timeout: no request within {:.1}s (--header-timeout)",
+                    limit.as_secs_f64()
+                )))
+                }
+            }
+        }
+        let stop = *stopping.borrow();
+        match conn.exchange(stop).await {
+            Step::Next => continue,
+            other => break other,
+        }
+    };
+    if let Some(raw) = conn.upstream.take() {
+        ctx.route.pool.put_raw(raw);
+    }
+    match step {
+        Step::Fallback => Served::Fallback(Rewind {
+            prefix: conn.buf.freeze(),
+            inner: conn.io,
+        }),
+        Step::Close(error) => {
+            let _ = conn.io.shutdown().await;
+            Served::Closed(error)
+        }
+        Step::Next => unreachable!("the loop breaks on other steps only"),
+    }
+}
+
+struct Conn<'a, S> {
+    io: S,
+    /// Bytes read from the client and not yet served.
+    buf: BytesMut,
+    /// The upstream connection kept between this client connection's exchanges.
+    upstream: Option<Box<Raw>>,
+    ctx: &'a Arc<ConnContext>,
+    max_head: usize,
+    header_timeout: Option<Duration>,
+}
+
+/// A request head the fast path takes, as forwarded and as recorded.
+struct Plain {
+    head_len: usize,
+    body_len: usize,
+    method: String,
+    target: String,
+    /// The upstream's URL for it.
+    upstream_url: String,
+    headers: Vec<(String, String)>,
+    /// The request as it goes upstream, head and body.
+    forwarded: Vec<u8>,
+    /// `Connection: close` from the client.
+    close: bool,
+    head: bool,
+}
+
+/// What the bytes at the start of a client connection's buffer are.
+enum Parse {
+    /// A request the fast path takes, whole.
+    Plain(Plain),
+    /// The start of one: at least this many bytes are needed.
+    Partial(usize),
+    /// Something for hyper.
+    Other,
+}
+
+/// Why no upstream response head came.
+enum NoAnswer {
+    /// Not sent: no connection could be made.
+    Connect(SendError),
+    /// The connection failed or the head was not HTTP.
+    Failed(String),
+    /// A kept connection closed before answering: the request may go once more.
+    Stale(String),
+    /// `--upstream-timeout` passed.
+    Timeout(Duration),
+    /// The upstream chose HTTP/2: this request is hyper's.
+    Http2,
+}
+
+/// An upstream response head, as forwarded and as recorded.
+struct Answer {
+    status: u16,
+    version: &'static str,
+    headers: Vec<(String, String)>,
+    /// The head as it goes to the client, framing and all.
+    head: Vec<u8>,
+    framing: Framing,
+    /// Whether the connection can carry another request after this response.
+    reusable: bool,
+    event_stream: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes; the client gets it chunked.
+    Close,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
+    /// Serves one request from `buf`, or says hyper must.
+    async fn exchange(&mut self, stopping: bool) -> Step {
+        let arrived = Instant::now();
+        let header_deadline = self
+            .header_timeout
+            .map(|limit| tokio::time::Instant::from_std(arrived) + limit);
+        // The whole head and body in hand first. A client that stops sending them is
+        // hyper's to serve and record, with what it sent.
+        let mut plain = loop {
+            match self.plain() {
+                Parse::Plain(plain) => break plain,
+                Parse::Other => return Step::Fallback,
+                Parse::Partial(upto) => {
+                    self.buf.reserve(READ_SIZE.max(upto - self.buf.len()));
+                    let read = self.io.read_buf(&mut self.buf);
+                    let read = match header_deadline {
+                        Some(at) => match tokio::time::timeout_at(at, read).await {
+                            Ok(read) => read,
+                            Err(_) => return Step::Fallback,
+                        },
+                        None => read.await,
+                    };
+                    match read {
+                        Ok(n) if n > 0 => {}
+                        _ => return Step::Fallback,
+                    }
+                }
+            }
+        };
+        let ctx = self.ctx;
+        // The upstream connection first: an upstream that turns out to speak HTTP/2 leaves
+        // the request, unrecorded, to hyper. `--upstream-timeout` counts from here.
+        let deadline = ctx
+            .route
+            .upstream_timeout
+            .map(|limit| (tokio::time::Instant::from_std(arrived) + limit, limit));
+        let obtain = async {
+            let kept = self
+                .upstream
+                .take()
+                .and_then(|mut raw| raw.alive().then_some(raw));
+            match kept {
+                Some(raw) => Ok(Ok((raw, true))),
+                None => match ctx.route.pool.raw(false).await {
+                    Ok(RawConnect::Raw(raw)) => {
+                        let reused = raw.facts.opened_at < arrived;
+                        Ok(Ok((raw, reused)))
+                    }
+                    Ok(RawConnect::H2) => Err(()),
+                    Err(e) => Ok(Err(NoAnswer::Connect(e))),
+                },
+            }
+        };
+        let first = match deadline {
+            Some((at, limit)) => match tokio::time::timeout_at(at, obtain).await {
+                Ok(got) => got,
+                Err(_) => Ok(Err(NoAnswer::Timeout(limit))),
+            },
+            None => obtain.await,
+        };
+        let Ok(first) = first else {
+            return Step::Fallback;
+        };
+        self.buf.advance(plain.head_len);
+        let body = self.buf.split_to(plain.body_len).freeze();
+        let shared = &ctx.shared;
+        let recorder = &shared.recorder;
+        let log = ExchangeLog::start_at(shared, arrived);
+        ctx.exchanges.fetch_add(1, Ordering::Relaxed);
+        let ex = log.ex;
+        recorder.record(Record::Event {
+            t: recorder.clock().us_at(arrived),
+            body: EventBody::Request(model::Request {
+                ex,
+                conn: ctx.conn,
+                method: std::mem::take(&mut plain.method),
+                target: std::mem::take(&mut plain.target),
+                version: "HTTP/1.1".into(),
+                headers: std::mem::take(&mut plain.headers),
+                upstream: std::mem::take(&mut plain.upstream_url),
+                route: Some(ctx.route.index),
+            }),
+        });
+        let mut request = Tap::new(
+            ex,
+            Direction::Request,
+            recorder.clone(),
+            log.clone(),
+            shared.max_body,
+        );
+        request.frame(body, Instant::now()).await;
+        request.end(Instant::now());
+        let close = plain.close || stopping;
+
+        let sent = match (first, deadline) {
+            (Err(no), _) => Err(no),
+            (Ok(first), Some((at, limit))) => {
+                match tokio::time::timeout_at(at, send(ctx, first, &plain.forwarded, plain.head))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(NoAnswer::Timeout(limit)),
+                }
+            }
+            (Ok(first), None) => send(ctx, first, &plain.forwarded, plain.head).await,
+        };
+        let (mut raw, answer) = match sent {
+            Ok(got) => got,
+            Err(no) => return self.no_answer(&log, no, close).await,
+        };
+        let at = Instant::now();
+        log.response_started(answer.status, Some(raw.facts), at);
+        recorder.record(Record::Event {
+            t: recorder.clock().us_at(at),
+            body: EventBody::Response(model::Response {
+                ex,
+                status: answer.status,
+                version: answer.version.into(),
+                headers: answer.headers,
+                producer: "upstream".into(),
+            }),
+        });
+        let limit = if answer.event_stream {
+            u64::MAX
+        } else {
+            shared.max_body
+        };
+        let mut response = Tap::new(ex, Direction::Response, recorder.clone(), log, limit);
+        let mut head = answer.head;
+        if close {
+            // Before the blank line that ends the head.
+            head.truncate(head.len() - 2);
+            head.extend_from_slice(b"connection: close\r\n\r\n");
+        }
+        match relay(&mut self.io, &mut raw, head, answer.framing, &mut response).await {
+            Ok(()) => {
+                if answer.reusable && raw.buf.is_empty() {
+                    raw.idle_since = Instant::now();
+                    self.upstream = Some(raw);
+                }
+                if close {
+                    Step::Close(None)
+                } else {
+                    Step::Next
+                }
+            }
+            Err(Broken::Upstream(why)) => {
+                response.fail(Instant::now(), why.clone());
+                Step::Close(Some(format!("the upstream response broke off: {why}")))
+            }
+            Err(Broken::Client(e)) => {
+                response.abandon(Instant::now());
+                Step::Close(Some(e.to_string()))
+            }
+        }
+    }
+
+    /// The request at the start of `buf`, if the fast path takes it.
+    fn plain(&self) -> Parse {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut fields);
+        let head_len = match req.parse(&self.buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            // Not all here yet; a head past the limit is hyper's to refuse (431).
+            Ok(httparse::Status::Partial) if self.buf.len() < self.max_head => {
+                return Parse::Partial(self.buf.len() + 1)
+            }
+            _ => return Parse::Other,
+        };
+        if head_len > self.max_head || req.version != Some(1) {
+            return Parse::Other;
+        }
+        match self.take(&req, head_len) {
+            Some(got) => got,
+            None => Parse::Other,
+        }
+    }
+
+    /// A parsed request head: [`Parse::Plain`] if the fast path takes it (and its body is
+    /// here), `None` if not.
+    fn take(&self, req: &httparse::Request<'_, '_>, head_len: usize) -> Option<Parse> {
+        let method = req.method?;
+        let target = req.path?;
+        if method == "CONNECT" || !target.starts_with('/') {
+            return None;
+        }
+        let mut body_len: Option<usize> = None;
+        let mut host: Option<&str> = None;
+        let mut close = false;
+        let mut named: Vec<&str> = Vec::new();
+        let mut prior_xff: Option<&[u8]> = None;
+        for field in req.headers.iter() {
+            let name = field.name;
+            if name.eq_ignore_ascii_case("content-length") {
+                let n = std::str::from_utf8(field.value)
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))?
+                    .parse::<usize>()
+                    .ok()?;
+                if body_len.is_some_and(|m| m != n) {
+                    return None;
+                }
+                body_len = Some(n);
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                || name.eq_ignore_ascii_case("upgrade")
+                || name.eq_ignore_ascii_case("expect")
+            {
+                return None;
+            } else if name.eq_ignore_ascii_case("host") {
+                if host.is_some() {
+                    return None;
+                }
+                host = Some(std::str::from_utf8(field.value).ok()?);
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in std::str::from_utf8(field.value).ok()?.split(',') {
+                    let token = token.trim();
+                    if token.eq_ignore_ascii_case("close") {
+                        close = true;
+                    }
+                    named.push(token);
+                }
+            } else if name.eq_ignore_ascii_case("x-forwarded-for") && prior_xff.is_none() {
+                prior_xff = Some(field.value);
+            }
+        }
+        let host = host?;
+        let body_len = body_len.unwrap_or(0);
+        if body_len > MAX_BODY_IN_HAND {
+            return None;
+        }
+        if self.buf.len() < head_len + body_len {
+            return Some(Parse::Partial(head_len + body_len));
+        }
+        let ctx = self.ctx;
+        let route = &ctx.route;
+        let url = upstream::upstream_uri(&route.upstream, target).ok()?;
+        let upstream_pq = url.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+
+        let mut out = Vec::with_capacity(head_len + 160 + body_len);
+        out.extend_from_slice(method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(upstream_pq.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for field in req.headers.iter() {
+            let name = field.name;
+            let skip = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+                || named.iter().any(|n| name.eq_ignore_ascii_case(n))
+                || name.eq_ignore_ascii_case("host")
+                || name.eq_ignore_ascii_case("x-forwarded-for")
+                || name.eq_ignore_ascii_case("x-forwarded-proto")
+                || name.eq_ignore_ascii_case("x-forwarded-host");
+            if !skip {
+                put_field(&mut out, name.as_bytes(), field.value);
+            }
+        }
+        let upstream_host = if route.preserve_host {
+            host.to_string()
+        } else {
+            url.authority().map(|a| a.to_string()).unwrap_or_default()
+        };
+        put_field(&mut out, b"host", upstream_host.as_bytes());
+        let ip = ctx.peer.ip().to_string();
+        match prior_xff.filter(|v| !v.trim_ascii().is_empty()) {
+            Some(prior) => {
+                let mut chain = prior.to_vec();
+                chain.extend_from_slice(b", ");
+                chain.extend_from_slice(ip.as_bytes());
+                put_field(&mut out, b"x-forwarded-for", &chain);
+            }
+            None => put_field(&mut out, b"x-forwarded-for", ip.as_bytes()),
+        }
+        let proto: &[u8] = if ctx.scheme == "https" {
+            b"https"
+        } else {
+            b"http"
+        };
+        put_field(&mut out, b"x-forwarded-proto", proto);
+        put_field(&mut out, b"x-forwarded-host", host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.buf[head_len..head_len + body_len]);
+        Some(Parse::Plain(Plain {
+            head_len,
+            body_len,
+            method: method.to_string(),
+            target: target.to_string(),
+            upstream_url: url.to_string(),
+            headers: to_record(req.headers, &[]),
+            forwarded: out,
+            close,
+            head: method == "HEAD",
+        }))
+    }
+
+    /// No response came: the client gets an answer in words, recorded like any response.
+    async fn no_answer(&mut self, log: &Arc<ExchangeLog>, no: NoAnswer, close: bool) -> Step {
+        let upstream = &self.ctx.route.upstream;
+        let (status, text) = match no {
+            NoAnswer::Connect(e) => {
+                let cause = upstream::error_chain(&e);
+                let text = format!(
+                    "mcptap: the upstream {upstream} could not be reached or failed: {cause}\n"
+                );
+                log.preset_outcome(Outcome::UpstreamError, cause);
+                (StatusCode::BAD_GATEWAY, text)
+            }
+            NoAnswer::Failed(cause) | NoAnswer::Stale(cause) => {
+                let text = format!(
+                    "mcptap: the upstream {upstream} could not be reached or failed: {cause}\n"
+                );
+                log.preset_outcome(Outcome::UpstreamError, cause);
+                (StatusCode::BAD_GATEWAY, text)
+            }
+            NoAnswer::Http2 => {
+                let cause = "the upstream now speaks HTTP/2 on new connections".to_string();
+                let text = format!(
+                    "mcptap: the upstream {upstream} could not be reached or failed: {cause}\n"
+                );
+                log.preset_outcome(Outcome::UpstreamError, cause);
+                (StatusCode::BAD_GATEWAY, text)
+            }
+            NoAnswer::Timeout(limit) => {
+                let why = format!(
+                    "the upstream sent no response headers within {:.1}s (--upstream-timeout)",
+                    limit.as_secs_f64()
+                );
+                log.preset_outcome(Outcome::Timeout, why.clone());
+                (StatusCode::GATEWAY_TIMEOUT, format!("mcptap: {why}\n"))
+            }
+        };
+        let recorder = &self.ctx.shared.recorder;
+        let at = Instant::now();
+        log.response_started(status.as_u16(), None, at);
+        let length = text.len().to_string();
+        recorder.record(Record::Event {
+            t: recorder.clock().us_at(at),
+            body: EventBody::Response(model::Response {
+                ex: log.ex,
+                status: status.as_u16(),
+                version: "HTTP/1.1".into(),
+                headers: vec![
+                    ("content-type".into(), "text/plain; charset=utf-8".into()),
+                    ("content-length".into(), length.clone()),
+                ],
+                producer: "proxy".into(),
+            }),
+        });
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {length}\r\n{}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            if close { "connection: close\r\n" } else { "" },
+        )
+        .into_bytes();
+        out.extend_from_slice(text.as_bytes());
+        let mut tap = Tap::new(
+            log.ex,
+            Direction::Response,
+            recorder.clone(),
+            log.clone(),
+            self.ctx.shared.max_body,
+        );
+        tap.frame(Bytes::from(text), at).await;
+        tap.end(Instant::now());
+        if let Err(e) = write(&mut self.io, &out).await {
+            return Step::Close(Some(e.to_string()));
+        }
+        if close {
+            Step::Close(None)
+        } else {
+            Step::Next
+        }
+    }
+}
+
+/// Sends a request (its head and body in `forwarded`) on `first`, or, when that was a kept
+/// connection the upstream had closed, once more on a new one; reads the response head.
+async fn send(
+    ctx: &ConnContext,
+    (mut raw, mut reused): (Box<Raw>, bool),
+    forwarded: &[u8],
+    head_request: bool,
+) -> Result<(Box<Raw>, Answer), NoAnswer> {
+    loop {
+        let tried = async {
+            write(&mut raw.io, forwarded)
+                .await
+                .map_err(|e| NoAnswer::Stale(format!("sending the request failed: {e}")))?;
+            read_head(&mut raw, head_request).await
+        };
+        match tried.await {
+            Ok(answer) => return Ok((raw, answer)),
+            Err(NoAnswer::Stale(_)) if reused => {
+                raw = match ctx.route.pool.raw(true).await {
+                    Ok(RawConnect::Raw(fresh)) => fresh,
+                    Ok(RawConnect::H2) => return Err(NoAnswer::Http2),
+                    Err(e) => return Err(NoAnswer::Connect(e)),
+                };
+                reused = false;
+            }
+            Err(no) => return Err(no),
+        }
+    }
+}
+
+/// Reads a response head (passing over `1xx` interim answers) into an [`Answer`].
+async fn read_head(raw: &mut Raw, head_request: bool) -> Result<Answer, NoAnswer> {
+    let mut read_any = false;
+    loop {
+        if !raw.buf.is_empty() {
+            read_any = true;
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut fields);
+            match resp.parse(&raw.buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let status = resp.code.unwrap_or(0);
+                    if (100..200).contains(&status) && status != 101 {
+                        raw.buf.advance(n);
+                        continue;
+                    }
+                    let answer = answer(&resp, head_request)?;
+                    raw.buf.advance(n);
+                    return Ok(answer);
+                }
+                Ok(httparse::Status::Partial) if raw.buf.len() < MAX_RESPONSE_HEAD => {}
+                Ok(httparse::Status::Partial) => {
+                    return Err(NoAnswer::Failed(format!(
+                        "the upstream's response head is larger than {} KiB",
+                        MAX_RESPONSE_HEAD >> 10
+                    )))
+                }
+                Err(e) => {
+                    return Err(NoAnswer::Failed(format!(
+                        "the upstream's response is not HTTP/1.1: {e}"
+                    )))
+                }
+            }
+        }
+        raw.buf.reserve(READ_SIZE);
+        match raw.io.read_buf(&mut raw.buf).await {
+            Ok(0) if read_any => {
+                return Err(NoAnswer::Failed(
+                    "the upstream closed the connection in the middle of its response head".into(),
+                ))
+            }
+            Ok(0) => {
+                return Err(NoAnswer::Stale(
+                    "the upstream closed the connection before answering".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if read_any => return Err(NoAnswer::Failed(e.to_string())),
+            Err(e) => return Err(NoAnswer::Stale(e.to_string())),
+        }
+    }
+}
+
+/// The response head as recorded and as the client gets it.
+fn answer(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Answer, NoAnswer> {
+    let status = resp.code.unwrap_or(0);
+    let version = if resp.version == Some(0) {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    };
+    if status == 101 {
+        return Err(NoAnswer::Failed(
+            "the upstream switched protocols (101) on a request that asked for no upgrade".into(),
+        ));
+    }
+    let mut named: Vec<&str> = Vec::new();
+    let mut close = resp.version == Some(0);
+    let mut length: Option<u64> = None;
+    let mut chunked: Option<bool> = None;
+    let mut event_stream = false;
+    for field in resp.headers.iter() {
+        let name = field.name;
+        let value = std::str::from_utf8(field.value).unwrap_or("");
+        if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',') {
+                let token = token.trim();
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                }
+                named.push(token);
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = value.rsplit(',').next().unwrap_or("").trim();
+            chunked = Some(last.eq_ignore_ascii_case("chunked"));
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let n = value
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|_| value.trim().bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| {
+                    NoAnswer::Failed(format!(
+                        "the upstream's Content-Length is not a number: {value:?}"
+                    ))
+                })?;
+            if length.is_some_and(|m| m != n) {
+                return Err(NoAnswer::Failed(
+                    "the upstream sent two different Content-Length values".into(),
+                ));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("content-type") {
+            event_stream = value
+                .split(';')
+                .next()
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/event-stream"));
+        }
+    }
+    let bodiless = head_request || status == 204 || status == 304 || status < 200;
+    let framing = if bodiless {
+        Framing::Empty
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) => Framing::Close,
+            (None, Some(0)) => Framing::Empty,
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::Close,
+        }
+    };
+    let mut head = Vec::with_capacity(256 + resp.headers.len() * 48);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.to_string().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    let hop = |name: &str| {
+        HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || named.iter().any(|n| name.eq_ignore_ascii_case(n))
+    };
+    for field in resp.headers.iter() {
+        let name = field.name;
+        // With chunked framing a Content-Length is wrong (RFC 9112 §6.3); it is not forwarded.
+        let stale_length = chunked.is_some() && name.eq_ignore_ascii_case("content-length");
+        if !hop(name) && !stale_length {
+            put_field(&mut head, name.as_bytes(), field.value);
+        }
+    }
+    if matches!(framing, Framing::Chunked | Framing::Close) {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let mut skip: Vec<&str> = HOP_BY_HOP.to_vec();
+    skip.extend(named.iter().copied());
+    Ok(Answer {
+        status,
+        version,
+        headers: to_record(resp.headers, &skip),
+        head,
+        framing,
+        reusable: !close && framing != Framing::Close,
+        event_stream,
+    })
+}
+
+/// How a response body stopped short.
+enum Broken {
+    Upstream(String),
+    Client(io::Error),
+}
+
+/// Sends the response head and relays the body, recording it (its end too); the
+/// connection's unread bytes stay in `raw.buf`.
+async fn relay<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    raw: &mut Raw,
+    mut head: Vec<u8>,
+    framing: Framing,
+    tap: &mut Tap<ExchangeLog>,
+) -> Result<(), Broken> {
+    let mut chunks = ChunkReader::default();
+    let mut remaining = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let mut relayed: u64 = 0;
+    let mut read_size = READ_SIZE;
+    loop {
+        if framing == Framing::Empty {
+            tap.end(Instant::now());
+            return write(client, &head).await.map_err(Broken::Client);
+        }
+        if !raw.buf.is_empty() {
+            let at = Instant::now();
+            match framing {
+                Framing::Length(_) => {
+                    let take = remaining.min(raw.buf.len() as u64) as usize;
+                    let data = raw.buf.split_to(take).freeze();
+                    remaining -= take as u64;
+                    relayed += take as u64;
+                    tap.frame(data.clone(), at).await;
+                    if remaining == 0 {
+                        // Ended when its last byte is in hand, as the other path has it:
+                        // an exchange is over for the recorder before the client has it all.
+                        tap.end(Instant::now());
+                    }
+                    pass(client, &mut head, &data).await?;
+                    if remaining == 0 {
+                        return flush_head(client, &mut head).await;
+                    }
+                }
+                Framing::Chunked => {
+                    let (used, done) = chunks
+                        .feed(&raw.buf)
+                        .map_err(|e| Broken::Upstream(e.to_string()))?;
+                    let wire = raw.buf.split_to(used).freeze();
+                    for range in chunks.data.drain(..) {
+                        relayed += range.len() as u64;
+                        tap.frame(wire.slice(range), at).await;
+                    }
+                    if done {
+                        tap.end(Instant::now());
+                    }
+                    pass(client, &mut head, &wire).await?;
+                    if done {
+                        return flush_head(client, &mut head).await;
+                    }
+                }
+                Framing::Close => {
+                    let data = raw.buf.split().freeze();
+                    relayed += data.len() as u64;
+                    tap.frame(data.clone(), at).await;
+                    head.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    pass(client, &mut head, &data).await?;
+                    head.extend_from_slice(b"\r\n");
+                }
+                Framing::Empty => unreachable!("returned above"),
+            }
+        }
+        if !head.is_empty() {
+            // Nothing more in hand: what is ready goes out before waiting on the upstream
+            // (an event stream's events must not wait for the next one).
+            flush_head(client, &mut head).await?;
+        }
+        raw.buf.reserve(read_size);
+        match raw.io.read_buf(&mut raw.buf).await {
+            // A large body is read in larger pieces as it keeps filling them.
+            Ok(n) if n >= read_size && read_size < MAX_READ_SIZE => read_size *= 2,
+            Ok(0) if framing == Framing::Close => {
+                tap.end(Instant::now());
+                head.extend_from_slice(b"0\r\n\r\n");
+                return flush_head(client, &mut head).await;
+            }
+            Ok(0) => {
+                return Err(Broken::Upstream(match framing {
+                    Framing::Length(_) => format!(
+                        "the upstream closed the connection after {relayed} of {} body bytes",
+                        relayed + remaining
+                    ),
+                    _ => format!(
+                        "the upstream closed the connection in the middle of a chunked body, after {relayed} bytes"
+                    ),
+                }))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(Broken::Upstream(e.to_string())),
+        }
+    }
+}
+
+/// Queues `data` behind what `pending` holds (small bodies go out with their head in one
+/// write) or writes both.
+async fn pass<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    pending: &mut Vec<u8>,
+    data: &[u8],
+) -> Result<(), Broken> {
+    if pending.len() + data.len() <= COALESCE {
+        pending.extend_from_slice(data);
+        return Ok(());
+    }
+    flush_head(client, pending).await?;
+    write(client, data).await.map_err(Broken::Client)
+}
+
+async fn flush_head<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    pending: &mut Vec<u8>,
+) -> Result<(), Broken> {
+    if !pending.is_empty() {
+        write(client, pending).await.map_err(Broken::Client)?;
+        pending.clear();
+    }
+    Ok(())
+}
+
+async fn write<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Header fields as recorded (as `headers::to_record` has them from a `HeaderMap`): names
+/// lowercased, each name at its first appearance with all its values in arrival order,
+/// values decoded lossily; `skip` names (any case) left out.
+fn to_record(fields: &[httparse::Header<'_>], skip: &[&str]) -> Vec<(String, String)> {
+    let mut record: Vec<(String, String)> = Vec::with_capacity(fields.len());
+    for field in fields {
+        if skip.iter().any(|s| field.name.eq_ignore_ascii_case(s)) {
+            continue;
+        }
+        let name = field.name.to_ascii_lowercase();
+        let value = String::from_utf8_lossy(field.value).into_owned();
+        match record.iter().rposition(|(n, _)| *n == name) {
+            Some(last) if last + 1 < record.len() => record.insert(last + 1, (name, value)),
+            _ => record.push((name, value)),
+        }
+    }
+    record
+}
+
+/// Follows a chunked body (RFC 9112 §7.1) as its bytes arrive: where each chunk's data is,
+/// and where the body ends. The bytes themselves go on unchanged.
+#[derive(Default)]
+struct ChunkReader {
+    state: ChunkState,
+    /// Data ranges found by the last [`ChunkReader::feed`], in its input.
+    data: Vec<std::ops::Range<usize>>,
+}
+
+#[derive(Default, Debug, PartialEq)]
+enum ChunkState {
+    /// At a chunk-size line.
+    #[default]
+    Size,
+    /// Inside a chunk's data: this many bytes to go.
+    Data(u64),
+    /// After a chunk's data: its line end.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+    Done,
+}
+
+/// The longest chunk-size or trailer line accepted.
+const MAX_CHUNK_LINE: usize = 8 * 1024;
+
+impl ChunkReader {
+    /// Reads as far into `buf` as whole pieces allow; returns the bytes used and whether
+    /// the body ended. Data ranges are left in `self.data`.
+    fn feed(&mut self, buf: &[u8]) -> Result<(usize, bool), &'static str> {
+        self.data.clear();
+        let mut at = 0;
+        loop {
+            match self.state {
+                ChunkState::Done => return Ok((at, true)),
+                ChunkState::Size | ChunkState::Trailers => {
+                    let rest = &buf[at..];
+                    let Some(end) = memchr::memchr(b'\n', rest) else {
+                        if rest.len() > MAX_CHUNK_LINE {
+                            return Err("a chunk-size or trailer line is too long");
+                        }
+                        return Ok((at, false));
+                    };
+                    let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
+                    at += end + 1;
+                    if self.state == ChunkState::Trailers {
+                        if line.is_empty() {
+                            self.state = ChunkState::Done;
+                        }
+                        continue;
+                    }
+                    let digits = line
+                        .split(|&b| b == b';')
+                        .next()
+                        .unwrap_or(b"")
+                        .trim_ascii();
+                    if digits.is_empty() || digits.len() > 15 {
+                        return Err("a chunk size is not a hexadecimal number");
+                    }
+                    let mut size: u64 = 0;
+                    for &d in digits {
+                        let v = (d as char)
+                            .to_digit(16)
+                            .ok_or("a chunk size is not a hexadecimal number")?;
+                        size = size * 16 + v as u64;
+                    }
+                    self.state = if size == 0 {
+                        ChunkState::Trailers
+                    } else {
+                        ChunkState::Data(size)
+                    };
+                }
+                ChunkState::Data(left) => {
+                    let avail = (buf.len() - at) as u64;
+                    if avail == 0 {
+                        return Ok((at, false));
+                    }
+                    let take = left.min(avail) as usize;
+                    self.data.push(at..at + take);
+                    at += take;
+                    self.state = if take as u64 == left {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - take as u64)
+                    };
+                }
+                ChunkState::DataEnd => {
+                    let rest = &buf[at..];
+                    if rest.starts_with(b"\r\n") {
+                        at += 2;
+                    } else if rest.starts_with(b"\n") {
+                        at += 1;
+                    } else if rest.is_empty() || rest == b"\r" {
+                        return Ok((at, false));
+                    } else {
+                        return Err("a chunk's data does not end where its size says");
+                    }
+                    self.state = ChunkState::Size;
+                }
+            }
+        }
+    }
+}
+
+/// A stream with bytes already read from it put back in front: how a connection the fast
+/// path has started reading goes to hyper.
+pub struct Rewind<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    /// A stream nothing was read from.
+    pub fn new(inner: S) -> Self {
+        Rewind {
+            prefix: Bytes::new(),
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(pieces: &[&[u8]]) -> (Vec<u8>, Vec<u8>, bool) {
+        let mut reader = ChunkReader::default();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut data = Vec::new();
+        let mut passed = Vec::new();
+        let mut done = false;
+        for piece in pieces {
+            pending.extend_from_slice(piece);
+            let (used, end) = reader.feed(&pending).unwrap();
+            for r in reader.data.drain(..) {
+                data.extend_from_slice(&pending[r]);
+            }
+            passed.extend(pending.drain(..used));
+            done = end;
+        }
+        (data, passed, done)
+    }
+
+    #[test]
+    fn chunks_are_followed_across_any_split() {
+        let body: &[u8] = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for cut in 0..body.len() {
+            for cut2 in cut..body.len() {
+                let (data, passed, done) =
+                    feed_all(&[&body[..cut], &body[cut..cut2], &body[cut2..]]);
+                assert_eq!(data, b"hello world", "cut at {cut}, {cut2}");
+                assert_eq!(passed, body);
+                assert!(done);
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunked_body_stops_at_its_end() {
+        let mut reader = ChunkReader::default();
+        let (used, done) = reader.feed(b"3\r\nabc\r\n0\r\n\r\nHTTP/1.1 200").unwrap();
+        assert!(done);
+        assert_eq!(used, 13);
+    }
+
+    #[test]
+    fn bad_chunk_sizes_are_errors() {
+        assert!(ChunkReader::default().feed(b"zz\r\n").is_err());
+        assert!(ChunkReader::default().feed(b"3\r\nabcX").is_err());
+        assert!(ChunkReader::default()
+            .feed(&vec![b'1'; MAX_CHUNK_LINE + 10])
+            .is_err());
+    }
+
+    #[test]
+    fn recorded_fields_group_repeated_names_at_their_first_place() {
+        let fields = [
+            httparse::Header {
+                name: "Accept",
+                value: b"a",
+            },
+            httparse::Header {
+                name: "X-B",
+                value: b"b",
+            },
+            httparse::Header {
+                name: "accept",
+                value: b"c",
+            },
+            httparse::Header {
+                name: "Connection",
+                value: b"close",
+            },
+        ];
+        let got = to_record(&fields, &["connection"]);
+        let want: Vec<(String, String)> = [("accept", "a"), ("accept", "c"), ("x-b", "b")]
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn rewind_gives_back_its_prefix_first() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(b" world").await.unwrap();
+        drop(a);
+        let mut r = Rewind {
+            prefix: Bytes::from_static(b"hello"),
+            inner: b,
+        };
+        let mut all = String::new();
+        r.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "hello world");
+    }
+}
