@@ -319,7 +319,9 @@ fn print(args: std::fmt::Arguments<'_>) {
 
 /// Whether `needle` occurs in `haystack` (ASCII needles: the same answer as on the lossy UTF-8 text).
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    // memmem skips a word at a time: comparing every window cost ~7k instructions per KiB of
+    // request body, on every exchange, even with --quiet.
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// The JSON-RPC method of a request body (the first one of a batch, with a count).
