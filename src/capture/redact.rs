@@ -157,7 +157,7 @@ impl Redactor {
 
     /// `json_text`, or `None` when the text holds no secret (and stays as it is).
     fn json_redacted(&self, text: &str) -> Option<String> {
-        if !self.enabled {
+        if !self.enabled || !may_hold_secret(text.as_bytes()) {
             return None;
         }
         let mut hits = Vec::new();
@@ -382,6 +382,44 @@ fn scan_embedded(text: &str, start: usize, end: usize, depth: u8, hits: &mut Vec
             });
         }
     }
+}
+
+/// Whether `scan_json` could find anything in `text`: one pass that rules out most bodies, which
+/// would otherwise have every escaped string decoded and scanned again.
+///
+/// Without a `\u` escape, every letter of a key, at any embedding depth, is the same letter in the
+/// raw text, and the quote before the key ends in a raw `"` (`"`, `\"`, `\\\"`…), so a secret key
+/// shows as `"key` followed by the closing quote's first byte (`"` or `\`).
+fn may_hold_secret(text: &[u8]) -> bool {
+    for at in memchr::memchr2_iter(b'"', b'\\', text) {
+        let rest = &text[at + 1..];
+        if text[at] == b'\\' {
+            if matches!(rest.first(), Some(b'u' | b'U')) {
+                return true;
+            }
+            continue;
+        }
+        let quoted_key = |key: &str| {
+            rest.len() > key.len()
+                && rest[..key.len()].eq_ignore_ascii_case(key.as_bytes())
+                && matches!(rest[key.len()], b'"' | b'\\')
+        };
+        // Dispatch on the first letter: most quotes open no secret key.
+        let keys: &[&str] = match rest.first().map(u8::to_ascii_lowercase) {
+            Some(b'a') => &["access_token", "actor_token"],
+            Some(b'c') => &["code", "code_verifier", "client_secret", "client_assertion"],
+            Some(b'd') => &["device_code"],
+            Some(b'i') => &["id_token"],
+            Some(b'p') => &["password"],
+            Some(b'r') => &["refresh_token", "registration_access_token"],
+            Some(b's') => &["subject_token"],
+            _ => &[],
+        };
+        if keys.iter().any(|key| quoted_key(key)) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The next '"' at or after `from` that is not escaped by a backslash (`from` is never inside an escape).
@@ -925,6 +963,19 @@ mod tests {
     }
 
     #[test]
+    fn quick_test_rules_out_bodies_without_secret_keys() {
+        let tool_result = r#"{"result":{"content":[{"type":"text","text":"{\"codes\": [1], \"progressToken\": \"t\"}"}]},"_meta":{"progressToken":"p"}}"#;
+        assert!(!may_hold_secret(tool_result.as_bytes()));
+        for text in [
+            r#"{"code": -32600}"#,
+            r#"{"text":"{\"Access_Token\":\"t\"}"}"#,
+            r#"{"\u0063ode":"x"}"#,
+        ] {
+            assert!(may_hold_secret(text.as_bytes()), "{text}");
+        }
+    }
+
+    #[test]
     fn body_dispatches_on_content_type() {
         let form = "code=abc";
         let redacted_form = format!("code={}", ph("abc"));
@@ -1089,6 +1140,47 @@ mod tests {
                 if !want.replace(&p, "").contains(&secret) {
                     prop_assert!(!got.contains(&secret), "secret leaked: {}", got);
                 }
+            }
+        }
+
+        /// The quick test never rules out a text in which the full scan finds a secret: keys
+        /// spelled with escapes, quoted at one embedding depth or another, in noise.
+        #[test]
+        fn a_text_ruled_out_holds_no_secret(
+            noise in proptest::collection::vec(prop_oneof![
+                Just("\""), Just("\\\""), Just("\\"), Just("\\\\"), Just("\\u0063"),
+                Just("u"), Just("code"), Just(":"), Just(" "), Just("x"), Just("{"), Just("é"),
+            ], 0..6),
+            depth in 0usize..3,
+            quotes in proptest::collection::vec(0usize..2, 4),
+            key in prop_oneof![
+                Just("code"), Just("CoDe"), Just("\\u0063ode"), Just("cod\\u0065"), Just("\\\\u0063ode"),
+                Just("\\u005cu0063ode"), Just("access_token"), Just("access\\u005Ftoken"), Just("odex"),
+                Just("c\\/ode"),
+            ],
+            split in 0usize..6,
+        ) {
+            // Two spellings of a quote at each depth.
+            const QUOTES: [[&str; 2]; 3] = [
+                ["\"", "\""],
+                ["\\\"", "\\u0022"],
+                ["\\\\\\\"", "\\\\u0022"],
+            ];
+            let q = |i: usize| QUOTES[depth][quotes[i]];
+            let split = split.min(noise.len());
+            let text = format!(
+                "{}{}{key}{}:{}v{}{}",
+                noise[..split].concat(),
+                q(0),
+                q(1),
+                q(2),
+                q(3),
+                noise[split..].concat(),
+            );
+            let mut hits = Vec::new();
+            scan_json(&text, 0, &mut hits);
+            if !may_hold_secret(text.as_bytes()) {
+                prop_assert!(hits.is_empty(), "ruled out, yet a secret in {:?}", text);
             }
         }
 
