@@ -6,6 +6,7 @@ pub mod file;
 pub mod model;
 pub mod reader;
 pub mod redact;
+mod swar;
 pub mod writer;
 
 pub use model::{Direction, Event, EventBody, Outcome, FORMAT_VERSION};
