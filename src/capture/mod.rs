@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod file;
+mod line;
 pub mod model;
 pub mod reader;
 pub mod redact;
