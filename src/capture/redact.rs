@@ -98,27 +98,42 @@ impl Redactor {
     /// x-api-key, api-key, x-auth-token, x-access-token: redacted whole;
     /// every other header unchanged.
     pub fn header_value(&self, name: &str, value: &str) -> String {
+        self.header_value_redacted(name, value)
+            .unwrap_or_else(|| value.to_owned())
+    }
+
+    /// [`Redactor::header_value`], or `None` when the value is recorded as it is: most headers
+    /// are, and the writer then keeps the value it has instead of copying it.
+    pub(crate) fn header_value_redacted(&self, name: &str, value: &str) -> Option<String> {
         if !self.enabled {
-            return value.to_owned();
+            return None;
         }
-        match name.trim().to_ascii_lowercase().as_str() {
-            "authorization" | "proxy-authorization" => self.credentials(value),
-            "cookie" => value
-                .split(';')
-                .map(|pair| self.cookie_pair(pair))
-                .collect::<Vec<_>>()
-                .join(";"),
-            "set-cookie" => match value.split_once(';') {
+        let name = name.trim();
+        let is = |known: &str| name.eq_ignore_ascii_case(known);
+        if is("authorization") || is("proxy-authorization") {
+            Some(self.credentials(value))
+        } else if is("cookie") {
+            Some(
+                value
+                    .split(';')
+                    .map(|pair| self.cookie_pair(pair))
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            )
+        } else if is("set-cookie") {
+            Some(match value.split_once(';') {
                 Some((pair, attributes)) => format!("{};{attributes}", self.cookie_pair(pair)),
                 None => self.cookie_pair(value),
-            },
-            "location" | "content-location" | "referer" => self.target(value),
-            "link" => self.link(value),
+            })
+        } else if is("location") || is("content-location") || is("referer") {
+            Some(self.target(value))
+        } else if is("link") {
+            Some(self.link(value))
+        } else if is("x-api-key") || is("api-key") || is("x-auth-token") || is("x-access-token") {
             // API keys sent as their own header are as secret as a bearer token.
-            "x-api-key" | "api-key" | "x-auth-token" | "x-access-token" => {
-                self.placeholder(value.trim())
-            }
-            _ => value.to_owned(),
+            Some(self.placeholder(value.trim()))
+        } else {
+            None
         }
     }
 
@@ -135,6 +150,16 @@ impl Redactor {
             }
             None => self.url_part(target),
         }
+    }
+
+    /// [`Redactor::target`], or `None` when the target is recorded as it is (a path or URL with
+    /// neither query nor fragment, as most are).
+    pub(crate) fn target_redacted(&self, target: &str) -> Option<String> {
+        let plain = !target.contains(['?', '#']) && (target.starts_with('/') || has_scheme(target));
+        if !self.enabled || plain {
+            return None;
+        }
+        Some(self.target(target))
     }
 
     /// An application/x-www-form-urlencoded body: values of secret keys redacted, rest byte-exact.
@@ -1222,6 +1247,16 @@ mod tests {
             if !may_hold_secret(text.as_bytes()) {
                 prop_assert!(hits.is_empty(), "ruled out, yet a secret in {:?}", text);
             }
+        }
+
+        /// The writer's `None` for "recorded as it is" means exactly that.
+        #[test]
+        fn an_unchanged_target_is_the_same_text(
+            text in prop_oneof![any::<String>(), "[/a-z:?#&=]{0,12}", "https?://[a-z]{1,4}/[a-z?#=&]{0,8}"],
+        ) {
+            let red = r();
+            let target = red.target_redacted(&text).unwrap_or_else(|| text.clone());
+            prop_assert_eq!(target, red.target(&text));
         }
 
         #[test]

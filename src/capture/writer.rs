@@ -480,8 +480,12 @@ impl Writer {
             EventBody::Request(req) => {
                 let kind = body_kind(&req.headers);
                 self.kinds.insert((req.ex, Direction::Request), kind);
-                req.target = self.redactor.target(&req.target);
-                req.upstream = self.redactor.target(&req.upstream);
+                if let Some(target) = self.redactor.target_redacted(&req.target) {
+                    req.target = target;
+                }
+                if let Some(upstream) = self.redactor.target_redacted(&req.upstream) {
+                    req.upstream = upstream;
+                }
                 self.redact_headers(&mut req.headers);
                 if let Some(term) = &mut self.terminal {
                     term.request(t, req);
@@ -519,7 +523,9 @@ impl Writer {
 
     fn redact_headers(&self, headers: &mut Headers) {
         for (name, value) in headers.iter_mut() {
-            *value = self.redactor.header_value(name, value);
+            if let Some(redacted) = self.redactor.header_value_redacted(name, value) {
+                *value = redacted;
+            }
         }
     }
 
