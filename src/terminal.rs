@@ -43,6 +43,9 @@ pub struct Terminal {
     waiting: Option<Waiting>,
     /// The upstream of each route, named on every line when there are several.
     routes: Vec<String>,
+    /// Finds the token request's grant in a body; built once, as building it costs more than
+    /// searching a small body.
+    code_grant: memchr::memmem::Finder<'static>,
 }
 
 impl Terminal {
@@ -60,6 +63,7 @@ impl Terminal {
             capture,
             waiting: None,
             routes: Vec::new(),
+            code_grant: memchr::memmem::Finder::new(b"grant_type=authorization_code"),
         }
     }
 
@@ -215,7 +219,7 @@ impl Terminal {
         };
         // The cheap tests first: with --quiet this is all an exchange costs here.
         let token_issued = end.status.is_some_and(|s| (200..300).contains(&s))
-            && contains(&line.body, b"grant_type=authorization_code")
+            && self.code_grant.find(&line.body).is_some()
             && stage() == Some(crate::mcp::session::StageId::Token);
         if token_issued {
             self.waiting = Some(Waiting {
@@ -315,11 +319,6 @@ fn print(args: std::fmt::Arguments<'_>) {
     // A closed stdout (piped into `head`) must not stop the proxy.
     let _ = writeln!(out, "{args}");
     let _ = out.flush();
-}
-
-/// Whether `needle` occurs in `haystack` (ASCII needles: the same answer as on the lossy UTF-8 text).
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The JSON-RPC method of a request body (the first one of a batch, with a count).

@@ -3,9 +3,11 @@
 
 pub mod body;
 pub mod file;
+mod line;
 pub mod model;
 pub mod reader;
 pub mod redact;
+mod swar;
 pub mod writer;
 
 pub use model::{Direction, Event, EventBody, Outcome, FORMAT_VERSION};

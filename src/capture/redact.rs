@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use super::swar;
+
 /// Query/form parameter names and JSON object keys whose values are secrets (compared case-insensitively).
 pub const SECRET_KEYS: &[&str] = &[
     "access_token",
@@ -96,27 +98,42 @@ impl Redactor {
     /// x-api-key, api-key, x-auth-token, x-access-token: redacted whole;
     /// every other header unchanged.
     pub fn header_value(&self, name: &str, value: &str) -> String {
+        self.header_value_redacted(name, value)
+            .unwrap_or_else(|| value.to_owned())
+    }
+
+    /// [`Redactor::header_value`], or `None` when the value is recorded as it is: most headers
+    /// are, and the writer then keeps the value it has instead of copying it.
+    pub(crate) fn header_value_redacted(&self, name: &str, value: &str) -> Option<String> {
         if !self.enabled {
-            return value.to_owned();
+            return None;
         }
-        match name.trim().to_ascii_lowercase().as_str() {
-            "authorization" | "proxy-authorization" => self.credentials(value),
-            "cookie" => value
-                .split(';')
-                .map(|pair| self.cookie_pair(pair))
-                .collect::<Vec<_>>()
-                .join(";"),
-            "set-cookie" => match value.split_once(';') {
+        let name = name.trim();
+        let is = |known: &str| name.eq_ignore_ascii_case(known);
+        if is("authorization") || is("proxy-authorization") {
+            Some(self.credentials(value))
+        } else if is("cookie") {
+            Some(
+                value
+                    .split(';')
+                    .map(|pair| self.cookie_pair(pair))
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            )
+        } else if is("set-cookie") {
+            Some(match value.split_once(';') {
                 Some((pair, attributes)) => format!("{};{attributes}", self.cookie_pair(pair)),
                 None => self.cookie_pair(value),
-            },
-            "location" | "content-location" | "referer" => self.target(value),
-            "link" => self.link(value),
+            })
+        } else if is("location") || is("content-location") || is("referer") {
+            Some(self.target(value))
+        } else if is("link") {
+            Some(self.link(value))
+        } else if is("x-api-key") || is("api-key") || is("x-auth-token") || is("x-access-token") {
             // API keys sent as their own header are as secret as a bearer token.
-            "x-api-key" | "api-key" | "x-auth-token" | "x-access-token" => {
-                self.placeholder(value.trim())
-            }
-            _ => value.to_owned(),
+            Some(self.placeholder(value.trim()))
+        } else {
+            None
         }
     }
 
@@ -133,6 +150,16 @@ impl Redactor {
             }
             None => self.url_part(target),
         }
+    }
+
+    /// [`Redactor::target`], or `None` when the target is recorded as it is (a path or URL with
+    /// neither query nor fragment, as most are).
+    pub(crate) fn target_redacted(&self, target: &str) -> Option<String> {
+        let plain = !target.contains(['?', '#']) && (target.starts_with('/') || has_scheme(target));
+        if !self.enabled || plain {
+            return None;
+        }
+        Some(self.target(target))
     }
 
     /// An application/x-www-form-urlencoded body: values of secret keys redacted, rest byte-exact.
@@ -157,7 +184,7 @@ impl Redactor {
 
     /// `json_text`, or `None` when the text holds no secret (and stays as it is).
     fn json_redacted(&self, text: &str) -> Option<String> {
-        if !self.enabled {
+        if !self.enabled || !may_hold_secret(text.as_bytes()) {
             return None;
         }
         let mut hits = Vec::new();
@@ -382,6 +409,75 @@ fn scan_embedded(text: &str, start: usize, end: usize, depth: u8, hits: &mut Vec
             });
         }
     }
+}
+
+/// Whether `scan_json` could find anything in `text`: one pass that rules out most bodies, which
+/// would otherwise have every escaped string decoded and scanned again.
+///
+/// Without a `\u` escape, every letter of a key, at any embedding depth, is the same letter in the
+/// raw text, and the quote before the key ends in a raw `"` (`"`, `\"`, `\\\"`…), so a secret key
+/// shows as `"key` followed by the closing quote's first byte (`"` or `\`).
+fn may_hold_secret(text: &[u8]) -> bool {
+    // Bodies are dense with quotes: walking the matches of each word costs a few instructions
+    // per quote, where a memchr call per quote cost fifty.
+    let mut at = 0;
+    while let Some(word) = swar::word_at(text, at) {
+        let mut mask = swar::quote_or_backslash(word);
+        while mask != 0 {
+            if may_open_secret(text, at + swar::first(mask)) {
+                return true;
+            }
+            mask &= mask - 1;
+        }
+        at += 8;
+    }
+    (at..text.len()).any(|i| may_open_secret(text, i))
+}
+
+/// Whether the byte at `at` is a `\u` escape, or a quote that opens a secret key.
+#[inline]
+fn may_open_secret(text: &[u8], at: usize) -> bool {
+    match text[at] {
+        b'\\' => matches!(text.get(at + 1), Some(b'u' | b'U')),
+        b'"' => {
+            // The first four letters, lowercased (other bytes may alias: only a false alarm),
+            // rule out nearly every quote.
+            let Some(prefix) = text.get(at + 1..at + 5) else {
+                return false;
+            };
+            let prefix = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+            matches!(
+                prefix | 0x2020_2020,
+                ACCE | ACTO | CLIE | CODE | DEVI | ID_T | PASS | REFR | REGI | SUBJ
+            ) && opens_secret_key(&text[at + 1..])
+        }
+        _ => false,
+    }
+}
+
+/// The first four bytes of each secret key, lowercased as [`may_open_secret`] lowercases.
+const fn key_prefix(key: &[u8; 4]) -> u32 {
+    u32::from_le_bytes(*key) | 0x2020_2020
+}
+const ACCE: u32 = key_prefix(b"acce");
+const ACTO: u32 = key_prefix(b"acto");
+const CLIE: u32 = key_prefix(b"clie");
+const CODE: u32 = key_prefix(b"code");
+const DEVI: u32 = key_prefix(b"devi");
+const ID_T: u32 = key_prefix(b"id_t");
+const PASS: u32 = key_prefix(b"pass");
+const REFR: u32 = key_prefix(b"refr");
+const REGI: u32 = key_prefix(b"regi");
+const SUBJ: u32 = key_prefix(b"subj");
+
+/// Whether `rest` starts with a secret key (any case) and the byte that may close its quote.
+#[cold]
+fn opens_secret_key(rest: &[u8]) -> bool {
+    SECRET_KEYS.iter().any(|key| {
+        rest.len() > key.len()
+            && rest[..key.len()].eq_ignore_ascii_case(key.as_bytes())
+            && matches!(rest[key.len()], b'"' | b'\\')
+    })
 }
 
 /// The next '"' at or after `from` that is not escaped by a backslash (`from` is never inside an escape).
@@ -925,6 +1021,26 @@ mod tests {
     }
 
     #[test]
+    fn quick_test_rules_out_bodies_without_secret_keys() {
+        let tool_result = r#"{"result":{"content":[{"type":"text","text":"{\"codes\": [1], \"progressToken\": \"t\"}"}]},"_meta":{"progressToken":"p"}}"#;
+        assert!(!may_hold_secret(tool_result.as_bytes()));
+        // The quick test knows every secret key, in any case.
+        for key in SECRET_KEYS {
+            for spelled in [key.to_string(), key.to_ascii_uppercase()] {
+                let text = format!(r#"{{"{spelled}":"x"}}"#);
+                assert!(may_hold_secret(text.as_bytes()), "{text}");
+            }
+        }
+        for text in [
+            r#"{"code": -32600}"#,
+            r#"{"text":"{\"Access_Token\":\"t\"}"}"#,
+            r#"{"\u0063ode":"x"}"#,
+        ] {
+            assert!(may_hold_secret(text.as_bytes()), "{text}");
+        }
+    }
+
+    #[test]
     fn body_dispatches_on_content_type() {
         let form = "code=abc";
         let redacted_form = format!("code={}", ph("abc"));
@@ -1090,6 +1206,57 @@ mod tests {
                     prop_assert!(!got.contains(&secret), "secret leaked: {}", got);
                 }
             }
+        }
+
+        /// The quick test never rules out a text in which the full scan finds a secret: keys
+        /// spelled with escapes, quoted at one embedding depth or another, in noise.
+        #[test]
+        fn a_text_ruled_out_holds_no_secret(
+            noise in proptest::collection::vec(prop_oneof![
+                Just("\""), Just("\\\""), Just("\\"), Just("\\\\"), Just("\\u0063"),
+                Just("u"), Just("code"), Just(":"), Just(" "), Just("x"), Just("{"), Just("é"),
+            ], 0..6),
+            depth in 0usize..3,
+            quotes in proptest::collection::vec(0usize..2, 4),
+            key in prop_oneof![
+                Just("code"), Just("CoDe"), Just("\\u0063ode"), Just("cod\\u0065"), Just("\\\\u0063ode"),
+                Just("\\u005cu0063ode"), Just("access_token"), Just("access\\u005Ftoken"), Just("odex"),
+                Just("c\\/ode"),
+            ],
+            split in 0usize..6,
+        ) {
+            // Two spellings of a quote at each depth.
+            const QUOTES: [[&str; 2]; 3] = [
+                ["\"", "\""],
+                ["\\\"", "\\u0022"],
+                ["\\\\\\\"", "\\\\u0022"],
+            ];
+            let q = |i: usize| QUOTES[depth][quotes[i]];
+            let split = split.min(noise.len());
+            let text = format!(
+                "{}{}{key}{}:{}v{}{}",
+                noise[..split].concat(),
+                q(0),
+                q(1),
+                q(2),
+                q(3),
+                noise[split..].concat(),
+            );
+            let mut hits = Vec::new();
+            scan_json(&text, 0, &mut hits);
+            if !may_hold_secret(text.as_bytes()) {
+                prop_assert!(hits.is_empty(), "ruled out, yet a secret in {:?}", text);
+            }
+        }
+
+        /// The writer's `None` for "recorded as it is" means exactly that.
+        #[test]
+        fn an_unchanged_target_is_the_same_text(
+            text in prop_oneof![any::<String>(), "[/a-z:?#&=]{0,12}", "https?://[a-z]{1,4}/[a-z?#=&]{0,8}"],
+        ) {
+            let red = r();
+            let target = red.target_redacted(&text).unwrap_or_else(|| text.clone());
+            prop_assert_eq!(target, red.target(&text));
         }
 
         #[test]

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::PollSemaphore;
 
+use super::line;
 use super::model::*;
 use super::redact::Redactor;
 use crate::sse::SseParser;
@@ -484,8 +485,12 @@ impl Writer {
             EventBody::Request(req) => {
                 let kind = body_kind(&req.headers);
                 self.kinds.insert((req.ex, Direction::Request), kind);
-                req.target = self.redactor.target(&req.target);
-                req.upstream = self.redactor.target(&req.upstream);
+                if let Some(target) = self.redactor.target_redacted(&req.target) {
+                    req.target = target;
+                }
+                if let Some(upstream) = self.redactor.target_redacted(&req.upstream) {
+                    req.upstream = upstream;
+                }
                 self.redact_headers(&mut req.headers);
                 if let Some(term) = &mut self.terminal {
                     term.request(t, req);
@@ -523,7 +528,9 @@ impl Writer {
 
     fn redact_headers(&self, headers: &mut Headers) {
         for (name, value) in headers.iter_mut() {
-            *value = self.redactor.header_value(name, value);
+            if let Some(redacted) = self.redactor.header_value_redacted(name, value) {
+                *value = redacted;
+            }
         }
     }
 
@@ -747,16 +754,21 @@ impl Writer {
     /// Appends one line: the same bytes as serialising [`Event`], whose body is flattened
     /// into it, written as `{"t":…,"ts":"…"` and then the body's own object, its opening
     /// brace overwritten by a comma (serde's flatten path costs more than the rest of the line).
+    /// The frequent kinds are written by hand ([`line`]), the others by serde.
     fn push(&mut self, t: u64, body: EventBody) {
         let start = self.batch.len();
         self.batch.extend_from_slice(b"{\"t\":");
-        // Writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut self.batch, &t);
+        line::number(&mut self.batch, t);
         self.batch.extend_from_slice(b",\"ts\":\"");
         self.wall.format_into(&self.clock, t, &mut self.batch);
         self.batch.push(b'"');
         let body_at = self.batch.len();
-        match serde_json::to_writer(&mut self.batch, &body) {
+        let written = if line::write_event_body(&mut self.batch, &body) {
+            Ok(())
+        } else {
+            serde_json::to_writer(&mut self.batch, &body)
+        };
+        match written {
             Ok(()) if self.batch.get(body_at) == Some(&b'{') => {
                 self.batch[body_at] = b',';
                 self.batch.push(b'\n');
