@@ -301,3 +301,223 @@ GET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     assert_eq!(close[0]["exchanges"], 3);
     assert_eq!(close[0]["reason"], "closed", "{}", close[0]);
 }
+
+/// A raw upstream that serves each connection with `serve` (given the connection's number).
+async fn scripted_upstream<F, Fut>(serve: F) -> Upstream
+where
+    F: Fn(tokio::net::TcpStream, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = std::sync::Arc::new(serve);
+    let task = tokio::spawn(async move {
+        let mut number = 0;
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(serve(tcp, number));
+            number += 1;
+        }
+    });
+    Upstream::from_task(addr, task)
+}
+
+/// Reads one request (head and Content-Length body) from `buf` and the stream; `None` at
+/// the end of the stream.
+async fn read_request(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).to_string();
+            let length: usize = head
+                .to_ascii_lowercase()
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            while buf.len() < end + 4 + length {
+                let mut chunk = [0u8; 4096];
+                match tcp.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).to_string();
+            buf.drain(..end + 4 + length);
+            return Some(format!("{head}{body}"));
+        }
+        let mut chunk = [0u8; 4096];
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connection_field_naming_the_framing_cannot_smuggle_a_request() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let up = scripted_upstream(move |mut tcp, _| {
+        let log = log.clone();
+        async move {
+            let mut buf = Vec::new();
+            while let Some(request) = read_request(&mut tcp, &mut buf).await {
+                log.lock().unwrap().push(request);
+                // Its own Connection field names its Content-Length: the proxy must still frame it.
+                let answer =
+                    b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\nok";
+                if tcp.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let hidden = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut request = format!(
+        "POST /first HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\nContent-Length: {}\r\n\r\n",
+        hidden.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(hidden);
+    request.extend_from_slice(b"GET /second HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    tcp.write_all(&request).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut answer))
+        .await
+        .expect("both answers, then the close")
+        .unwrap();
+    // Two answers, each framed for the client.
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+    assert_eq!(
+        answer
+            .to_ascii_lowercase()
+            .matches("content-length: 2")
+            .count(),
+        2,
+        "{answer}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    let lines: Vec<&str> = seen.iter().map(|r| r.lines().next().unwrap()).collect();
+    assert_eq!(
+        lines,
+        ["POST /first HTTP/1.1", "GET /second HTTP/1.1"],
+        "{seen:#?}"
+    );
+    assert!(
+        seen[0].ends_with("GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"),
+        "the body went as a body"
+    );
+}
+
+#[tokio::test]
+async fn a_post_the_upstream_dropped_unanswered_is_not_sent_again() {
+    let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = posts.clone();
+    let up = scripted_upstream(move |mut tcp, number| {
+        let count = count.clone();
+        async move {
+            let mut buf = Vec::new();
+            let mut served = 0;
+            while let Some(request) = read_request(&mut tcp, &mut buf).await {
+                if request.contains("tools/call") {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                served += 1;
+                if number == 0 && served == 2 {
+                    // Took the call, then went down without a word.
+                    return;
+                }
+                if tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let client = h1_client();
+    let first = client
+        .request(Request::post(proxy.url("/mcp")).body(full("ping")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    read_all(first).await;
+    let second = client
+        .request(
+            Request::post(proxy.url("/mcp"))
+                .body(full("tools/call"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 502, "answered in words, not sent again");
+    assert_eq!(posts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    drop(client);
+    let cap = proxy.finish();
+    let end = cap.one(cap.exchanges()[1], "end");
+    assert_eq!(end["outcome"], "upstream_error", "{end}");
+}
+
+#[tokio::test]
+async fn a_client_leaving_while_the_upstream_thinks_or_streams_is_noticed_at_once() {
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let up = scripted_upstream(move |mut tcp, number| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            let mut buf = Vec::new();
+            let request = read_request(&mut tcp, &mut buf).await;
+            if request.is_some_and(|r| r.starts_with("GET /stream")) {
+                let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+                let _ = tcp.write_all(head).await;
+                let _ = tcp.write_all(b"8\r\n: open\n\n\r\n").await;
+            }
+            // Then silence, until the proxy closes the connection.
+            let mut rest = [0u8; 64];
+            while matches!(tcp.read(&mut rest).await, Ok(n) if n > 0) {}
+            let _ = closed_tx.send(number);
+        }
+    })
+    .await;
+    let proxy = TestProxy::to(&up.url()).start();
+    for path in ["/think", "/stream"] {
+        let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        if path == "/stream" {
+            let mut first = [0u8; 64];
+            let n = tcp.read(&mut first).await.unwrap();
+            assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+        } else {
+            until_recorded(&proxy, "request", 1).await;
+        }
+        drop(tcp);
+        // The proxy lets go of the upstream connection too.
+        tokio::time::timeout(Duration::from_secs(10), closed_rx.recv())
+            .await
+            .expect("the upstream connection was closed after the client left");
+    }
+    let cap = proxy.finish();
+    let ends: Vec<&Value> = cap.kind("end");
+    assert_eq!(ends.len(), 2);
+    for end in &ends {
+        assert_eq!(end["outcome"], "client_aborted", "{end}");
+    }
+    assert!(ends[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("before the upstream answered"));
+    assert!(
+        ends[1]["error"].as_str().unwrap().contains("after"),
+        "{}",
+        ends[1]
+    );
+}

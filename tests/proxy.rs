@@ -1697,23 +1697,6 @@ async fn numbering_upstream(one_each: bool) -> (Upstream, Arc<std::sync::atomic:
     (Upstream::from_task(addr, task), accepted)
 }
 
-/// Waits (bounded) until the live capture holds `n` lines of `kind`.
-async fn until_recorded(proxy: &TestProxy, kind: &str, n: usize) {
-    let needle = format!("\"kind\":\"{kind}\"");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(&proxy.capture).unwrap();
-        if text.lines().filter(|l| l.contains(&needle)).count() >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {n} {kind} lines:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_kept_alive_client_keeps_its_upstream_connection_and_hands_it_on() {
     let (up, accepted) = numbering_upstream(false).await;

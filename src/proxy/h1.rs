@@ -33,8 +33,12 @@ use crate::capture::{Direction, Outcome, Record};
 pub const MAX_BODY_IN_HAND: usize = 64 * 1024;
 /// Header lines a message may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
-/// The largest upstream response head read.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// The largest upstream response head read (hyper's client reads about as much).
+const MAX_RESPONSE_HEAD: usize = 400 * 1024;
+/// Bytes a client may send ahead (pipelined) while its last request is being answered.
+const MAX_PIPELINED: usize = 128 * 1024;
+/// A buffer larger than this is not kept by an idle connection.
+const MAX_IDLE_BUFFER: usize = 64 * 1024;
 /// Bytes read from a socket at a time.
 const READ_SIZE: usize = 16 * 1024;
 /// The most read from the upstream at a time, for a large body.
@@ -88,44 +92,37 @@ where
         upstream: None,
         ctx,
         max_head,
-        header_timeout,
     };
     let step = loop {
         if conn.buf.is_empty() {
-            if conn.buf.capacity() < READ_SIZE / 4 {
+            if conn.buf.capacity() > MAX_IDLE_BUFFER {
+                // A large pipelined burst is over: an idle connection keeps a small buffer.
+                conn.buf = BytesMut::with_capacity(READ_SIZE);
+            } else if conn.buf.capacity() < READ_SIZE / 4 {
                 // What is left of the buffer after the last exchange's bytes were split off.
                 conn.buf.reserve(READ_SIZE);
             }
+        }
+        // The header timeout runs from when the proxy starts waiting for a request, idle
+        // time included, as hyper's does.
+        let deadline = header_timeout.map(|limit| (tokio::time::Instant::now() + limit, limit));
+        if conn.buf.is_empty() {
             if *stopping.borrow() {
                 break Step::Close(None);
             }
-            // Waiting for the next request: no longer than the header timeout (as hyper
-            // has it), and not past the start of a shutdown.
-            let read = conn.io.read_buf(&mut conn.buf);
-            let timed = async {
-                match header_timeout {
-                    Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| limit),
-                    None => Ok(read.await),
-                }
-            };
+            // Waiting for the next request, and not past the start of a shutdown.
             let read = tokio::select! {
-                r = timed => r,
+                r = conn.io.read_buf(&mut conn.buf) => r,
+                limit = until(deadline) => break Step::Close(Some(header_timeout_error(limit))),
                 _ = stopping.changed() => break Step::Close(None),
             };
             match read {
-                Ok(Ok(0)) => break Step::Close(None),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => break Step::Close(Some(e.to_string())),
-                Err(limit) => {
-                    break Step::Close(Some(format!(
-                    "read header from client timeout: no request within {:.1}s (--header-timeout)",
-                    limit.as_secs_f64()
-                )))
-                }
+                Ok(0) => break Step::Close(None),
+                Ok(_) => {}
+                Err(e) => break Step::Close(Some(e.to_string())),
             }
         }
-        let stop = *stopping.borrow();
-        match conn.exchange(stop).await {
+        match conn.exchange(deadline, stopping).await {
             Step::Next => continue,
             other => break other,
         }
@@ -154,7 +151,6 @@ struct Conn<'a, S> {
     upstream: Option<Box<Raw>>,
     ctx: &'a Arc<ConnContext>,
     max_head: usize,
-    header_timeout: Option<Duration>,
 }
 
 /// A request head the fast path takes, as forwarded and as recorded.
@@ -171,16 +167,25 @@ struct Plain {
     /// `Connection: close` from the client.
     close: bool,
     head: bool,
+    /// RFC 9110 §9.2.2: it may be sent again if a kept connection turns out closed.
+    idempotent: bool,
 }
 
 /// What the bytes at the start of a client connection's buffer are.
 enum Parse {
     /// A request the fast path takes, whole.
     Plain(Plain),
-    /// The start of one: at least this many bytes are needed.
-    Partial(usize),
+    /// The start of a head.
+    Partial,
     /// Something for hyper.
     Other,
+}
+
+/// A request on its way upstream.
+struct Outgoing<'a> {
+    bytes: &'a [u8],
+    head_request: bool,
+    idempotent: bool,
 }
 
 /// Why no upstream response head came.
@@ -193,8 +198,10 @@ enum NoAnswer {
     Stale(String),
     /// `--upstream-timeout` passed.
     Timeout(Duration),
-    /// The upstream chose HTTP/2: this request is hyper's.
+    /// The upstream chose HTTP/2 on a new connection made for a second try.
     Http2,
+    /// The client closed its connection (or it failed) while the upstream was thinking.
+    ClientGone(io::Error),
 }
 
 /// An upstream response head, as forwarded and as recorded.
@@ -221,34 +228,34 @@ enum Framing {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     /// Serves one request from `buf`, or says hyper must.
-    async fn exchange(&mut self, stopping: bool) -> Step {
-        let arrived = Instant::now();
-        let header_deadline = self
-            .header_timeout
-            .map(|limit| tokio::time::Instant::from_std(arrived) + limit);
-        // The whole head and body in hand first. A client that stops sending them is
-        // hyper's to serve and record, with what it sent.
+    async fn exchange(
+        &mut self,
+        header_deadline: Option<(tokio::time::Instant, Duration)>,
+        stopping: &tokio::sync::watch::Receiver<bool>,
+    ) -> Step {
+        // The whole head first; a body not all here with it makes the request hyper's,
+        // which streams it.
         let mut plain = loop {
             match self.plain() {
                 Parse::Plain(plain) => break plain,
                 Parse::Other => return Step::Fallback,
-                Parse::Partial(upto) => {
-                    self.buf.reserve(READ_SIZE.max(upto - self.buf.len()));
-                    let read = self.io.read_buf(&mut self.buf);
-                    let read = match header_deadline {
-                        Some(at) => match tokio::time::timeout_at(at, read).await {
-                            Ok(read) => read,
-                            Err(_) => return Step::Fallback,
-                        },
-                        None => read.await,
+                Parse::Partial => {
+                    self.buf.reserve(READ_SIZE);
+                    let read = tokio::select! {
+                        r = self.io.read_buf(&mut self.buf) => r,
+                        limit = until(header_deadline) => {
+                            return Step::Close(Some(header_timeout_error(limit)))
+                        }
                     };
                     match read {
                         Ok(n) if n > 0 => {}
+                        // hyper records how the head broke off.
                         _ => return Step::Fallback,
                     }
                 }
             }
         };
+        let arrived = Instant::now();
         let ctx = self.ctx;
         // The upstream connection first: an upstream that turns out to speak HTTP/2 leaves
         // the request, unrecorded, to hyper. `--upstream-timeout` counts from here.
@@ -310,24 +317,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             log.clone(),
             shared.max_body,
         );
-        request.frame(body, Instant::now()).await;
-        request.end(Instant::now());
-        let close = plain.close || stopping;
-
-        let sent = match (first, deadline) {
-            (Err(no), _) => Err(no),
-            (Ok(first), Some((at, limit))) => {
-                match tokio::time::timeout_at(at, send(ctx, first, &plain.forwarded, plain.head))
+        // A body is on the record once it has gone upstream (none, if no connection took
+        // it); an empty one has ended already.
+        let mut unsent = (!body.is_empty()).then_some(body);
+        if unsent.is_none() {
+            request.end(Instant::now());
+        }
+        let outgoing = Outgoing {
+            bytes: &plain.forwarded,
+            head_request: plain.head,
+            idempotent: plain.idempotent,
+        };
+        let sending = async {
+            match first {
+                Err(no) => Err(no),
+                Ok(first) => {
+                    send(
+                        ctx,
+                        first,
+                        &outgoing,
+                        (&mut request, &mut unsent),
+                        (&mut self.io, &mut self.buf),
+                    )
                     .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(NoAnswer::Timeout(limit)),
                 }
             }
-            (Ok(first), None) => send(ctx, first, &plain.forwarded, plain.head).await,
         };
+        let sent = match deadline {
+            Some((at, limit)) => match tokio::time::timeout_at(at, sending).await {
+                Ok(r) => r,
+                Err(_) => Err(NoAnswer::Timeout(limit)),
+            },
+            None => sending.await,
+        };
+        drop(request);
+        let close = plain.close || *stopping.borrow();
         let (mut raw, answer) = match sent {
             Ok(got) => got,
+            Err(NoAnswer::ClientGone(e)) => {
+                // The exchange's log, dropped now with no response, records it as the
+                // client going away before the upstream answered.
+                return Step::Close(Some(e.to_string()));
+            }
             Err(no) => return self.no_answer(&log, no, close).await,
         };
         let at = Instant::now();
@@ -354,10 +385,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             head.truncate(head.len() - 2);
             head.extend_from_slice(b"connection: close\r\n\r\n");
         }
-        match relay(&mut self.io, &mut raw, head, answer.framing, &mut response).await {
+        let client = (&mut self.io, &mut self.buf);
+        match relay(client, &mut raw, head, answer.framing, &mut response).await {
             Ok(()) => {
                 if answer.reusable && raw.buf.is_empty() {
                     raw.idle_since = Instant::now();
+                    if raw.buf.capacity() > MAX_IDLE_BUFFER {
+                        raw.buf = BytesMut::new();
+                    }
                     self.upstream = Some(raw);
                 }
                 if close {
@@ -385,7 +420,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             Ok(httparse::Status::Complete(n)) => n,
             // Not all here yet; a head past the limit is hyper's to refuse (431).
             Ok(httparse::Status::Partial) if self.buf.len() < self.max_head => {
-                return Parse::Partial(self.buf.len() + 1)
+                return Parse::Partial
             }
             _ => return Parse::Other,
         };
@@ -393,20 +428,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             return Parse::Other;
         }
         match self.take(&req, head_len) {
-            Some(got) => got,
+            Some(plain) => Parse::Plain(plain),
             None => Parse::Other,
         }
     }
 
-    /// A parsed request head: [`Parse::Plain`] if the fast path takes it (and its body is
-    /// here), `None` if not.
-    fn take(&self, req: &httparse::Request<'_, '_>, head_len: usize) -> Option<Parse> {
+    /// A parsed request head, if the fast path takes it and its whole body is here.
+    fn take(&self, req: &httparse::Request<'_, '_>, head_len: usize) -> Option<Plain> {
         let method = req.method?;
-        let target = req.path?;
+        // A fragment is not part of the target (hyper drops it too).
+        let target = req.path?.split('#').next().unwrap_or("");
         if method == "CONNECT" || !target.starts_with('/') {
             return None;
         }
-        let mut body_len: Option<usize> = None;
+        let mut body_len: Option<u64> = None;
         let mut host: Option<&str> = None;
         let mut close = false;
         let mut named: Vec<&str> = Vec::new();
@@ -414,11 +449,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         for field in req.headers.iter() {
             let name = field.name;
             if name.eq_ignore_ascii_case("content-length") {
-                let n = std::str::from_utf8(field.value)
-                    .ok()
-                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))?
-                    .parse::<usize>()
-                    .ok()?;
+                let n = content_length(field.value)?;
                 if body_len.is_some_and(|m| m != n) {
                     return None;
                 }
@@ -446,12 +477,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             }
         }
         let host = host?;
+        let sent_length = body_len.is_some();
         let body_len = body_len.unwrap_or(0);
-        if body_len > MAX_BODY_IN_HAND {
+        if body_len > MAX_BODY_IN_HAND as u64 {
             return None;
         }
+        let body_len = body_len as usize;
         if self.buf.len() < head_len + body_len {
-            return Some(Parse::Partial(head_len + body_len));
+            return None;
         }
         let ctx = self.ctx;
         let route = &ctx.route;
@@ -465,8 +498,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         out.extend_from_slice(b" HTTP/1.1\r\n");
         for field in req.headers.iter() {
             let name = field.name;
+            // The framing, Host and X-Forwarded-* fields are the proxy's to write, whatever
+            // `Connection` names.
             let skip = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
                 || named.iter().any(|n| name.eq_ignore_ascii_case(n))
+                || name.eq_ignore_ascii_case("content-length")
                 || name.eq_ignore_ascii_case("host")
                 || name.eq_ignore_ascii_case("x-forwarded-for")
                 || name.eq_ignore_ascii_case("x-forwarded-proto")
@@ -474,6 +510,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             if !skip {
                 put_field(&mut out, name.as_bytes(), field.value);
             }
+        }
+        if sent_length {
+            put_field(&mut out, b"content-length", body_len.to_string().as_bytes());
         }
         let upstream_host = if route.preserve_host {
             host.to_string()
@@ -500,7 +539,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         put_field(&mut out, b"x-forwarded-host", host.as_bytes());
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.buf[head_len..head_len + body_len]);
-        Some(Parse::Plain(Plain {
+        Some(Plain {
             head_len,
             body_len,
             method: method.to_string(),
@@ -510,7 +549,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             forwarded: out,
             close,
             head: method == "HEAD",
-        }))
+            idempotent: matches!(
+                method,
+                "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+            ),
+        })
     }
 
     /// No response came: the client gets an answer in words, recorded like any response.
@@ -531,6 +574,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 );
                 log.preset_outcome(Outcome::UpstreamError, cause);
                 (StatusCode::BAD_GATEWAY, text)
+            }
+            NoAnswer::ClientGone(e) => {
+                // Not reached (the caller closes the connection), but in words all the same.
+                let cause = format!("the client went away: {e}");
+                log.preset_outcome(Outcome::ClientAborted, cause.clone());
+                (StatusCode::BAD_REQUEST, format!("mcptap: {cause}\n"))
             }
             NoAnswer::Http2 => {
                 let cause = "the upstream now speaks HTTP/2 on new connections".to_string();
@@ -594,24 +643,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     }
 }
 
-/// Sends a request (its head and body in `forwarded`) on `first`, or, when that was a kept
-/// connection the upstream had closed, once more on a new one; reads the response head.
-async fn send(
+/// Sends a request on `first`, or, when that was a kept connection the upstream had closed
+/// and the request may be repeated, once more on a new one; reads the response head. The
+/// request body goes on the record once it has been written. Meanwhile the client is
+/// watched: bytes it pipelines are kept, and its going away ends the wait.
+async fn send<S: AsyncRead + Unpin>(
     ctx: &ConnContext,
     (mut raw, mut reused): (Box<Raw>, bool),
-    forwarded: &[u8],
-    head_request: bool,
+    request: &Outgoing<'_>,
+    (tap, unsent): (&mut Tap<ExchangeLog>, &mut Option<Bytes>),
+    (client, client_buf): (&mut S, &mut BytesMut),
 ) -> Result<(Box<Raw>, Answer), NoAnswer> {
     loop {
         let tried = async {
-            write(&mut raw.io, forwarded)
+            write(&mut raw.io, request.bytes)
                 .await
                 .map_err(|e| NoAnswer::Stale(format!("sending the request failed: {e}")))?;
-            read_head(&mut raw, head_request).await
+            if let Some(body) = unsent.take() {
+                let at = Instant::now();
+                tap.frame(body, at).await;
+                tap.end(Instant::now());
+            }
+            read_head(&mut raw, request.head_request).await
         };
-        match tried.await {
+        let outcome = tokio::select! {
+            r = tried => r,
+            e = client_gone(client, client_buf) => Err(NoAnswer::ClientGone(e)),
+        };
+        match outcome {
             Ok(answer) => return Ok((raw, answer)),
-            Err(NoAnswer::Stale(_)) if reused => {
+            // Only a request that may be repeated (RFC 9110 §9.2.2): the upstream may have
+            // acted on it before closing.
+            Err(NoAnswer::Stale(_)) if reused && request.idempotent => {
                 raw = match ctx.route.pool.raw(true).await {
                     Ok(RawConnect::Raw(fresh)) => fresh,
                     Ok(RawConnect::H2) => return Err(NoAnswer::Http2),
@@ -619,7 +682,30 @@ async fn send(
                 };
                 reused = false;
             }
+            Err(NoAnswer::Stale(why)) => return Err(NoAnswer::Failed(why)),
             Err(no) => return Err(no),
+        }
+    }
+}
+
+/// Resolves when the client has closed its connection or it failed, reading (and keeping)
+/// what it sends meanwhile: a pipelined request, up to one whole request's worth.
+async fn client_gone<S: AsyncRead + Unpin>(client: &mut S, buf: &mut BytesMut) -> io::Error {
+    loop {
+        if buf.len() >= MAX_PIPELINED {
+            // Enough in hand: the client waits, as TCP makes it.
+            return std::future::pending().await;
+        }
+        buf.reserve(READ_SIZE / 4);
+        match client.read_buf(buf).await {
+            Ok(0) => {
+                return io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the client closed its connection",
+                )
+            }
+            Ok(_) => {}
+            Err(e) => return e,
         }
     }
 }
@@ -689,11 +775,16 @@ fn answer(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Answe
             "the upstream switched protocols (101) on a request that asked for no upgrade".into(),
         ));
     }
+    if status < 100 {
+        return Err(NoAnswer::Failed(format!(
+            "the upstream's status {status:03} is not an HTTP status code"
+        )));
+    }
     let mut named: Vec<&str> = Vec::new();
     let mut close = resp.version == Some(0);
     let mut length: Option<u64> = None;
     let mut chunked: Option<bool> = None;
-    let mut event_stream = false;
+    let mut content_type: Option<&str> = None;
     for field in resp.headers.iter() {
         let name = field.name;
         let value = std::str::from_utf8(field.value).unwrap_or("");
@@ -709,29 +800,24 @@ fn answer(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Answe
             let last = value.rsplit(',').next().unwrap_or("").trim();
             chunked = Some(last.eq_ignore_ascii_case("chunked"));
         } else if name.eq_ignore_ascii_case("content-length") {
-            let n = value
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|_| value.trim().bytes().all(|b| b.is_ascii_digit()))
-                .ok_or_else(|| {
-                    NoAnswer::Failed(format!(
-                        "the upstream's Content-Length is not a number: {value:?}"
-                    ))
-                })?;
+            let n = content_length(field.value).ok_or_else(|| {
+                NoAnswer::Failed(format!(
+                    "the upstream's Content-Length is not a number: {value:?}"
+                ))
+            })?;
             if length.is_some_and(|m| m != n) {
                 return Err(NoAnswer::Failed(
                     "the upstream sent two different Content-Length values".into(),
                 ));
             }
             length = Some(n);
-        } else if name.eq_ignore_ascii_case("content-type") {
-            event_stream = value
-                .split(';')
-                .next()
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/event-stream"));
+        } else if name.eq_ignore_ascii_case("content-type") && content_type.is_none() {
+            content_type = Some(value);
         }
     }
+    let event_stream = content_type
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/event-stream"));
     let bodiless = head_request || status == 204 || status == 304 || status < 200;
     let framing = if bodiless {
         Framing::Empty
@@ -739,7 +825,6 @@ fn answer(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Answe
         match (chunked, length) {
             (Some(true), _) => Framing::Chunked,
             (Some(false), _) => Framing::Close,
-            (None, Some(0)) => Framing::Empty,
             (None, Some(n)) => Framing::Length(n),
             (None, None) => Framing::Close,
         }
@@ -756,14 +841,24 @@ fn answer(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Answe
     };
     for field in resp.headers.iter() {
         let name = field.name;
-        // With chunked framing a Content-Length is wrong (RFC 9112 §6.3); it is not forwarded.
-        let stale_length = chunked.is_some() && name.eq_ignore_ascii_case("content-length");
-        if !hop(name) && !stale_length {
+        // The framing fields are the proxy's to write, whatever `Connection` names.
+        if !hop(name) && !name.eq_ignore_ascii_case("content-length") {
             put_field(&mut head, name.as_bytes(), field.value);
         }
     }
-    if matches!(framing, Framing::Chunked | Framing::Close) {
-        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    match framing {
+        Framing::Length(n) => put_field(&mut head, b"content-length", n.to_string().as_bytes()),
+        Framing::Chunked | Framing::Close => {
+            head.extend_from_slice(b"transfer-encoding: chunked\r\n")
+        }
+        // A HEAD or 304 answer's length describes the body it would have had.
+        Framing::Empty => {
+            if let Some(n) =
+                length.filter(|_| status != 204 && status >= 200 && !hop("content-length"))
+            {
+                put_field(&mut head, b"content-length", n.to_string().as_bytes());
+            }
+        }
     }
     head.extend_from_slice(b"\r\n");
     let mut skip: Vec<&str> = HOP_BY_HOP.to_vec();
@@ -779,6 +874,24 @@ fn answer(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Answe
     })
 }
 
+/// A Content-Length value (RFC 9110 §8.6): a number, or a list repeating one number.
+fn content_length(value: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut found = None;
+    for part in text.split(',') {
+        let part = part.trim();
+        if part.is_empty() || part.len() > 18 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n: u64 = part.parse().ok()?;
+        if found.is_some_and(|m| m != n) {
+            return None;
+        }
+        found = Some(n);
+    }
+    found
+}
+
 /// How a response body stopped short.
 enum Broken {
     Upstream(String),
@@ -787,8 +900,8 @@ enum Broken {
 
 /// Sends the response head and relays the body, recording it (its end too); the
 /// connection's unread bytes stay in `raw.buf`.
-async fn relay<S: AsyncWrite + Unpin>(
-    client: &mut S,
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
+    (client, client_buf): (&mut S, &mut BytesMut),
     raw: &mut Raw,
     mut head: Vec<u8>,
     framing: Framing,
@@ -802,7 +915,7 @@ async fn relay<S: AsyncWrite + Unpin>(
     let mut relayed: u64 = 0;
     let mut read_size = READ_SIZE;
     loop {
-        if framing == Framing::Empty {
+        if matches!(framing, Framing::Empty | Framing::Length(0)) {
             tap.end(Instant::now());
             return write(client, &head).await.map_err(Broken::Client);
         }
@@ -850,7 +963,7 @@ async fn relay<S: AsyncWrite + Unpin>(
                     pass(client, &mut head, &data).await?;
                     head.extend_from_slice(b"\r\n");
                 }
-                Framing::Empty => unreachable!("returned above"),
+                Framing::Empty => {}
             }
         }
         if !head.is_empty() {
@@ -859,7 +972,13 @@ async fn relay<S: AsyncWrite + Unpin>(
             flush_head(client, &mut head).await?;
         }
         raw.buf.reserve(read_size);
-        match raw.io.read_buf(&mut raw.buf).await {
+        // Waiting on the upstream (an event stream may be quiet for hours): a client that
+        // goes away meanwhile ends the exchange now.
+        let read = tokio::select! {
+            r = raw.io.read_buf(&mut raw.buf) => r,
+            e = client_gone(client, client_buf) => return Err(Broken::Client(e)),
+        };
+        match read {
             // A large body is read in larger pieces as it keeps filling them.
             Ok(n) if n >= read_size && read_size < MAX_READ_SIZE => read_size *= 2,
             Ok(0) if framing == Framing::Close => {
@@ -882,6 +1001,24 @@ async fn relay<S: AsyncWrite + Unpin>(
             Err(e) => return Err(Broken::Upstream(e.to_string())),
         }
     }
+}
+
+/// Resolves at the deadline, if there is one, with its limit.
+async fn until(deadline: Option<(tokio::time::Instant, Duration)>) -> Duration {
+    match deadline {
+        Some((at, limit)) => {
+            tokio::time::sleep_until(at).await;
+            limit
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn header_timeout_error(limit: Duration) -> String {
+    format!(
+        "read header from client timeout: no whole request head within {:.1}s (--header-timeout)",
+        limit.as_secs_f64()
+    )
 }
 
 /// Queues `data` behind what `pending` holds (small bodies go out with their head in one
@@ -1072,6 +1209,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // The fast path's buffer is not held for the connection's life.
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

@@ -408,3 +408,20 @@ pub fn h2_client(
 pub async fn read_all(resp: Response<Incoming>) -> Bytes {
     resp.into_body().collect().await.unwrap().to_bytes()
 }
+
+/// Waits (bounded) until the live capture holds `n` lines of `kind`.
+pub async fn until_recorded(proxy: &TestProxy, kind: &str, n: usize) {
+    let needle = format!("\"kind\":\"{kind}\"");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&proxy.capture).unwrap();
+        if text.lines().filter(|l| l.contains(&needle)).count() >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than {n} {kind} lines:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
