@@ -198,7 +198,7 @@ enum NoAnswer {
     Stale(String),
     /// `--upstream-timeout` passed.
     Timeout(Duration),
-    /// The upstream chose HTTP/2 on a new connection made for a second try.
+    /// A new connection chose HTTP/2 after the request was on the record.
     Http2,
     /// The client closed its connection (or it failed) while the upstream was thinking.
     ClientGone(io::Error),
@@ -257,8 +257,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         };
         let arrived = Instant::now();
         let ctx = self.ctx;
-        // The upstream connection first: an upstream that turns out to speak HTTP/2 leaves
-        // the request, unrecorded, to hyper. `--upstream-timeout` counts from here.
+        // The exchange begins (its number, its request on the record) when its head is in,
+        // as on the general path, so numbers follow arrival. Only while an https upstream
+        // might still choose HTTP/2 does the connection come first: then the request,
+        // unrecorded, can still go to hyper.
+        let early = (!ctx.route.pool.may_choose_h2()).then(|| self.begin(&mut plain, arrived));
+        // `--upstream-timeout` counts from the head's arrival.
         let deadline = ctx
             .route
             .upstream_timeout
@@ -287,29 +291,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             },
             None => obtain.await,
         };
-        let Ok(first) = first else {
-            return Step::Fallback;
+        let ((log, body), first) = match (early, first) {
+            (Some(begun), Ok(first)) => (begun, first),
+            (Some(begun), Err(())) => (begun, Err(NoAnswer::Http2)),
+            (None, Ok(first)) => (self.begin(&mut plain, arrived), first),
+            (None, Err(())) => return Step::Fallback,
         };
-        self.buf.advance(plain.head_len);
-        let body = self.buf.split_to(plain.body_len).freeze();
         let shared = &ctx.shared;
         let recorder = &shared.recorder;
-        let log = ExchangeLog::start_at(shared, arrived);
-        ctx.exchanges.fetch_add(1, Ordering::Relaxed);
         let ex = log.ex;
-        recorder.record(Record::Event {
-            t: recorder.clock().us_at(arrived),
-            body: EventBody::Request(model::Request {
-                ex,
-                conn: ctx.conn,
-                method: std::mem::take(&mut plain.method),
-                target: std::mem::take(&mut plain.target),
-                version: "HTTP/1.1".into(),
-                headers: std::mem::take(&mut plain.headers),
-                upstream: std::mem::take(&mut plain.upstream_url),
-                route: Some(ctx.route.index),
-            }),
-        });
         let mut request = Tap::new(
             ex,
             Direction::Request,
@@ -410,6 +400,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 Step::Close(Some(e.to_string()))
             }
         }
+    }
+
+    /// Takes the request out of `buf` and puts it on the record: the exchange's log, and
+    /// its body (recorded once sent).
+    fn begin(&mut self, plain: &mut Plain, arrived: Instant) -> (Arc<ExchangeLog>, Bytes) {
+        let ctx = self.ctx;
+        self.buf.advance(plain.head_len);
+        let body = self.buf.split_to(plain.body_len).freeze();
+        let shared = &ctx.shared;
+        let recorder = &shared.recorder;
+        let log = ExchangeLog::start_at(shared, arrived);
+        ctx.exchanges.fetch_add(1, Ordering::Relaxed);
+        recorder.record(Record::Event {
+            t: recorder.clock().us_at(arrived),
+            body: EventBody::Request(model::Request {
+                ex: log.ex,
+                conn: ctx.conn,
+                method: std::mem::take(&mut plain.method),
+                target: std::mem::take(&mut plain.target),
+                version: "HTTP/1.1".into(),
+                headers: std::mem::take(&mut plain.headers),
+                upstream: std::mem::take(&mut plain.upstream_url),
+                route: Some(ctx.route.index),
+            }),
+        });
+        (log, body)
     }
 
     /// The request at the start of `buf`, if the fast path takes it.

@@ -35,6 +35,8 @@ pub struct Pool {
     origin: Uri,
     /// The shared connection, when the upstream speaks HTTP/2.
     h2: Mutex<Option<H2>>,
+    /// Set once a connection to the upstream settled on HTTP/1.1.
+    h1_seen: std::sync::atomic::AtomicBool,
     /// HTTP/1.1 connections left by client connections that closed, oldest first.
     idle: Mutex<Vec<H1>>,
     /// The same, for the HTTP/1.1 fast path, which reads and writes them as bytes.
@@ -200,6 +202,7 @@ impl Pool {
             connector,
             origin,
             h2: Mutex::new(None),
+            h1_seen: std::sync::atomic::AtomicBool::new(false),
             idle: Mutex::new(Vec::new()),
             raw_idle: Mutex::new(Vec::new()),
             sweeping: Mutex::new(false),
@@ -363,6 +366,13 @@ impl Pool {
         lock(&self.h2).is_some()
     }
 
+    /// Whether a new connection might still choose HTTP/2: an https upstream none of whose
+    /// connections has settled on HTTP/1.1 yet (plain http is always HTTP/1.1 here).
+    pub fn may_choose_h2(&self) -> bool {
+        self.origin.scheme_str() == Some("https")
+            && !self.h1_seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A connection for the HTTP/1.1 fast path: an idle one, or a new one. When the
     /// upstream's TLS chooses HTTP/2, the new connection becomes the route's shared one
     /// and the fast path gets [`RawConnect::H2`].
@@ -381,6 +391,8 @@ impl Pool {
             *lock(&self.h2) = Some(h2);
             return Ok(RawConnect::H2);
         }
+        self.h1_seen
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(RawConnect::Raw(Box::new(Raw {
             facts: io.facts(),
             io: TokioIo::new(io),
