@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::exchange::ExchangeLog;
 use super::forward::ConnContext;
+use super::headers::HOP_BY_HOP_NAMES as HOP_BY_HOP;
 use super::pool::{Raw, RawConnect, SendError};
 use super::upstream;
 use crate::capture::body::Tap;
@@ -45,20 +46,6 @@ const READ_SIZE: usize = 16 * 1024;
 const MAX_READ_SIZE: usize = 256 * 1024;
 /// Body bytes below this are copied behind the response head, for one write.
 const COALESCE: usize = 16 * 1024;
-
-/// Fields that are hop-by-hop whether or not `Connection` names them (RFC 9110 §7.6.1),
-/// as `headers::remove_hop_by_hop` has them.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-];
 
 /// How a fast-path connection ended.
 pub enum Served<S> {
@@ -344,11 +331,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         let close = plain.close || *stopping.borrow();
         let (mut raw, answer) = match sent {
             Ok(got) => got,
-            Err(NoAnswer::ClientGone(e)) => {
-                // The exchange's log, dropped now with no response, records it as the
-                // client going away before the upstream answered.
-                return Step::Close(Some(e.to_string()));
-            }
             Err(no) => return self.no_answer(&log, no, close).await,
         };
         let at = Instant::now();
@@ -572,7 +554,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         })
     }
 
-    /// No response came: the client gets an answer in words, recorded like any response.
+    /// No response came: the client gets an answer in words (unless it left), recorded like
+    /// any response.
     async fn no_answer(&mut self, log: &Arc<ExchangeLog>, no: NoAnswer, close: bool) -> Step {
         let upstream = &self.ctx.route.upstream;
         let (status, text) = match no {
@@ -591,12 +574,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 log.preset_outcome(Outcome::UpstreamError, cause);
                 (StatusCode::BAD_GATEWAY, text)
             }
-            NoAnswer::ClientGone(e) => {
-                // Not reached (the caller closes the connection), but in words all the same.
-                let cause = format!("the client went away: {e}");
-                log.preset_outcome(Outcome::ClientAborted, cause.clone());
-                (StatusCode::BAD_REQUEST, format!("mcptap: {cause}\n"))
-            }
+            // No one to answer: the exchange's log, dropped with no response, records the
+            // client going away before the upstream answered.
+            NoAnswer::ClientGone(e) => return Step::Close(Some(e.to_string())),
             NoAnswer::Http2 => {
                 let cause = "the upstream now speaks HTTP/2 on new connections".to_string();
                 let text = format!(

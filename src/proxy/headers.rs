@@ -20,6 +20,19 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     PROXY_AUTHENTICATE,
 ];
 
+/// The same fields by name, for code that reads raw header lines (the HTTP/1.1 fast path).
+pub const HOP_BY_HOP_NAMES: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
 /// RFC 9110 §7.6.1: remove `Connection`, every field it names (all `Connection` lines,
 /// comma lists), and the fixed hop-by-hop set. For an upgrade (RFC 9110 §7.8) the
 /// `Upgrade` field is kept and `Connection: upgrade` restored so the next hop sees it.
@@ -106,6 +119,13 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn both_hop_by_hop_lists_name_the_same_fields() {
+        let typed = HOP_BY_HOP;
+        let names: Vec<&str> = typed.iter().map(HeaderName::as_str).collect();
+        assert_eq!(names, HOP_BY_HOP_NAMES);
     }
 
     #[test]
