@@ -182,26 +182,6 @@ async fn both_paths_record_the_same_events() {
     assert_eq!(names[dup + 1], "x-dup", "{names:?}");
 }
 
-/// A raw upstream that answers each connection's first request with `answer` and closes.
-async fn raw_upstream(answer: &'static [u8]) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = tcp.read(&mut buf).await;
-                let _ = tcp.write_all(answer).await;
-                let _ = tcp.shutdown().await;
-            });
-        }
-    });
-    Upstream::from_task(addr, task)
-}
-
 #[tokio::test]
 async fn a_response_that_ends_at_close_reaches_a_kept_alive_client_whole() {
     let up =

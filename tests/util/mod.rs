@@ -425,3 +425,24 @@ pub async fn until_recorded(proxy: &TestProxy, kind: &str, n: usize) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A raw TCP upstream that answers every connection with `answer` and closes.
+pub async fn raw_upstream(answer: &'static [u8]) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp.write_all(answer).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    Upstream::from_task(addr, task)
+}
