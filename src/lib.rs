@@ -11,6 +11,7 @@ pub mod explain;
 pub mod export;
 pub mod fixture;
 pub mod mcp;
+pub mod memory;
 pub mod mock;
 pub mod probe;
 pub mod proxy;

@@ -3,6 +3,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use mcptap::cli::{Cli, Command};
 
+/// mimalloc rather than glibc's malloc: the proxy allocates on its workers and frees on the
+/// capture writer's thread, which glibc serves with a lock per call (see `mcptap::memory`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -25,7 +30,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Proxy(args) => {
             let config = args.validate()?;
-            let runtime = tokio::runtime::Runtime::new()?;
+            let runtime = mcptap::memory::runtime()?;
             let outcome = runtime.block_on(mcptap::proxy::run(config))?;
             if let Some(e) = &outcome.writer.write_error {
                 eprintln!(

@@ -415,10 +415,13 @@ impl Writer {
         loop {
             let first = match rx.try_recv() {
                 Ok(record) => record,
-                Err(mpsc::error::TryRecvError::Empty) => match rx.blocking_recv() {
-                    Some(record) => record,
-                    None => break,
-                },
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    crate::memory::when_idle();
+                    match rx.blocking_recv() {
+                        Some(record) => record,
+                        None => break,
+                    }
+                }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             };
             if self.handle(first) {

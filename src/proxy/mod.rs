@@ -359,7 +359,7 @@ async fn serve_until(
             Some(_) = conns.join_next(), if !conns.is_empty() => {
                 if peak >= TRIM_AFTER && conns.len() <= peak / 2 {
                     peak = conns.len();
-                    tokio::task::spawn_blocking(release_freed_memory);
+                    tokio::task::spawn_blocking(crate::memory::release_freed_memory);
                 }
             }
             signal = signals.next() => match signal {
@@ -449,17 +449,6 @@ async fn serve_until(
 
 /// Connections open at once above which, when half of them have closed, the heap is trimmed.
 const TRIM_AFTER: usize = 256;
-
-/// Gives the pages of freed memory back to the system. glibc keeps what a burst of
-/// connections freed for reuse, so without this a proxy's RSS stays at its busiest moment's
-/// (some 40 KiB per stream that was open) long after the streams have closed.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim has no preconditions; it only returns unused pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
 
 /// A listener's address, TLS and route, handed to each connection.
 struct Listener {
