@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::StatusCode;
+use http::{StatusCode, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::exchange::ExchangeLog;
@@ -79,6 +79,8 @@ where
         upstream: None,
         ctx,
         max_head,
+        peer_ip: ctx.peer.ip().to_string(),
+        origin: origin(&ctx.route.upstream),
     };
     let step = loop {
         if conn.buf.is_empty() {
@@ -138,6 +140,10 @@ struct Conn<'a, S> {
     upstream: Option<Box<Raw>>,
     ctx: &'a Arc<ConnContext>,
     max_head: usize,
+    /// The client's address as `X-Forwarded-For` names it.
+    peer_ip: String,
+    /// The upstream's scheme and authority, the start of every recorded upstream URL.
+    origin: String,
 }
 
 /// A request head the fast path takes, as forwarded and as recorded.
@@ -510,15 +516,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             }
         }
         if sent_length {
-            put_field(&mut out, b"content-length", body_len.to_string().as_bytes());
+            put_field(
+                &mut out,
+                b"content-length",
+                itoa::Buffer::new().format(body_len).as_bytes(),
+            );
         }
         let upstream_host = if route.preserve_host {
-            host.to_string()
+            host
         } else {
-            url.authority().map(|a| a.to_string()).unwrap_or_default()
+            url.authority().map_or("", |a| a.as_str())
         };
         put_field(&mut out, b"host", upstream_host.as_bytes());
-        let ip = ctx.peer.ip().to_string();
+        let ip = &self.peer_ip;
         match prior_xff.filter(|v| !v.trim_ascii().is_empty()) {
             Some(prior) => {
                 let mut chain = prior.to_vec();
@@ -542,7 +552,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             body_len,
             method: method.to_string(),
             target: target.to_string(),
-            upstream_url: url.to_string(),
+            upstream_url: [self.origin.as_str(), upstream_pq].concat(),
             headers: to_record(req.headers, &[]),
             forwarded: out,
             close,
@@ -827,7 +837,7 @@ fn answer(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Answe
     };
     let mut head = Vec::with_capacity(256 + resp.headers.len() * 48);
     head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(status.to_string().as_bytes());
+    head.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     head.push(b' ');
     head.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
@@ -843,7 +853,11 @@ fn answer(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Answe
         }
     }
     match framing {
-        Framing::Length(n) => put_field(&mut head, b"content-length", n.to_string().as_bytes()),
+        Framing::Length(n) => put_field(
+            &mut head,
+            b"content-length",
+            itoa::Buffer::new().format(n).as_bytes(),
+        ),
         Framing::Chunked | Framing::Close => {
             head.extend_from_slice(b"transfer-encoding: chunked\r\n")
         }
@@ -852,17 +866,26 @@ fn answer(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Answe
             if let Some(n) =
                 length.filter(|_| status != 204 && status >= 200 && !hop("content-length"))
             {
-                put_field(&mut head, b"content-length", n.to_string().as_bytes());
+                put_field(
+                    &mut head,
+                    b"content-length",
+                    itoa::Buffer::new().format(n).as_bytes(),
+                );
             }
         }
     }
     head.extend_from_slice(b"\r\n");
-    let mut skip: Vec<&str> = HOP_BY_HOP.to_vec();
-    skip.extend(named.iter().copied());
+    let also_named;
+    let skip: &[&str] = if named.is_empty() {
+        &HOP_BY_HOP
+    } else {
+        also_named = [&HOP_BY_HOP[..], &named].concat();
+        &also_named
+    };
     Ok(Answer {
         status,
         version,
-        headers: to_record(resp.headers, &skip),
+        headers: to_record(resp.headers, skip),
         head,
         framing,
         reusable: !close && framing != Framing::Close,
@@ -1046,6 +1069,13 @@ async fn flush_head<S: AsyncWrite + Unpin>(
 async fn write<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> io::Result<()> {
     io.write_all(bytes).await?;
     io.flush().await
+}
+
+/// `scheme://authority` of an upstream URL, as `Uri`'s `Display` begins it.
+fn origin(upstream: &Uri) -> String {
+    let scheme = upstream.scheme_str().unwrap_or("http");
+    let authority = upstream.authority().map_or("", |a| a.as_str());
+    format!("{scheme}://{authority}")
 }
 
 fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
