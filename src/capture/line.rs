@@ -225,16 +225,16 @@ const GATHER: usize = 256;
 /// A JSON string as serde_json writes it: `"` and `\` escaped with a backslash, control
 /// characters as `\b \t \n \f \r` or `\u00xx`, everything else (all of UTF-8) as it is.
 ///
-/// Eight bytes that need no escape are copied with one store; the others, a byte at a time
-/// (JSON bodies have a quote every few bytes: there a byte loop beats walking the matches).
-/// The text gathers in a stack buffer, appended to `out` every `GATHER` bytes: stores to the
-/// line itself would reload its length after every byte, and a run of varying length between
-/// quotes would be a memcpy call.
+/// Sixteen bytes at a time are copied with one store, and count up to the first that needs
+/// an escape; the escape is written and the next sixteen start after it. The text gathers in
+/// a stack buffer, appended to `out` every `GATHER` bytes: stores to the line itself would
+/// reload its length after every byte, and a run of varying length between quotes would be a
+/// memcpy call.
 fn string(out: &mut Vec<u8>, s: &str) {
     let src = s.as_bytes();
     out.reserve(src.len() + 2);
     out.push(b'"');
-    if src.len() < 8 {
+    if src.len() < 16 {
         // Header names and the like: not worth setting up the buffer.
         let mut esc = [0u8; 6];
         for &b in src {
@@ -249,24 +249,28 @@ fn string(out: &mut Vec<u8>, s: &str) {
         out.push(b'"');
         return;
     }
-    // Past GATHER: one word whose eight bytes all need `\u00xx`.
-    let mut buf = [0u8; GATHER + 48];
+    // Room past GATHER for one chunk and an escape, then for a tail of fifteen `\u00xx`.
+    let mut buf = [0u8; GATHER + 96];
     let mut o = 0;
     let mut at = 0;
-    while let Some(word) = swar::word_at(src, at) {
+    while let Some(chunk) = src.get(at..at + 16) {
+        let chunk: &[u8; 16] = chunk.try_into().expect("sixteen bytes");
         if o > GATHER {
             out.extend_from_slice(&buf[..o]);
             o = 0;
         }
-        if swar::json_special(word) == 0 {
-            buf[o..o + 8].copy_from_slice(&word.to_le_bytes());
-            o += 8;
-        } else {
-            for b in word.to_le_bytes() {
-                o += put(&mut buf[o..o + 6], b);
-            }
+        // Copied whole; only the part before the first byte to escape counts.
+        buf[o..o + 16].copy_from_slice(chunk);
+        let special = swar::json_special16(chunk);
+        if special == 0 {
+            o += 16;
+            at += 16;
+            continue;
         }
-        at += 8;
+        let first = special.trailing_zeros() as usize;
+        o += first;
+        o += put(&mut buf[o..o + 6], chunk[first]);
+        at += first + 1;
     }
     if o > GATHER {
         out.extend_from_slice(&buf[..o]);

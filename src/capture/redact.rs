@@ -421,15 +421,15 @@ fn may_hold_secret(text: &[u8]) -> bool {
     // Bodies are dense with quotes: walking the matches of each word costs a few instructions
     // per quote, where a memchr call per quote cost fifty.
     let mut at = 0;
-    while let Some(word) = swar::word_at(text, at) {
-        let mut mask = swar::quote_or_backslash(word);
+    while let Some(chunk) = text.get(at..at + 16) {
+        let mut mask = swar::quote_or_backslash16(chunk.try_into().expect("sixteen bytes"));
         while mask != 0 {
-            if may_open_secret(text, at + swar::first(mask)) {
+            if may_open_secret(text, at + mask.trailing_zeros() as usize) {
                 return true;
             }
             mask &= mask - 1;
         }
-        at += 8;
+        at += 16;
     }
     (at..text.len()).any(|i| may_open_secret(text, i))
 }
