@@ -19,8 +19,8 @@ use base64::Engine as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::capture::model::Outcome;
-use crate::capture::reader::{header, media_type, BodyData, Capture, Exchange};
+use crate::capture::model::{Headers, Outcome};
+use crate::capture::reader::{media_type, BodyData, Capture, Exchange};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -486,12 +486,12 @@ pub fn client_url(capture: &Capture, x: &Exchange) -> String {
     }
 }
 
-fn name_values(headers: &[(String, String)]) -> Vec<NameValue> {
+fn name_values(headers: &Headers) -> Vec<NameValue> {
     headers
         .iter()
         .map(|(n, v)| NameValue {
-            name: n.clone(),
-            value: v.clone(),
+            name: n.to_string(),
+            value: v.to_string(),
         })
         .collect()
 }
@@ -627,7 +627,7 @@ fn response(x: &Exchange) -> HarResponse {
     if let Some(note) = truncation_note(&x.response_body) {
         comments.push(note);
     }
-    if let Some(ce) = header(&resp.headers, "content-encoding") {
+    if let Some(ce) = resp.headers.get("content-encoding") {
         comments.push(format!(
             "content-encoding {ce}: the text is the body as it crossed the proxy, not decoded"
         ));
@@ -650,14 +650,16 @@ fn response(x: &Exchange) -> HarResponse {
         headers: name_values(&resp.headers),
         content: Content {
             size: i64::try_from(x.response_body.len).unwrap_or(i64::MAX),
-            mime_type: header(&resp.headers, "content-type")
+            mime_type: resp
+                .headers
+                .get("content-type")
                 .unwrap_or("x-unknown")
                 .to_string(),
             text: x.response_body.present.then_some(text),
             encoding: encoding.filter(|_| x.response_body.present),
             comment: (!comments.is_empty()).then(|| comments.join("; ")),
         },
-        redirect_url: header(&resp.headers, "location").unwrap_or("").to_string(),
+        redirect_url: resp.headers.get("location").unwrap_or("").to_string(),
         headers_size: -1,
         body_size: i64::try_from(body_size).unwrap_or(i64::MAX),
         comment: (resp.producer == "proxy")

@@ -173,9 +173,8 @@ impl Terminal {
         line.stream = stream;
         line.response_type = resp
             .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| crate::capture::reader::media_type(v));
+            .get("content-type")
+            .map(crate::capture::reader::media_type);
         if stream && self.lines {
             let rpc = rpc_method(&line.body)
                 .map(|m| format!(" {m}"))

@@ -370,7 +370,7 @@ mod tests {
     }
 
     fn headers() -> impl Strategy<Value = Headers> {
-        proptest::collection::vec((text(), text()), 0..4)
+        proptest::collection::vec((text(), text()), 0..4).prop_map(Headers::from)
     }
 
     fn number() -> impl Strategy<Value = u64> {

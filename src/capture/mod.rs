@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod file;
+pub mod headers;
 mod line;
 pub mod model;
 pub mod reader;

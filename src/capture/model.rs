@@ -8,7 +8,7 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// A header list as recorded: `[name, value]` pairs, names lowercased, each name at its
 /// first appearance with all its values in arrival order (duplicates kept).
-pub type Headers = Vec<(String, String)>;
+pub use super::headers::Headers;
 
 /// One line of a capture: when it happened, and what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

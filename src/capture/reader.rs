@@ -109,14 +109,12 @@ impl Exchange {
 
     /// The first request header of that name (case-insensitive).
     pub fn request_header(&self, name: &str) -> Option<&str> {
-        header(&self.request.headers, name)
+        self.request.headers.get(name)
     }
 
     /// The first response header of that name (case-insensitive).
     pub fn response_header(&self, name: &str) -> Option<&str> {
-        self.response
-            .as_ref()
-            .and_then(|r| header(&r.headers, name))
+        self.response.as_ref().and_then(|r| r.headers.get(name))
     }
 
     /// Every response header value of that name.
@@ -125,7 +123,7 @@ impl Exchange {
             .iter()
             .flat_map(|r| r.headers.iter())
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     pub fn status(&self) -> Option<u16> {
@@ -187,14 +185,6 @@ impl Exchange {
             .or(self.response_t)
             .unwrap_or(self.t)
     }
-}
-
-/// The first value of a header in a recorded list (case-insensitive).
-pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
 }
 
 /// `text/Event-Stream; charset=utf-8` → `text/event-stream`.

@@ -530,11 +530,7 @@ impl Writer {
     }
 
     fn redact_headers(&self, headers: &mut Headers) {
-        for (name, value) in headers.iter_mut() {
-            if let Some(redacted) = self.redactor.header_value_redacted(name, value) {
-                *value = redacted;
-            }
-        }
+        headers.map_values(|name, value| self.redactor.header_value_redacted(name, value));
     }
 
     fn state(&mut self, ex: u64, dir: Direction) -> &mut BodyState {
@@ -815,12 +811,8 @@ impl Writer {
 
 /// The recording kind of a body from its headers.
 fn body_kind(headers: &Headers) -> BodyKind {
-    let content_type = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.clone());
+    let content_type = headers.get("content-type");
     let is_stream = content_type
-        .as_deref()
         .map(|ct| {
             ct.split(';')
                 .next()
@@ -832,7 +824,9 @@ fn body_kind(headers: &Headers) -> BodyKind {
     if is_stream {
         BodyKind::EventStream
     } else {
-        BodyKind::Message { content_type }
+        BodyKind::Message {
+            content_type: content_type.map(str::to_owned),
+        }
     }
 }
 
@@ -914,14 +908,11 @@ mod tests {
             method: "POST".into(),
             target: format!("/token?code={enc}&x=1"),
             version: "HTTP/1.1".into(),
-            headers: vec![
-                ("authorization".into(), format!("Bearer {secret}")),
-                ("cookie".into(), format!("sid={secret}")),
-                (
-                    "content-type".into(),
-                    "application/x-www-form-urlencoded".into(),
-                ),
-            ],
+            headers: Headers::from_iter([
+                ("authorization", format!("Bearer {secret}")),
+                ("cookie", format!("sid={secret}")),
+                ("content-type", "application/x-www-form-urlencoded".into()),
+            ]),
             upstream: format!("http://u/token?code={enc}"),
             route: None,
         })));
@@ -958,7 +949,7 @@ mod tests {
             ex: 1,
             status: 200,
             version: "HTTP/1.1".into(),
-            headers: vec![("content-type".into(), "text/event-stream".into())],
+            headers: Headers::from_iter([("content-type", "text/event-stream")]),
             producer: "upstream".into(),
         })));
         let stream = format!(
@@ -1037,7 +1028,7 @@ mod tests {
                 ex: 1,
                 status: 200,
                 version: "HTTP/1.1".into(),
-                headers: vec![("content-type".into(), "text/event-stream".into())],
+                headers: Headers::from_iter([("content-type", "text/event-stream")]),
                 producer: "upstream".into(),
             }),
         });

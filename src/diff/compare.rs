@@ -416,11 +416,10 @@ impl Comparison<'_> {
 
     fn headers(&mut self, a: &Headers, b: &Headers) {
         let strict = self.strict;
-        let keep = |(n, _): &&(String, String)| {
-            strict || !noise::is_ignored_header(&n.to_ascii_lowercase())
-        };
-        fn lower((n, v): &(String, String)) -> (String, &str) {
-            (n.to_ascii_lowercase(), v.as_str())
+        let keep =
+            |(n, _): &(&str, &str)| strict || !noise::is_ignored_header(&n.to_ascii_lowercase());
+        fn lower<'a>((n, v): (&str, &'a str)) -> (String, &'a str) {
+            (n.to_ascii_lowercase(), v)
         }
         let (order_a, map_a) = grouped(a.iter().filter(keep).map(lower));
         let (order_b, map_b) = grouped(b.iter().filter(keep).map(lower));

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::jsonrpc::{self, Message};
-use crate::capture::reader::{header, media_type, Capture, Exchange};
+use crate::capture::reader::{media_type, Capture, Exchange};
 
 /// What an exchange is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -865,7 +865,7 @@ fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool) -> Vec<Stage> {
 
 /// The media type of a recorded header list's Content-Type.
 pub fn content_type_of(headers: &crate::capture::model::Headers) -> Option<String> {
-    header(headers, "content-type").map(media_type)
+    headers.get("content-type").map(media_type)
 }
 
 /// The stage one exchange shows by itself, for the proxy's live lines (the full analysis needs

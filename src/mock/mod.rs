@@ -588,7 +588,7 @@ fn respond(
     let mut recorded_headers = headers::to_record(&answer.headers);
     if let AnswerBody::Timed(b, _) = &answer.body {
         if let Some(n) = http_body::Body::size_hint(b).exact() {
-            recorded_headers.push(("content-length".into(), n.to_string()));
+            recorded_headers.push("content-length", itoa::Buffer::new().format(n));
         }
     }
     recorder.record(Record::Event {

@@ -226,7 +226,7 @@ pub fn serve(x: &Exchange, rewrite: &Rewrite<'_>, speed: Speed) -> Served {
             if n.eq_ignore_ascii_case("location") || n.eq_ignore_ascii_case("content-location") {
                 v = rewrite.echoed(&v);
             }
-            (n.clone(), v)
+            (n.to_string(), v)
         })
         .collect();
     let response_t = x.response_t.unwrap_or(x.t);
@@ -253,9 +253,8 @@ pub fn serve(x: &Exchange, rewrite: &Rewrite<'_>, speed: Speed) -> Served {
             Some(t) => {
                 let json = response
                     .headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-                    .map(|(_, v)| media_type(v))
+                    .get("content-type")
+                    .map(media_type)
                     .is_some_and(|m| m.contains("json"));
                 Bytes::from(if json {
                     rewrite.json_text(t)

@@ -464,7 +464,7 @@ async fn proxy_answer(
             .insert(name, HeaderValue::from_static(value));
     }
     let mut recorded = headers::to_record(resp.headers());
-    recorded.push(("content-length".into(), text.len().to_string()));
+    recorded.push("content-length", itoa::Buffer::new().format(text.len()));
     recorder.record(Record::Event {
         t: recorder.clock().us_at(at),
         body: EventBody::Response(model::Response {

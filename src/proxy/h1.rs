@@ -26,7 +26,7 @@ use super::headers::HOP_BY_HOP_NAMES as HOP_BY_HOP;
 use super::pool::{Raw, RawConnect, SendError};
 use super::upstream;
 use crate::capture::body::Tap;
-use crate::capture::model::{self, EventBody};
+use crate::capture::model::{self, EventBody, Headers};
 use crate::capture::{Direction, Outcome, Record};
 
 /// The largest request body the fast path takes whole before forwarding; a larger one
@@ -154,7 +154,7 @@ struct Plain {
     target: String,
     /// The upstream's URL for it.
     upstream_url: String,
-    headers: Vec<(String, String)>,
+    headers: Headers,
     /// The request as it goes upstream, head and body.
     forwarded: Vec<u8>,
     /// `Connection: close` from the client.
@@ -201,7 +201,7 @@ enum NoAnswer {
 struct Answer {
     status: u16,
     version: &'static str,
-    headers: Vec<(String, String)>,
+    headers: Headers,
     /// The head as it goes to the client, framing and all.
     head: Vec<u8>,
     framing: Framing,
@@ -553,7 +553,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             method: method.to_string(),
             target: target.to_string(),
             upstream_url: [self.origin.as_str(), upstream_pq].concat(),
-            headers: to_record(req.headers, &[]),
+            headers: to_record(req.headers, |_| false),
             forwarded: out,
             close,
             head: method == "HEAD",
@@ -614,10 +614,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 ex: log.ex,
                 status: status.as_u16(),
                 version: "HTTP/1.1".into(),
-                headers: vec![
-                    ("content-type".into(), "text/plain; charset=utf-8".into()),
-                    ("content-length".into(), length.clone()),
-                ],
+                headers: Headers::from_iter([
+                    ("content-type", "text/plain; charset=utf-8"),
+                    ("content-length", length.as_str()),
+                ]),
                 producer: "proxy".into(),
             }),
         });
@@ -875,17 +875,10 @@ fn answer(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Answe
         }
     }
     head.extend_from_slice(b"\r\n");
-    let also_named;
-    let skip: &[&str] = if named.is_empty() {
-        &HOP_BY_HOP
-    } else {
-        also_named = [&HOP_BY_HOP[..], &named].concat();
-        &also_named
-    };
     Ok(Answer {
         status,
         version,
-        headers: to_record(resp.headers, skip),
+        headers: to_record(resp.headers, hop),
         head,
         framing,
         reusable: !close && framing != Framing::Close,
@@ -1087,18 +1080,25 @@ fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// Header fields as recorded (as `headers::to_record` has them from a `HeaderMap`): names
 /// lowercased, each name at its first appearance with all its values in arrival order,
-/// values decoded lossily; `skip` names (any case) left out.
-fn to_record(fields: &[httparse::Header<'_>], skip: &[&str]) -> Vec<(String, String)> {
-    let mut record: Vec<(String, String)> = Vec::with_capacity(fields.len());
-    for field in fields {
-        if skip.iter().any(|s| field.name.eq_ignore_ascii_case(s)) {
+/// values decoded lossily; fields whose name `skip` accepts left out.
+fn to_record(fields: &[httparse::Header<'_>], skip: impl Fn(&str) -> bool) -> Headers {
+    let bytes = fields.iter().map(|f| f.name.len() + f.value.len()).sum();
+    let mut record = Headers::with_capacity(fields.len(), bytes);
+    for (i, field) in fields.iter().enumerate() {
+        let name = field.name;
+        // A repeated name went in with its first field.
+        if skip(name)
+            || fields[..i]
+                .iter()
+                .any(|f| f.name.eq_ignore_ascii_case(name))
+        {
             continue;
         }
-        let name = field.name.to_ascii_lowercase();
-        let value = String::from_utf8_lossy(field.value).into_owned();
-        match record.iter().rposition(|(n, _)| *n == name) {
-            Some(last) if last + 1 < record.len() => record.insert(last + 1, (name, value)),
-            _ => record.push((name, value)),
+        for same in fields[i..]
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case(name))
+        {
+            record.push_lowercased(same.name, &String::from_utf8_lossy(same.value));
         }
     }
     record
@@ -1344,12 +1344,40 @@ mod tests {
                 value: b"close",
             },
         ];
-        let got = to_record(&fields, &["connection"]);
-        let want: Vec<(String, String)> = [("accept", "a"), ("accept", "c"), ("x-b", "b")]
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(got, want);
+        let got = to_record(&fields, |name| name.eq_ignore_ascii_case("connection"));
+        let want = [("accept", "a"), ("accept", "c"), ("x-b", "b")];
+        assert!(got.iter().eq(want));
+    }
+
+    proptest::proptest! {
+        /// The grouping rule as a list of owned pairs had it: each field goes in after the
+        /// last one of its name, or at the end.
+        #[test]
+        fn recorded_fields_go_after_the_last_of_their_name(
+            fields in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["a", "A", "b", "X-C", "x-c", "Connection", ""]),
+                    proptest::collection::vec(proptest::num::u8::ANY, 0..4),
+                ),
+                0..12,
+            )
+        ) {
+            let fields: Vec<httparse::Header<'_>> = fields
+                .iter()
+                .map(|(name, value)| httparse::Header { name, value })
+                .collect();
+            let skip = |name: &str| name.eq_ignore_ascii_case("connection");
+            let mut want: Vec<(String, String)> = Vec::new();
+            for field in fields.iter().filter(|f| !skip(f.name)) {
+                let name = field.name.to_ascii_lowercase();
+                let value = String::from_utf8_lossy(field.value).into_owned();
+                match want.iter().rposition(|(n, _)| *n == name) {
+                    Some(last) => want.insert(last + 1, (name, value)),
+                    None => want.push((name, value)),
+                }
+            }
+            proptest::prop_assert_eq!(to_record(&fields, skip), Headers::from(want));
+        }
     }
 
     #[tokio::test]

@@ -5,6 +5,8 @@ use http::header::{
     TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
+use crate::capture::model::Headers;
+
 /// Fields that are hop-by-hop whether or not `Connection` names them
 /// (RFC 9110 §7.6.1; `Proxy-Connection` and `Keep-Alive` are the legacy ones).
 /// Typed names: removing by `&str` parses the name again on every exchange.
@@ -95,14 +97,15 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &str, proto: &str, host
 /// Headers as recorded: names lowercased, each name at its first appearance with all its
 /// values in arrival order (duplicates kept),
 /// non-UTF-8 values decoded lossily.
-pub fn to_record(headers: &HeaderMap) -> Vec<(String, String)> {
-    let mut record = Vec::with_capacity(headers.len());
-    record.extend(headers.iter().map(|(n, v)| {
-        (
-            n.as_str().to_string(),
-            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        )
-    }));
+pub fn to_record(headers: &HeaderMap) -> Headers {
+    let bytes = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    let mut record = Headers::with_capacity(headers.len(), bytes);
+    for (name, value) in headers {
+        record.push(name.as_str(), &String::from_utf8_lossy(value.as_bytes()));
+    }
     record
 }
 
@@ -158,6 +161,19 @@ mod tests {
         remove_hop_by_hop(&mut h, true);
         assert_eq!(h.get("upgrade").unwrap(), "websocket");
         assert_eq!(h.get("connection").unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn recorded_fields_keep_repeats_and_decode_lossily() {
+        let mut h = map(&[("accept", "a"), ("x-b", "b"), ("accept", "c")]);
+        h.append("x-raw", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let got = to_record(&h);
+        assert!(got.iter().eq([
+            ("accept", "a"),
+            ("accept", "c"),
+            ("x-b", "b"),
+            ("x-raw", "caf\u{fffd}"),
+        ]));
     }
 
     #[test]

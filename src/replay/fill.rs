@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::origins::replace_origins;
 use crate::capture::model::Headers;
-use crate::capture::reader::{header, media_type, Exchange};
+use crate::capture::reader::{media_type, Exchange};
 use crate::capture::redact::SECRET_KEYS;
 
 /// How every redacted value starts.
@@ -448,15 +448,15 @@ impl Learned {
 /// Learns from response headers: `Mcp-Session-Id`, parameters of `Location` (an
 /// authorization code) and cookie values, compared with the recorded response's.
 pub fn learn_headers(recorded: &Headers, replayed: &Headers, out: &mut Learned) {
-    if let Some(r) = header(recorded, "mcp-session-id").filter(|r| !r.is_empty()) {
-        match header(replayed, "mcp-session-id") {
+    if let Some(r) = recorded.get("mcp-session-id").filter(|r| !r.is_empty()) {
+        match replayed.get("mcp-session-id") {
             Some(n) if n != r => out.literals.push((r.to_string(), Some(n.to_string()))),
             None => out.literals.push((r.to_string(), None)),
             _ => {}
         }
     }
     for name in ["location", "content-location"] {
-        if let (Some(r), Some(n)) = (header(recorded, name), header(replayed, name)) {
+        if let (Some(r), Some(n)) = (recorded.get(name), replayed.get(name)) {
             learn_url(r, n, out);
         }
     }
@@ -840,8 +840,8 @@ mod tests {
         let replayed: Value =
             serde_json::json!({"access_token":"A","client_id":"new","n":[{"refresh_token":"R"}]});
         learn_json(&recorded, &replayed, None, &mut out);
-        let rec_h = vec![("mcp-session-id".to_string(), "s1".to_string())];
-        let new_h = vec![("mcp-session-id".to_string(), "s2".to_string())];
+        let rec_h = Headers::from_iter([("mcp-session-id", "s1")]);
+        let new_h = Headers::from_iter([("mcp-session-id", "s2")]);
         learn_headers(&rec_h, &new_h, &mut out);
         assert_eq!(
             out.secrets,

@@ -691,7 +691,7 @@ async fn send(run: Arc<Run>, k: usize, built: Built) {
                 method: x.method().to_string(),
                 uri: String::new(),
                 target: built.path_and_query,
-                headers: built.headers,
+                headers: built.headers.into(),
                 body: built.body,
             };
             finish_failed(&run, k, &log, &sent, Outcome::UpstreamError, why);
@@ -791,10 +791,7 @@ async fn send(run: Arc<Run>, k: usize, built: Built) {
     run.publish(k, Phase::Answered);
 
     // The body: to its end, or as the recorded client left it, within the limits.
-    let media = got_headers
-        .iter()
-        .find(|(n, _)| n == "content-type")
-        .map(|(_, v)| media_type(v));
+    let media = got_headers.get("content-type").map(media_type);
     let stream = media.as_deref() == Some("text/event-stream");
     let hard = if stream {
         step.left_after.map(|d| d.min(run.stream_timeout))
