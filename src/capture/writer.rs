@@ -70,7 +70,9 @@ impl Default for Clock {
 #[derive(Debug)]
 pub enum Record {
     /// A finished event (request and response values are still raw: the writer redacts them).
-    Event { t: u64, body: EventBody },
+    /// Boxed: an event is some 250 bytes, a frame 80, and each record is moved several times
+    /// on its way through the queue, whose slots are as large as the largest record.
+    Event { t: u64, body: Box<EventBody> },
     /// One body frame as it crossed the proxy: `len` bytes on the wire, of which `bytes`
     /// (a prefix, possibly empty) are to be recorded. The permit holds the frame's share of
     /// the queue budget until the writer is done with it.
@@ -133,6 +135,14 @@ impl Recorder {
     /// Queues a record. Never waits; after shutdown it is a no-op.
     pub fn record(&self, record: Record) {
         let _ = self.tx.send(record);
+    }
+
+    /// Queues an event that happened at `t` (µs on the session clock).
+    pub fn event(&self, t: u64, body: EventBody) {
+        self.record(Record::Event {
+            t,
+            body: Box::new(body),
+        });
     }
 
     /// Queues a frame of `bytes`, whole, outside the byte budget: for bodies mcptap sent or
@@ -451,7 +461,7 @@ impl Writer {
     /// Returns true when the session is finished.
     fn handle(&mut self, record: Record) -> bool {
         match record {
-            Record::Event { t, body } => self.event(t, body),
+            Record::Event { t, body } => self.event(t, *body),
             Record::Frame {
                 ex,
                 dir,
@@ -901,7 +911,10 @@ mod tests {
         );
         let enc: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
         let json = serde_json::to_string(secret).unwrap();
-        let ev = |body| Record::Event { t: 1, body };
+        let ev = |body| Record::Event {
+            t: 1,
+            body: Box::new(body),
+        };
         recorder.record(ev(EventBody::Request(Request {
             ex: 1,
             conn: 1,
@@ -1022,16 +1035,16 @@ mod tests {
             },
             Arc::new(Clock::new()),
         );
-        recorder.record(Record::Event {
-            t: 1,
-            body: EventBody::Response(Response {
+        recorder.event(
+            1,
+            EventBody::Response(Response {
                 ex: 1,
                 status: 200,
                 version: "HTTP/1.1".into(),
                 headers: Headers::from_iter([("content-type", "text/event-stream")]),
                 producer: "upstream".into(),
             }),
-        });
+        );
         let long = format!("data: {}", "x".repeat(5000));
         let mut frames: Vec<Vec<u8>> = long.as_bytes().chunks(7).map(<[u8]>::to_vec).collect();
         frames.push(b"\n\ndata: short".to_vec());

@@ -327,9 +327,9 @@ async fn connection(mock: Arc<Mock>, stream: TcpStream, peer: SocketAddr) {
     let mut guard = mock.shared.as_ref().map(|shared| {
         let conn = shared.next_conn();
         let recorder = &shared.recorder;
-        recorder.record(Record::Event {
-            t: recorder.clock().now_us(),
-            body: EventBody::ConnOpen(model::ConnOpen {
+        recorder.event(
+            recorder.clock().now_us(),
+            EventBody::ConnOpen(model::ConnOpen {
                 conn,
                 peer: peer.to_string(),
                 local,
@@ -337,7 +337,7 @@ async fn connection(mock: Arc<Mock>, stream: TcpStream, peer: SocketAddr) {
                 route: None,
                 tls: None,
             }),
-        });
+        );
         ConnGuard {
             mock: mock.clone(),
             conn,
@@ -388,9 +388,9 @@ impl Drop for ConnGuard {
             "closed"
         };
         let recorder = &shared.recorder;
-        recorder.record(Record::Event {
-            t: recorder.clock().now_us(),
-            body: EventBody::ConnClose(model::ConnClose {
+        recorder.event(
+            recorder.clock().now_us(),
+            EventBody::ConnClose(model::ConnClose {
                 conn: self.conn,
                 reason: reason.into(),
                 error: self.error.take(),
@@ -399,7 +399,7 @@ impl Drop for ConnGuard {
                 duration_us: self.opened.elapsed().as_micros() as u64,
                 exchanges: self.exchanges.load(Ordering::Relaxed),
             }),
-        });
+        );
     }
 }
 
@@ -560,9 +560,9 @@ fn respond(
     let recorder = shared.recorder.clone();
     let ex = log.ex;
     let t = recorder.clock().us_at(log.started);
-    recorder.record(Record::Event {
+    recorder.event(
         t,
-        body: EventBody::Request(model::Request {
+        EventBody::Request(model::Request {
             ex,
             conn,
             method: parts.method.to_string(),
@@ -572,7 +572,7 @@ fn respond(
             upstream: answer.upstream.clone(),
             route: None,
         }),
-    });
+    );
     if !body.is_empty() {
         recorder.whole_frame(ex, Direction::Request, t, Bytes::copy_from_slice(body));
         recorder.record(Record::BodyEnd {
@@ -591,9 +591,9 @@ fn respond(
             recorded_headers.push("content-length", itoa::Buffer::new().format(n));
         }
     }
-    recorder.record(Record::Event {
-        t: recorder.clock().us_at(at),
-        body: EventBody::Response(model::Response {
+    recorder.event(
+        recorder.clock().us_at(at),
+        EventBody::Response(model::Response {
             ex,
             status: answer.status.as_u16(),
             version: version_str(if parts.version == Version::HTTP_2 {
@@ -605,7 +605,7 @@ fn respond(
             headers: recorded_headers,
             producer: answer.producer.into(),
         }),
-    });
+    );
     let max_body = shared.max_body;
     let body = match answer.body {
         AnswerBody::Timed(b, stream) => {

@@ -256,9 +256,9 @@ impl Http {
         };
         let conn_id = self.shared.next_conn();
         let recorder = &self.shared.recorder;
-        recorder.record(Record::Event {
-            t: recorder.clock().us_at(started),
-            body: EventBody::ConnOpen(model::ConnOpen {
+        recorder.event(
+            recorder.clock().us_at(started),
+            EventBody::ConnOpen(model::ConnOpen {
                 route: None,
                 conn: conn_id,
                 // The probe is the client: its socket is the peer, the server's the local end.
@@ -267,7 +267,7 @@ impl Http {
                 listener: model::LISTEN_PROBE.into(),
                 tls: conn.tls.clone(),
             }),
-        });
+        );
         let h2 = conn.h2();
         let version = if h2 {
             http::Version::HTTP_2
@@ -334,16 +334,16 @@ impl Http {
         let (head, mut body) = response.into_parts();
         let mut clean = head.headers.clone();
         headers::remove_hop_by_hop(&mut clean, false);
-        recorder.record(Record::Event {
-            t: recorder.clock().us_at(at),
-            body: EventBody::Response(model::Response {
+        recorder.event(
+            recorder.clock().us_at(at),
+            EventBody::Response(model::Response {
                 ex: log.ex,
                 status,
                 version: version_str(head.version).to_string(),
                 headers: headers::to_record(&clean),
                 producer: "upstream".into(),
             }),
-        });
+        );
         answer.status = Some(status);
         answer.headers = head.headers;
         let stream = answer.media_type().as_deref() == Some("text/event-stream");
@@ -491,9 +491,9 @@ impl Http {
         }
         let recorder = &self.shared.recorder;
         let t = recorder.clock().us_at(log.started);
-        recorder.record(Record::Event {
+        recorder.event(
             t,
-            body: EventBody::Request(model::Request {
+            EventBody::Request(model::Request {
                 route: None,
                 ex: log.ex,
                 conn,
@@ -503,7 +503,7 @@ impl Http {
                 headers: headers::to_record(&map),
                 upstream: out.url.clone(),
             }),
-        });
+        );
         if !out.body.is_empty() {
             recorder.whole_frame(log.ex, Direction::Request, t, Bytes::from(out.body.clone()));
             recorder.record(Record::BodyEnd {

@@ -66,9 +66,9 @@ impl Callback {
                 };
                 let conn = shared.next_conn();
                 let recorder = shared.recorder.clone();
-                recorder.record(Record::Event {
-                    t: recorder.clock().now_us(),
-                    body: EventBody::ConnOpen(model::ConnOpen {
+                recorder.event(
+                    recorder.clock().now_us(),
+                    EventBody::ConnOpen(model::ConnOpen {
                         route: None,
                         conn,
                         peer: peer.to_string(),
@@ -76,7 +76,7 @@ impl Callback {
                         listener: "callback".into(),
                         tls: None,
                     }),
-                });
+                );
                 let shared = shared.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
@@ -116,9 +116,9 @@ fn serve(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    recorder.record(Record::Event {
-        t: recorder.clock().us_at(log.started),
-        body: EventBody::Request(model::Request {
+    recorder.event(
+        recorder.clock().us_at(log.started),
+        EventBody::Request(model::Request {
             route: None,
             ex: log.ex,
             conn,
@@ -128,7 +128,7 @@ fn serve(
             headers: headers::to_record(req.headers()),
             upstream: "probe".into(),
         }),
-    });
+    );
     let (status, page) = if req.uri().path() == CALLBACK_PATH {
         let query: Vec<(String, String)> =
             form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
@@ -170,16 +170,16 @@ fn serve(
         .header("cache-control", "no-store")
         .body(Full::new(body.clone()))
         .unwrap_or_default();
-    recorder.record(Record::Event {
-        t: recorder.clock().us_at(at),
-        body: EventBody::Response(model::Response {
+    recorder.event(
+        recorder.clock().us_at(at),
+        EventBody::Response(model::Response {
             ex: log.ex,
             status: status.as_u16(),
             version: "HTTP/1.1".into(),
             headers: headers::to_record(response.headers()),
             producer: "upstream".into(),
         }),
-    });
+    );
     log.frame(Direction::Response, body.len(), at);
     recorder.whole_frame(
         log.ex,

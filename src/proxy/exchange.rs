@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use super::upstream::ConnectFacts;
 use crate::capture::body::BodyObserver;
 use crate::capture::model::{ByteCounts, End, EventBody, Timings};
-use crate::capture::{Direction, Outcome, Record, Recorder};
+use crate::capture::{Direction, Outcome, Recorder};
 
 /// State shared by every connection and exchange of one proxy process.
 pub struct Shared {
@@ -197,10 +197,7 @@ impl ExchangeLog {
             }
         };
         let recorder = &self.shared.recorder;
-        recorder.record(Record::Event {
-            t: recorder.clock().us_at(at),
-            body: EventBody::End(end),
-        });
+        recorder.event(recorder.clock().us_at(at), EventBody::End(end));
         if self.shared.live_exchanges.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.all_ended.notify_waiters();
         }

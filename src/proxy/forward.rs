@@ -22,7 +22,7 @@ use super::upgrade;
 use super::upstream::{self, ConnectFacts};
 use crate::capture::body::RecordingBody;
 use crate::capture::model::{self, EventBody};
-use crate::capture::{Direction, Outcome, Record};
+use crate::capture::{Direction, Outcome};
 
 /// A body the proxy sends upstream: the client's, recorded as it was sent (and with
 /// `--rewrite-origins`, rewritten after that).
@@ -116,9 +116,9 @@ pub async fn handle(
     };
     let target = upstream::upstream_uri(&ctx.route.upstream, &upstream_pq);
 
-    recorder.record(Record::Event {
-        t: recorder.clock().us_at(log.started),
-        body: EventBody::Request(model::Request {
+    recorder.event(
+        recorder.clock().us_at(log.started),
+        EventBody::Request(model::Request {
             ex,
             conn: ctx.conn,
             method: req.method().to_string(),
@@ -128,7 +128,7 @@ pub async fn handle(
             upstream: target.as_ref().map(|u| u.to_string()).unwrap_or_default(),
             route: Some(ctx.route.index),
         }),
-    });
+    );
 
     if req.method() == Method::CONNECT {
         return Ok(proxy_answer(
@@ -330,16 +330,16 @@ pub async fn handle(
         _ => Forwarded::Through(resp_body),
     };
     let mut resp = Response::from_parts(resp_parts, resp_body);
-    recorder.record(Record::Event {
-        t: recorder.clock().us_at(at),
-        body: EventBody::Response(model::Response {
+    recorder.event(
+        recorder.clock().us_at(at),
+        EventBody::Response(model::Response {
             ex,
             status: status.as_u16(),
             version: version_str(resp.version()).to_string(),
             headers: headers::to_record(resp.headers()),
             producer: "upstream".into(),
         }),
-    });
+    );
     notes.rewritten("response", &places);
     if switching {
         let protocol = resp
@@ -465,16 +465,16 @@ async fn proxy_answer(
     }
     let mut recorded = headers::to_record(resp.headers());
     recorded.push("content-length", itoa::Buffer::new().format(text.len()));
-    recorder.record(Record::Event {
-        t: recorder.clock().us_at(at),
-        body: EventBody::Response(model::Response {
+    recorder.event(
+        recorder.clock().us_at(at),
+        EventBody::Response(model::Response {
             ex: log.ex,
             status: status.as_u16(),
             version: version_str(version).to_string(),
             headers: recorded,
             producer: "proxy".into(),
         }),
-    });
+    );
     resp.map(|body| {
         Either::Right(RecordingBody::new(
             body,

@@ -27,7 +27,7 @@ use super::pool::{Raw, RawConnect, SendError};
 use super::upstream;
 use crate::capture::body::Tap;
 use crate::capture::model::{self, EventBody, Headers};
-use crate::capture::{Direction, Outcome, Record};
+use crate::capture::{Direction, Outcome};
 
 /// The largest request body the fast path takes whole before forwarding; a larger one
 /// (an upload) goes to hyper, which streams it.
@@ -341,16 +341,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         };
         let at = Instant::now();
         log.response_started(answer.status, Some(raw.facts), at);
-        recorder.record(Record::Event {
-            t: recorder.clock().us_at(at),
-            body: EventBody::Response(model::Response {
+        recorder.event(
+            recorder.clock().us_at(at),
+            EventBody::Response(model::Response {
                 ex,
                 status: answer.status,
                 version: answer.version.into(),
                 headers: answer.headers,
                 producer: "upstream".into(),
             }),
-        });
+        );
         let limit = if answer.event_stream {
             u64::MAX
         } else {
@@ -400,9 +400,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         let recorder = &shared.recorder;
         let log = ExchangeLog::start_at(shared, arrived);
         ctx.exchanges.fetch_add(1, Ordering::Relaxed);
-        recorder.record(Record::Event {
-            t: recorder.clock().us_at(arrived),
-            body: EventBody::Request(model::Request {
+        recorder.event(
+            recorder.clock().us_at(arrived),
+            EventBody::Request(model::Request {
                 ex: log.ex,
                 conn: ctx.conn,
                 method: std::mem::take(&mut plain.method),
@@ -412,7 +412,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 upstream: std::mem::take(&mut plain.upstream_url),
                 route: Some(ctx.route.index),
             }),
-        });
+        );
         (log, body)
     }
 
@@ -608,9 +608,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         let at = Instant::now();
         log.response_started(status.as_u16(), None, at);
         let length = text.len().to_string();
-        recorder.record(Record::Event {
-            t: recorder.clock().us_at(at),
-            body: EventBody::Response(model::Response {
+        recorder.event(
+            recorder.clock().us_at(at),
+            EventBody::Response(model::Response {
                 ex: log.ex,
                 status: status.as_u16(),
                 version: "HTTP/1.1".into(),
@@ -620,7 +620,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 ]),
                 producer: "proxy".into(),
             }),
-        });
+        );
         let mut out = format!(
             "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {length}\r\n{}\r\n",
             status.as_u16(),

@@ -381,9 +381,9 @@ async fn serve_until(
         a.abort();
     }
     if refused > 0 {
-        recorder.record(Record::Event {
-            t: clock.now_us(),
-            body: EventBody::Note(model::Note {
+        recorder.event(
+            clock.now_us(),
+            EventBody::Note(model::Note {
                 code: "connections_refused".into(),
                 message: format!(
                     "{refused} connections were refused over --max-connections {} in this session",
@@ -392,7 +392,7 @@ async fn serve_until(
                 count: Some(refused),
                 ex: None,
             }),
-        });
+        );
     }
     drop(listeners);
     let _ = stop_tx.send(true);
@@ -500,15 +500,15 @@ fn refuse(
             "--max-connections {limit} reached: further connections are refused until some close"
         );
         eprintln!("mcptap: {message}");
-        recorder.record(Record::Event {
-            t: recorder.clock().now_us(),
-            body: EventBody::Note(model::Note {
+        recorder.event(
+            recorder.clock().now_us(),
+            EventBody::Note(model::Note {
                 code: "connections_refused".into(),
                 message,
                 count: Some(1),
                 ex: None,
             }),
-        });
+        );
     }
     if plain {
         tokio::spawn(async move {
@@ -551,15 +551,15 @@ fn record_reload(recorder: &crate::capture::Recorder, result: Result<ReloadSumma
 /// Records a proxy-side fact (certificates reloaded, ACME progress) as a `note`, and says it.
 fn record_note(recorder: &crate::capture::Recorder, code: &str, message: String) {
     eprintln!("mcptap: {message}");
-    recorder.record(Record::Event {
-        t: recorder.clock().now_us(),
-        body: EventBody::Note(model::Note {
+    recorder.event(
+        recorder.clock().now_us(),
+        EventBody::Note(model::Note {
             code: code.into(),
             message,
             count: None,
             ex: None,
         }),
-    });
+    );
 }
 
 /// Accepts one connection onto the connection set: the TLS handshake (if any) and the HTTP
@@ -606,16 +606,16 @@ fn serve(
                 Err(rejected) if rejected.kind == RejectKind::AcmeChallenge => {}
                 Err(rejected) => {
                     let recorder = &shared.recorder;
-                    recorder.record(Record::Event {
-                        t: recorder.clock().now_us(),
-                        body: EventBody::TlsError(model::TlsError {
+                    recorder.event(
+                        recorder.clock().now_us(),
+                        EventBody::TlsError(model::TlsError {
                             peer: peer.to_string(),
                             listener: listener.local.to_string(),
                             sni: rejected.sni,
                             alpn_offered: rejected.alpn_offered,
                             reason: rejected.reason,
                         }),
-                    });
+                    );
                 }
             },
         }
@@ -642,9 +642,9 @@ async fn serve_http<S>(
     let h2_client = tls
         .as_ref()
         .is_some_and(|t| t.alpn.as_deref() == Some("h2"));
-    recorder.record(Record::Event {
-        t: recorder.clock().now_us(),
-        body: EventBody::ConnOpen(ConnOpen {
+    recorder.event(
+        recorder.clock().now_us(),
+        EventBody::ConnOpen(ConnOpen {
             conn,
             peer: peer.to_string(),
             local,
@@ -652,7 +652,7 @@ async fn serve_http<S>(
             route: Some(route.index),
             tls,
         }),
-    });
+    );
     let ctx = Arc::new(ConnContext {
         conn,
         peer,
@@ -744,9 +744,9 @@ impl Drop for ConnGuard {
             "closed"
         };
         let recorder = &self.shared.recorder;
-        recorder.record(Record::Event {
-            t: recorder.clock().now_us(),
-            body: EventBody::ConnClose(ConnClose {
+        recorder.event(
+            recorder.clock().now_us(),
+            EventBody::ConnClose(ConnClose {
                 conn: self.conn,
                 reason: reason.into(),
                 error: self.error.take(),
@@ -755,7 +755,7 @@ impl Drop for ConnGuard {
                 duration_us: self.opened.elapsed().as_micros() as u64,
                 exchanges: self.ctx.exchanges.load(Ordering::Relaxed),
             }),
-        });
+        );
     }
 }
 

@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 
 use super::origins::{Origin, OriginMap};
 use crate::capture::model::{self, EventBody};
-use crate::capture::{Record, Recorder};
+use crate::capture::Recorder;
 
 /// The largest message body rewritten: it must be held whole first. Larger ones are forwarded
 /// unmodified (and noted). OAuth and MCP JSON documents are a few KiB.
@@ -407,15 +407,15 @@ impl Notes {
     }
 
     fn record(&self, code: &str, message: String, count: Option<u64>) {
-        self.recorder.record(Record::Event {
-            t: self.recorder.clock().now_us(),
-            body: EventBody::Note(model::Note {
+        self.recorder.event(
+            self.recorder.clock().now_us(),
+            EventBody::Note(model::Note {
                 code: code.into(),
                 message,
                 count,
                 ex: Some(self.ex),
             }),
-        });
+        );
     }
 }
 

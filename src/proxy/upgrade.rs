@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::exchange::Shared;
 use super::CountingStream;
 use crate::capture::model::{EventBody, Upgrade};
-use crate::capture::Record;
 
 /// Spawns the tunnel between the client's and the upstream's upgraded connections.
 pub fn tunnel(
@@ -54,9 +53,9 @@ pub fn tunnel(
         }
         let (c2u, u2c) = (c2u.load(Ordering::Relaxed), u2c.load(Ordering::Relaxed));
         let recorder = &shared.recorder;
-        recorder.record(Record::Event {
-            t: recorder.clock().now_us(),
-            body: EventBody::Upgrade(Upgrade {
+        recorder.event(
+            recorder.clock().now_us(),
+            EventBody::Upgrade(Upgrade {
                 ex,
                 protocol,
                 client_to_upstream: c2u,
@@ -64,6 +63,6 @@ pub fn tunnel(
                 duration_us: started.elapsed().as_micros() as u64,
                 error,
             }),
-        });
+        );
     });
 }

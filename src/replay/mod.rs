@@ -773,16 +773,16 @@ async fn send(run: Arc<Run>, k: usize, built: Built) {
     let mut clean_headers = parts.headers.clone();
     headers::remove_hop_by_hop(&mut clean_headers, false);
     let got_headers = headers::to_record(&clean_headers);
-    recorder.record(Record::Event {
-        t: recorder.clock().us_at(answered),
-        body: EventBody::Response(model::Response {
+    recorder.event(
+        recorder.clock().us_at(answered),
+        EventBody::Response(model::Response {
             ex,
             status: status.as_u16(),
             version: version_str(parts.version).to_string(),
             headers: got_headers.clone(),
             producer: "upstream".into(),
         }),
-    });
+    );
     let mut learned = Learned::default();
     if let Some(r) = &x.response {
         fill::learn_headers(&r.headers, &got_headers, &mut learned);
@@ -960,9 +960,9 @@ fn connection(run: &Run, resp: &http::Response<hyper::body::Incoming>, started: 
         })
         .unwrap_or(started)
         .min(started);
-    recorder.record(Record::Event {
-        t: recorder.clock().us_at(opened),
-        body: EventBody::ConnOpen(model::ConnOpen {
+    recorder.event(
+        recorder.clock().us_at(opened),
+        EventBody::ConnOpen(model::ConnOpen {
             conn,
             // The replay is the client: its socket is the peer, the target's is the local end.
             peer: local,
@@ -971,7 +971,7 @@ fn connection(run: &Run, resp: &http::Response<hyper::body::Incoming>, started: 
             route: None,
             tls: None,
         }),
-    });
+    );
     conn
 }
 
@@ -986,9 +986,9 @@ fn record_request(
 ) {
     let recorder = &run.shared.recorder;
     let t = recorder.clock().us_at(started);
-    recorder.record(Record::Event {
+    recorder.event(
         t,
-        body: EventBody::Request(model::Request {
+        EventBody::Request(model::Request {
             ex,
             conn,
             method: sent.method.clone(),
@@ -998,7 +998,7 @@ fn record_request(
             upstream: sent.uri.clone(),
             route: None,
         }),
-    });
+    );
     if !sent.body.is_empty() {
         recorder.whole_frame(ex, Direction::Request, t, Bytes::from(sent.body.clone()));
         recorder.record(Record::BodyEnd {

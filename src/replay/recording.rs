@@ -80,15 +80,15 @@ impl Recording {
 
     /// Records a `note` (a fact about the run, not about the traffic).
     pub fn note(&self, code: &str, message: String) {
-        self.recorder().record(Record::Event {
-            t: self.clock.now_us(),
-            body: EventBody::Note(model::Note {
+        self.recorder().event(
+            self.clock.now_us(),
+            EventBody::Note(model::Note {
                 code: code.into(),
                 message,
                 count: None,
                 ex: None,
             }),
-        });
+        );
     }
 
     /// Waits (briefly) for every exchange's `end`, writes `session_end` and closes the file.
