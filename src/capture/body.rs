@@ -73,12 +73,13 @@ impl<O: BodyObserver> Tap<O> {
         self.observer.frame(self.dir, len, at);
     }
 
-    fn send_frame(
+    fn send(
         &mut self,
         data: &Bytes,
         part: Bytes,
         at: Instant,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        last: bool,
     ) {
         self.recorded += part.len() as u64;
         self.sent_frames = true;
@@ -89,28 +90,45 @@ impl<O: BodyObserver> Tap<O> {
             len: data.len() as u64,
             bytes: part,
             permit,
+            last,
         });
     }
 
     /// Records a frame that passed at `at`. In lossless mode it waits for room in the
     /// queue, so a full queue slows the data path instead of losing the frame.
     pub async fn frame(&mut self, data: Bytes, at: Instant) {
+        self.pass(data, at, false).await;
+    }
+
+    /// Records the body's last frame and its end, both at `at`, in one record.
+    pub async fn last_frame(&mut self, data: Bytes, at: Instant) {
+        self.pass(data, at, true).await;
+    }
+
+    async fn pass(&mut self, data: Bytes, at: Instant, last: bool) {
         if data.is_empty() {
+            if last {
+                self.end(at);
+            }
             return;
         }
         self.arrived(data.len(), at);
         let part = self.recorded_part(&data);
         let cost = self.recorder.frame_cost(part.len());
-        match self.recorder.on_full() {
-            OnFull::Wait => {
-                let permit = self.recorder.acquire(cost).await;
-                self.send_frame(&data, part, at, permit);
+        let permit = match self.recorder.on_full() {
+            OnFull::Wait => Ok(self.recorder.acquire(cost).await),
+            OnFull::Drop => self.recorder.try_budget(cost).map(Some).ok_or(()),
+        };
+        match permit {
+            Ok(permit) if last && !self.done => {
+                self.send(&data, part, at, permit, true);
+                self.done = true;
+                self.observer.ended(self.dir, at);
             }
-            OnFull::Drop => {
-                if let Some(permit) = self.recorder.try_budget(cost) {
-                    self.send_frame(&data, part, at, Some(permit));
-                }
-            }
+            Ok(permit) => self.send(&data, part, at, permit, false),
+            // Dropped for want of room: the end still goes on the record.
+            Err(()) if last => self.end(at),
+            Err(()) => {}
         }
     }
 
@@ -241,11 +259,11 @@ where
                     this.pending = Some((frame, at));
                     return Poll::Pending;
                 }
-                Poll::Ready(permit) => tap.send_frame(&data, part, at, permit),
+                Poll::Ready(permit) => tap.send(&data, part, at, permit, false),
             },
             OnFull::Drop => {
                 if let Some(permit) = tap.recorder.try_budget(cost) {
-                    tap.send_frame(&data, part, at, Some(permit));
+                    tap.send(&data, part, at, Some(permit), false);
                 }
             }
         }

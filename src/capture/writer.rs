@@ -75,7 +75,8 @@ pub enum Record {
     Event { t: u64, body: Box<EventBody> },
     /// One body frame as it crossed the proxy: `len` bytes on the wire, of which `bytes`
     /// (a prefix, possibly empty) are to be recorded. The permit holds the frame's share of
-    /// the queue budget until the writer is done with it.
+    /// the queue budget until the writer is done with it. `last`: the body ended with it
+    /// (a `BodyEnd` at the same time, in the same record).
     Frame {
         ex: u64,
         dir: Direction,
@@ -83,6 +84,7 @@ pub enum Record {
         len: u64,
         bytes: Bytes,
         permit: Option<OwnedSemaphorePermit>,
+        last: bool,
     },
     /// A body finished (ended, failed or was abandoned); the writer flushes what it holds.
     BodyEnd { ex: u64, dir: Direction, t: u64 },
@@ -113,8 +115,13 @@ pub enum OnFull {
 /// from a byte budget that the writer gives back: that bound is where the data path waits
 /// (or, with `--on-full drop`, where frames are dropped). Other records are small and
 /// bounded by the number of open exchanges, so they never wait — a `Drop` can record.
+///
+/// One `Arc`: every body on the data path takes a clone, and each clone or drop of a shared
+/// count is a cache line passed between the cores.
 #[derive(Clone)]
-pub struct Recorder {
+pub struct Recorder(Arc<Handles>);
+
+struct Handles {
     tx: mpsc::UnboundedSender<Record>,
     budget: Arc<Semaphore>,
     budget_bytes: u32,
@@ -125,16 +132,16 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn clock(&self) -> &Clock {
-        &self.clock
+        &self.0.clock
     }
 
     pub fn on_full(&self) -> OnFull {
-        self.on_full
+        self.0.on_full
     }
 
     /// Queues a record. Never waits; after shutdown it is a no-op.
     pub fn record(&self, record: Record) {
-        let _ = self.tx.send(record);
+        let _ = self.0.tx.send(record);
     }
 
     /// Queues an event that happened at `t` (µs on the session clock).
@@ -155,30 +162,31 @@ impl Recorder {
             len: bytes.len() as u64,
             bytes,
             permit: None,
+            last: false,
         });
     }
 
     /// A handle for waiting on the queue budget from `Body::poll_frame`.
     pub fn budget(&self) -> PollSemaphore {
-        PollSemaphore::new(self.budget.clone())
+        PollSemaphore::new(self.0.budget.clone())
     }
 
     /// How much of the budget a frame of `recorded` bytes takes (empty frames still cost a little).
     pub fn frame_cost(&self, recorded: usize) -> u32 {
-        (recorded.max(64).min(u32::MAX as usize) as u32).min(self.budget_bytes)
+        (recorded.max(64).min(u32::MAX as usize) as u32).min(self.0.budget_bytes)
     }
 
     /// Waits for budget for a frame (lossless mode); `None` once the writer has stopped.
     pub async fn acquire(&self, cost: u32) -> Option<OwnedSemaphorePermit> {
-        self.budget.clone().acquire_many_owned(cost).await.ok()
+        self.0.budget.clone().acquire_many_owned(cost).await.ok()
     }
 
     /// Takes budget for a frame without waiting (`--on-full drop`); `None` counts a drop.
     pub fn try_budget(&self, cost: u32) -> Option<OwnedSemaphorePermit> {
-        match self.budget.clone().try_acquire_many_owned(cost) {
+        match self.0.budget.clone().try_acquire_many_owned(cost) {
             Ok(permit) => Some(permit),
             Err(_) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.0.dropped.fetch_add(1, Ordering::Relaxed);
                 None
             }
         }
@@ -214,14 +222,14 @@ pub fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let dropped = Arc::new(AtomicU64::new(0));
     let budget_bytes = config.queue_bytes.max(64 * 1024);
-    let recorder = Recorder {
+    let recorder = Recorder(Arc::new(Handles {
         tx,
         budget: Arc::new(Semaphore::new(budget_bytes as usize)),
         budget_bytes,
         clock: clock.clone(),
         on_full: config.on_full,
         dropped: dropped.clone(),
-    };
+    }));
     let handle = std::thread::Builder::new()
         .name("mcptap-writer".into())
         .spawn(move || Writer::new(config, clock, dropped).run(rx))
@@ -469,10 +477,14 @@ impl Writer {
                 len,
                 bytes,
                 permit,
+                last,
             } => {
                 self.frame(ex, dir, t, len, &bytes);
                 // The bytes are copied into the writer's own state: release the budget.
                 drop(permit);
+                if last {
+                    self.body_end(ex, dir, t);
+                }
             }
             Record::BodyEnd { ex, dir, t } => self.body_end(ex, dir, t),
             Record::Tick { t } => {
@@ -951,6 +963,7 @@ mod tests {
                 len: b.len() as u64,
                 bytes: b,
                 permit: None,
+                last: false,
             });
         }
         recorder.record(Record::BodyEnd {
@@ -976,6 +989,7 @@ mod tests {
                 len: b.len() as u64,
                 bytes: b,
                 permit: None,
+                last: false,
             });
         }
         recorder.record(Record::BodyEnd {
@@ -1057,6 +1071,7 @@ mod tests {
                 len: frame.len() as u64,
                 bytes: Bytes::from(frame),
                 permit: None,
+                last: false,
             });
         }
         recorder.record(Record::BodyEnd {

@@ -666,9 +666,7 @@ async fn send<S: AsyncRead + Unpin>(
                 .await
                 .map_err(|e| NoAnswer::Stale(format!("sending the request failed: {e}")))?;
             if let Some(body) = unsent.take() {
-                let at = Instant::now();
-                tap.frame(body, at).await;
-                tap.end(Instant::now());
+                tap.last_frame(body, Instant::now()).await;
             }
             read_head(&mut raw, request.head_request).await
         };
@@ -939,11 +937,12 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
                     let data = raw.buf.split_to(take).freeze();
                     remaining -= take as u64;
                     relayed += take as u64;
-                    tap.frame(data.clone(), at).await;
+                    // Ended when its last byte is in hand, as the other path has it: an
+                    // exchange is over for the recorder before the client has it all.
                     if remaining == 0 {
-                        // Ended when its last byte is in hand, as the other path has it:
-                        // an exchange is over for the recorder before the client has it all.
-                        tap.end(Instant::now());
+                        tap.last_frame(data.clone(), at).await;
+                    } else {
+                        tap.frame(data.clone(), at).await;
                     }
                     pass(client, &mut head, &data).await?;
                     if remaining == 0 {
