@@ -905,6 +905,97 @@ mod tests {
 
     /// Records one exchange whose every redacted place holds `secret`, the bodies cut into
     /// frames at `cuts`; returns the capture bytes.
+    /// The lines the writer makes of `records`, less what differs between two sessions: each
+    /// line's wall-clock `ts`, the time of `session_end`, redaction fingerprints.
+    fn lines_of(records: Vec<Record>, max_body: u64) -> Vec<serde_json::Value> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.jsonl");
+        let (recorder, thread) = start(
+            WriterConfig {
+                file: std::fs::File::create(&path).unwrap(),
+                redactor: Redactor::new(true),
+                max_body,
+                queue_bytes: 1 << 20,
+                on_full: OnFull::Wait,
+                terminal: None,
+            },
+            Arc::new(Clock::new()),
+        );
+        for record in records {
+            recorder.record(record);
+        }
+        drop(recorder);
+        thread.join().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        text.lines()
+            .map(|line| {
+                let line = without_fingerprints(line);
+                let mut value: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let fields = value.as_object_mut().unwrap();
+                fields.remove("ts");
+                if fields["kind"] == "session_end" {
+                    fields.remove("t");
+                }
+                value
+            })
+            .collect()
+    }
+
+    /// `fp=` and the eight hex digits after it, without the digits.
+    fn without_fingerprints(line: &str) -> String {
+        let mut out = String::new();
+        let mut rest = line;
+        while let Some(at) = rest.find("fp=") {
+            out.push_str(&rest[..at + 3]);
+            rest = &rest[(at + 11).min(rest.len())..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    #[test]
+    fn a_last_frame_is_recorded_as_a_frame_and_its_end() {
+        let bodies: [&[u8]; 3] = [
+            br#"{"access_token":"s3cr3t","n":1}"#,
+            b"plain text that is longer than the limit",
+            &[0xff, 0xfe, 0x00, 0x01],
+        ];
+        for body in bodies {
+            let session = |last: bool| {
+                let mut records = vec![Record::Event {
+                    t: 1,
+                    body: Box::new(EventBody::Response(Response {
+                        ex: 7,
+                        status: 200,
+                        version: "HTTP/1.1".into(),
+                        headers: Headers::from_iter([("content-type", "application/json")]),
+                        producer: "upstream".into(),
+                    })),
+                }];
+                records.push(Record::Frame {
+                    ex: 7,
+                    dir: Direction::Response,
+                    t: 2,
+                    len: body.len() as u64,
+                    bytes: Bytes::copy_from_slice(body),
+                    permit: None,
+                    last,
+                });
+                if !last {
+                    records.push(Record::BodyEnd {
+                        ex: 7,
+                        dir: Direction::Response,
+                        t: 2,
+                    });
+                }
+                lines_of(records, 32)
+            };
+            let whole = session(true);
+            assert_eq!(whole, session(false), "{body:?}");
+            assert!(whole.iter().any(|line| line["kind"] == "body"), "{whole:?}");
+        }
+    }
+
     fn record(secret: &str, cuts: &[usize]) -> String {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.jsonl");
