@@ -101,6 +101,9 @@ where
             }
             // Waiting for the next request, and not past the start of a shutdown.
             let read = tokio::select! {
+                // `biased` (here and below): the awaited bytes first, the rest when they are
+                // not here, and no random draw per poll.
+                biased;
                 r = conn.io.read_buf(&mut conn.buf) => r,
                 limit = until(deadline) => break Step::Close(Some(header_timeout_error(limit))),
                 _ = stopping.changed() => break Step::Close(None),
@@ -235,6 +238,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 Parse::Partial => {
                     self.buf.reserve(READ_SIZE);
                     let read = tokio::select! {
+                        biased;
                         r = self.io.read_buf(&mut self.buf) => r,
                         limit = until(header_deadline) => {
                             return Step::Close(Some(header_timeout_error(limit)))
@@ -671,6 +675,7 @@ async fn send<S: AsyncRead + Unpin>(
             read_head(&mut raw, request.head_request).await
         };
         let outcome = tokio::select! {
+            biased;
             r = tried => r,
             e = client_gone(client, client_buf) => Err(NoAnswer::ClientGone(e)),
         };
@@ -986,6 +991,7 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
         // Waiting on the upstream (an event stream may be quiet for hours): a client that
         // goes away meanwhile ends the exchange now.
         let read = tokio::select! {
+            biased;
             r = raw.io.read_buf(&mut raw.buf) => r,
             e = client_gone(client, client_buf) => return Err(Broken::Client(e)),
         };
