@@ -903,11 +903,8 @@ mod tests {
         }
     }
 
-    /// Records one exchange whose every redacted place holds `secret`, the bodies cut into
-    /// frames at `cuts`; returns the capture bytes.
-    /// The lines the writer makes of `records`, less what differs between two sessions: each
-    /// line's wall-clock `ts`, the time of `session_end`, redaction fingerprints.
-    fn lines_of(records: Vec<Record>, max_body: u64) -> Vec<serde_json::Value> {
+    /// The capture a writer makes of `records`.
+    fn capture_of(records: Vec<Record>, max_body: u64) -> String {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.jsonl");
         let (recorder, thread) = start(
@@ -926,8 +923,14 @@ mod tests {
         }
         drop(recorder);
         thread.join().unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        text.lines()
+        std::fs::read_to_string(&path).unwrap()
+    }
+
+    /// The lines the writer makes of `records`, less what differs between two sessions: each
+    /// line's wall-clock `ts`, the time of `session_end`, redaction fingerprints.
+    fn lines_of(records: Vec<Record>, max_body: u64) -> Vec<serde_json::Value> {
+        capture_of(records, max_body)
+            .lines()
             .map(|line| {
                 let line = without_fingerprints(line);
                 let mut value: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -996,6 +999,8 @@ mod tests {
         }
     }
 
+    /// Records one exchange whose every redacted place holds `secret`, the bodies cut into
+    /// frames at `cuts`; returns the capture bytes.
     fn record(secret: &str, cuts: &[usize]) -> String {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.jsonl");
@@ -1127,35 +1132,22 @@ mod tests {
     /// event when its line end comes, and the next line as the next.
     #[test]
     fn a_long_stream_line_in_many_frames_is_cut_at_its_line_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.jsonl");
-        let (recorder, thread) = start(
-            WriterConfig {
-                file: std::fs::File::create(&path).unwrap(),
-                redactor: Redactor::new(true),
-                max_body: 1 << 20,
-                queue_bytes: 1 << 20,
-                on_full: OnFull::Wait,
-                terminal: None,
-            },
-            Arc::new(Clock::new()),
-        );
-        recorder.event(
-            1,
-            EventBody::Response(Response {
+        let mut records = vec![Record::Event {
+            t: 1,
+            body: Box::new(EventBody::Response(Response {
                 ex: 1,
                 status: 200,
                 version: "HTTP/1.1".into(),
                 headers: Headers::from_iter([("content-type", "text/event-stream")]),
                 producer: "upstream".into(),
-            }),
-        );
+            })),
+        }];
         let long = format!("data: {}", "x".repeat(5000));
         let mut frames: Vec<Vec<u8>> = long.as_bytes().chunks(7).map(<[u8]>::to_vec).collect();
         frames.push(b"\n\ndata: short".to_vec());
         frames.push(b"\n\n".to_vec());
         for frame in frames {
-            recorder.record(Record::Frame {
+            records.push(Record::Frame {
                 ex: 1,
                 dir: Direction::Response,
                 t: 2,
@@ -1165,20 +1157,18 @@ mod tests {
                 last: false,
             });
         }
-        recorder.record(Record::BodyEnd {
+        records.push(Record::BodyEnd {
             ex: 1,
             dir: Direction::Response,
             t: 3,
         });
-        recorder.record(Record::Finish {
+        records.push(Record::Finish {
             t: 4,
             exchanges: 1,
             connections: 0,
             clean: true,
         });
-        drop(recorder);
-        thread.join().unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
+        let text = capture_of(records, 1 << 20);
         let bodies: Vec<String> = text
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
