@@ -7,6 +7,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use crate::capture::model::{Direction, End, Outcome, Request, Response, Upgrade};
+use crate::capture::writer::ExchangeKeys;
 use crate::capture::Clock;
 
 /// How much of a request body is kept to find its JSON-RPC method.
@@ -35,7 +36,7 @@ struct Waiting {
 /// Prints exchanges as they happen, and a notice when the client goes quiet after a token.
 pub struct Terminal {
     clock: Arc<Clock>,
-    open: HashMap<u64, Line>,
+    open: HashMap<u64, Line, ExchangeKeys>,
     /// Print a line per exchange (off with --quiet; the silence notice is printed regardless).
     lines: bool,
     silence_after_us: Option<u64>,
@@ -57,7 +58,7 @@ impl Terminal {
     ) -> Self {
         Terminal {
             clock,
-            open: HashMap::new(),
+            open: HashMap::default(),
             lines,
             silence_after_us: silence_after.map(|d| d.as_micros() as u64),
             capture,
@@ -134,7 +135,9 @@ impl Terminal {
             path
         };
         let authenticated = req.headers.iter().any(|(n, v)| {
-            n.eq_ignore_ascii_case("authorization") && v.to_ascii_lowercase().starts_with("bearer ")
+            n.eq_ignore_ascii_case("authorization")
+                && v.get(..7)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
         });
         if authenticated {
             self.waiting = None;
@@ -349,5 +352,57 @@ fn size(bytes: u64) -> String {
         format!("{:.1}KiB", bytes as f64 / 1024.0)
     } else {
         format!("{:.1}MiB", bytes as f64 / (1024.0 * 1024.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::model::Headers;
+
+    fn request(ex: u64, method: &str, target: &str, headers: &[(&str, &str)]) -> Request {
+        Request {
+            ex,
+            conn: 1,
+            method: method.into(),
+            target: target.into(),
+            version: "HTTP/1.1".into(),
+            headers: Headers::from_iter(headers.iter().copied()),
+            upstream: String::new(),
+            route: None,
+        }
+    }
+
+    fn end(ex: u64, status: u16) -> End {
+        serde_json::from_value(serde_json::json!({
+            "ex": ex, "outcome": "complete", "status": status,
+            "timings": {"total_us": 1, "reused_connection": false}, "bytes": {"request": 0, "response": 0},
+        }))
+        .unwrap()
+    }
+
+    /// After a token is issued the watchdog waits for a request with a Bearer token, in any
+    /// letter case; other credentials do not end the wait.
+    #[test]
+    fn only_a_bearer_token_ends_the_wait_after_a_token() {
+        let mut term = Terminal::new(Arc::new(Clock::new()), false, None, "c.jsonl".into());
+        let token = request(1, "POST", "/token", &[("content-type", "x")]);
+        term.request(1, &token);
+        term.body_frame(
+            1,
+            Direction::Request,
+            b"grant_type=authorization_code&code=abc",
+        );
+        term.end(2, &end(1, 200));
+        assert!(term.waiting.is_some());
+        for (ex, value) in [(2, "Basic dXNlcg=="), (3, "Bearer"), (4, "Bearerxyz")] {
+            term.request(3, &request(ex, "POST", "/mcp", &[("authorization", value)]));
+            assert!(term.waiting.is_some(), "{value}");
+        }
+        term.request(
+            4,
+            &request(5, "POST", "/mcp", &[("Authorization", "BEARER t0k")]),
+        );
+        assert!(term.waiting.is_none());
     }
 }

@@ -319,10 +319,11 @@ const BATCH_BYTES: usize = 1 << 20;
 /// per pause, not once per record, and a line still reaches the file well within 50 ms.
 const GATHER: std::time::Duration = std::time::Duration::from_micros(500);
 
-/// Hashes the writer's `(exchange id, direction)` keys: ids come from a counter in this
-/// process, so SipHash's defence against chosen keys buys nothing and cost 3% of the writer.
+/// Hashes the writer's `(exchange id, direction)` keys and the terminal's exchange ids: ids
+/// come from a counter in this process, so SipHash's defence against chosen keys buys nothing
+/// and cost 3% of the writer.
 #[derive(Default, Clone, Copy)]
-struct ExchangeKeys;
+pub(crate) struct ExchangeKeys;
 
 impl std::hash::BuildHasher for ExchangeKeys {
     type Hasher = ExchangeKeyHasher;
@@ -332,7 +333,7 @@ impl std::hash::BuildHasher for ExchangeKeys {
 }
 
 /// Multiply-rotate mixing of the few integers a key is made of.
-struct ExchangeKeyHasher(u64);
+pub(crate) struct ExchangeKeyHasher(u64);
 
 impl std::hash::Hasher for ExchangeKeyHasher {
     fn finish(&self) -> u64 {
