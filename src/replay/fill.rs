@@ -15,6 +15,7 @@ use super::origins::replace_origins;
 use crate::capture::model::Headers;
 use crate::capture::reader::{media_type, Exchange};
 use crate::capture::redact::SECRET_KEYS;
+use crate::proxy::headers::HOP_BY_HOP_NAMES;
 
 /// How every redacted value starts.
 pub const PLACEHOLDER_PREFIX: &str = "<redacted fp=";
@@ -190,22 +191,10 @@ pub struct Built {
     pub body: Vec<u8>,
 }
 
-/// Fields never re-sent: they describe the recorded connection, not the request
-/// (RFC 9110 §7.6.1), or are recomputed (Host, Content-Length).
-const NOT_RESENT: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "host",
-    "content-length",
-    "expect",
-];
+/// Fields never re-sent besides the hop-by-hop ones (which describe the recorded
+/// connection, not the request): recomputed (Host, Content-Length) or answered by the
+/// recording already (Expect).
+const NOT_RESENT: &[&str] = &["host", "content-length", "expect"];
 
 /// Rebuilds a recorded request with `values`. `overrides` (lowercase name, value) replace
 /// every recorded header of that name (`--header`); `scoped` are whole-value rewrites for
@@ -246,7 +235,10 @@ pub fn build(
     let mut overridden = Vec::new();
     for (name, value) in &x.request.headers {
         let lower = name.to_ascii_lowercase();
-        if NOT_RESENT.contains(&lower.as_str()) || named.contains(&lower) {
+        if HOP_BY_HOP_NAMES.contains(&lower.as_str())
+            || NOT_RESENT.contains(&lower.as_str())
+            || named.contains(&lower)
+        {
             continue;
         }
         if let Some((_, v)) = overrides.iter().find(|(n, _)| *n == lower) {
