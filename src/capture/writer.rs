@@ -1003,28 +1003,14 @@ mod tests {
     /// Records one exchange whose every redacted place holds `secret`, the bodies cut into
     /// frames at `cuts`; returns the capture bytes.
     fn record(secret: &str, cuts: &[usize]) -> String {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.jsonl");
-        let file = std::fs::File::create(&path).unwrap();
-        let clock = Arc::new(Clock::new());
-        let (recorder, thread) = start(
-            WriterConfig {
-                file,
-                redactor: Redactor::new(true),
-                max_body: 1 << 20,
-                queue_bytes: 1 << 20,
-                on_full: OnFull::Wait,
-                terminal: None,
-            },
-            clock,
-        );
+        let mut records = Vec::new();
         let enc: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
         let json = serde_json::to_string(secret).unwrap();
         let ev = |body| Record::Event {
             t: 1,
             body: Box::new(body),
         };
-        recorder.record(ev(EventBody::Request(Request {
+        records.push(ev(EventBody::Request(Request {
             ex: 1,
             conn: 1,
             method: "POST".into(),
@@ -1053,7 +1039,7 @@ mod tests {
             out
         };
         for b in frames(&form) {
-            recorder.record(Record::Frame {
+            records.push(Record::Frame {
                 ex: 1,
                 dir: Direction::Request,
                 t: 2,
@@ -1063,12 +1049,12 @@ mod tests {
                 last: false,
             });
         }
-        recorder.record(Record::BodyEnd {
+        records.push(Record::BodyEnd {
             ex: 1,
             dir: Direction::Request,
             t: 3,
         });
-        recorder.record(ev(EventBody::Response(Response {
+        records.push(ev(EventBody::Response(Response {
             ex: 1,
             status: 200,
             version: "HTTP/1.1".into(),
@@ -1079,7 +1065,7 @@ mod tests {
             "data: {{\"result\":{{\"deep\":[{{\"access_token\":{json}}}]}}}}\n\ndata: {{\"refresh_token\": {json}}}\n\n"
         );
         for b in frames(&stream) {
-            recorder.record(Record::Frame {
+            records.push(Record::Frame {
                 ex: 1,
                 dir: Direction::Response,
                 t: 4,
@@ -1089,20 +1075,18 @@ mod tests {
                 last: false,
             });
         }
-        recorder.record(Record::BodyEnd {
+        records.push(Record::BodyEnd {
             ex: 1,
             dir: Direction::Response,
             t: 5,
         });
-        recorder.record(Record::Finish {
+        records.push(Record::Finish {
             t: 6,
             exchanges: 1,
             connections: 1,
             clean: true,
         });
-        drop(recorder);
-        thread.join().unwrap();
-        std::fs::read_to_string(&path).unwrap()
+        capture_of(records, 1 << 20)
     }
 
     #[test]
