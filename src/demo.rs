@@ -92,7 +92,7 @@ pub struct DemoOutcome {
 
 /// Runs the demo and prints it.
 pub fn run(args: &DemoArgs) -> anyhow::Result<std::process::ExitCode> {
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = crate::memory::runtime()?;
     let outcome = runtime.block_on(demo(args))?;
     let style = Style::detect();
     let (cap, report) = explain::explain_file(&outcome.failing)?;
