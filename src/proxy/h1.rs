@@ -443,6 +443,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
 
     /// A parsed request head, if the fast path takes it and its whole body is here.
     fn take(&self, req: &httparse::Request<'_, '_>, head_len: usize) -> Option<Plain> {
+        let text = HeadText::new(&self.buf[..head_len]);
         let method = req.method?;
         // A fragment is not part of the target (hyper drops it too).
         let target = req.path?.split('#').next().unwrap_or("");
@@ -471,9 +472,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 if host.is_some() {
                     return None;
                 }
-                host = Some(std::str::from_utf8(field.value).ok()?);
+                host = Some(text.of(field.value)?);
             } else if name.eq_ignore_ascii_case("connection") {
-                for token in std::str::from_utf8(field.value).ok()?.split(',') {
+                for token in text.of(field.value)?.split(',') {
                     let token = token.trim();
                     if token.eq_ignore_ascii_case("close") {
                         close = true;
@@ -557,7 +558,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             method: method.to_string(),
             target: target.to_string(),
             upstream_url: [self.origin.as_str(), upstream_pq].concat(),
-            headers: to_record(req.headers, |_| false),
+            headers: to_record(req.headers, &text, |_| false),
             forwarded: out,
             close,
             head: method == "HEAD",
@@ -734,7 +735,7 @@ async fn read_head(raw: &mut Raw, head_request: bool) -> Result<Answer, NoAnswer
                         raw.buf.advance(n);
                         continue;
                     }
-                    let answer = answer(&resp, head_request)?;
+                    let answer = answer(&resp, &HeadText::new(&raw.buf[..n]), head_request)?;
                     raw.buf.advance(n);
                     return Ok(answer);
                 }
@@ -772,7 +773,11 @@ async fn read_head(raw: &mut Raw, head_request: bool) -> Result<Answer, NoAnswer
 }
 
 /// The response head as recorded and as the client gets it.
-fn answer(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Answer, NoAnswer> {
+fn answer(
+    resp: &httparse::Response<'_, '_>,
+    text: &HeadText<'_>,
+    head_request: bool,
+) -> Result<Answer, NoAnswer> {
     let status = resp.code.unwrap_or(0);
     let version = if resp.version == Some(0) {
         "HTTP/1.0"
@@ -796,7 +801,7 @@ fn answer(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Answe
     let mut content_type: Option<&str> = None;
     for field in resp.headers.iter() {
         let name = field.name;
-        let value = std::str::from_utf8(field.value).unwrap_or("");
+        let value = text.of(field.value).unwrap_or("");
         if name.eq_ignore_ascii_case("connection") {
             for token in value.split(',') {
                 let token = token.trim();
@@ -881,7 +886,7 @@ fn answer(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Answe
     Ok(Answer {
         status,
         version,
-        headers: to_record(resp.headers, hop),
+        headers: to_record(resp.headers, text, hop),
         head,
         framing,
         reusable: !close && framing != Framing::Close,
@@ -891,14 +896,15 @@ fn answer(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Answe
 
 /// A Content-Length value (RFC 9110 §8.6): a number, or a list repeating one number.
 fn content_length(value: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(value).ok()?;
     let mut found = None;
-    for part in text.split(',') {
-        let part = part.trim();
-        if part.is_empty() || part.len() > 18 || !part.bytes().all(|b| b.is_ascii_digit()) {
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 18 || !part.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let n: u64 = part.parse().ok()?;
+        let n = part
+            .iter()
+            .fold(0, |n: u64, &digit| n * 10 + u64::from(digit - b'0'));
         if found.is_some_and(|m| m != n) {
             return None;
         }
@@ -1083,10 +1089,39 @@ fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// A head's bytes checked as UTF-8 once: a field's value is then a slice of that text (httparse's
+/// values point into the parsed buffer) instead of a check of its own, which cost more than the
+/// rest of recording the field.
+struct HeadText<'a>(&'a str);
+
+impl<'a> HeadText<'a> {
+    /// Empty when the head is not all UTF-8: each value is then checked by itself.
+    fn new(head: &'a [u8]) -> Self {
+        HeadText(std::str::from_utf8(head).unwrap_or(""))
+    }
+
+    /// `value` as text, if it is UTF-8.
+    fn of(&self, value: &'a [u8]) -> Option<&'a str> {
+        // In the head's memory, the value's text is the same bytes at the same place.
+        let at = (value.as_ptr() as usize).wrapping_sub(self.0.as_ptr() as usize);
+        match at
+            .checked_add(value.len())
+            .and_then(|end| self.0.get(at..end))
+        {
+            Some(text) => Some(text),
+            None => std::str::from_utf8(value).ok(),
+        }
+    }
+}
+
 /// Header fields as recorded (as `headers::to_record` has them from a `HeaderMap`): names
 /// lowercased, each name at its first appearance with all its values in arrival order,
 /// values decoded lossily; fields whose name `skip` accepts left out.
-fn to_record(fields: &[httparse::Header<'_>], skip: impl Fn(&str) -> bool) -> Headers {
+fn to_record<'a>(
+    fields: &[httparse::Header<'a>],
+    text: &HeadText<'a>,
+    skip: impl Fn(&str) -> bool,
+) -> Headers {
     let bytes = fields.iter().map(|f| f.name.len() + f.value.len()).sum();
     let mut record = Headers::with_capacity(fields.len(), bytes);
     for (i, field) in fields.iter().enumerate() {
@@ -1103,7 +1138,10 @@ fn to_record(fields: &[httparse::Header<'_>], skip: impl Fn(&str) -> bool) -> He
             .iter()
             .filter(|f| f.name.eq_ignore_ascii_case(name))
         {
-            record.push_lowercased(same.name, &String::from_utf8_lossy(same.value));
+            match text.of(same.value) {
+                Some(value) => record.push_lowercased(same.name, value),
+                None => record.push_lowercased(same.name, &String::from_utf8_lossy(same.value)),
+            }
         }
     }
     record
@@ -1330,6 +1368,51 @@ mod tests {
     }
 
     #[test]
+    fn content_length_is_a_number_or_a_list_repeating_one() {
+        assert_eq!(content_length(b"1024"), Some(1024));
+        assert_eq!(content_length(b" 7 ,7,\t7"), Some(7));
+        assert_eq!(content_length(b"0"), Some(0));
+        assert_eq!(
+            content_length(b"999999999999999999"),
+            Some(999_999_999_999_999_999)
+        );
+        for bad in [
+            &b""[..],
+            b"7,8",
+            b"-1",
+            b"+1",
+            b"1 2",
+            b"0x10",
+            b"7,",
+            b"1000000000000000000",
+            b"\xff",
+        ] {
+            assert_eq!(
+                content_length(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn a_field_value_is_text_from_the_head_or_on_its_own() {
+        let head = b"Host: h\r\nX-A: caf\xc3\xa9\r\n";
+        let text = HeadText::new(head);
+        assert_eq!(text.of(&head[6..7]), Some("h"));
+        assert_eq!(text.of(&head[14..19]), Some("café"));
+        // Not from this head: checked by itself.
+        assert_eq!(text.of(b"elsewhere"), Some("elsewhere"));
+        assert_eq!(text.of(b"\xff"), None);
+        // A head that is not UTF-8 still gives the values that are.
+        let broken = b"X-A: \xff\r\nX-B: ok\r\n";
+        let text = HeadText::new(broken);
+        assert_eq!(text.of(&broken[5..6]), None);
+        assert_eq!(text.of(&broken[13..15]), Some("ok"));
+    }
+
+    #[test]
     fn recorded_fields_group_repeated_names_at_their_first_place() {
         let fields = [
             httparse::Header {
@@ -1349,7 +1432,9 @@ mod tests {
                 value: b"close",
             },
         ];
-        let got = to_record(&fields, |name| name.eq_ignore_ascii_case("connection"));
+        let got = to_record(&fields, &HeadText::new(b""), |name| {
+            name.eq_ignore_ascii_case("connection")
+        });
         let want = [("accept", "a"), ("accept", "c"), ("x-b", "b")];
         assert!(got.iter().eq(want));
     }
@@ -1381,7 +1466,10 @@ mod tests {
                     None => want.push((name, value)),
                 }
             }
-            proptest::prop_assert_eq!(to_record(&fields, skip), Headers::from(want));
+            proptest::prop_assert_eq!(
+                to_record(&fields, &HeadText::new(b""), skip),
+                Headers::from(want)
+            );
         }
     }
 
