@@ -24,6 +24,8 @@ struct Line {
     sse_events: u64,
     authenticated: bool,
     response_type: Option<String>,
+    /// A form POST: what a token request is.
+    may_issue_token: bool,
 }
 
 /// A token was issued and no authenticated request has followed yet.
@@ -117,6 +119,20 @@ impl Terminal {
     }
 
     pub fn request(&mut self, _t: u64, req: &Request) {
+        let authenticated = req.headers.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("authorization")
+                && v.get(..7)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+        });
+        if authenticated {
+            self.waiting = None;
+        }
+        // With --quiet an exchange matters here only as the token request the watchdog waits
+        // after, a form POST: the JSON-RPC traffic is not followed at all.
+        let may_issue_token = may_issue_token(req);
+        if !self.lines && !may_issue_token {
+            return;
+        }
         let path = match req.target.find("://") {
             // HTTP/2 targets are absolute: show the path, as for HTTP/1.1.
             Some(i) => {
@@ -134,14 +150,6 @@ impl Terminal {
         } else {
             path
         };
-        let authenticated = req.headers.iter().any(|(n, v)| {
-            n.eq_ignore_ascii_case("authorization")
-                && v.get(..7)
-                    .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
-        });
-        if authenticated {
-            self.waiting = None;
-        }
         let route = req
             .route
             .and_then(|r| self.routes.get(r as usize))
@@ -159,6 +167,7 @@ impl Terminal {
                 sse_events: 0,
                 authenticated,
                 response_type: None,
+                may_issue_token,
             },
         );
     }
@@ -220,7 +229,8 @@ impl Terminal {
             )
         };
         // The cheap tests first: with --quiet this is all an exchange costs here.
-        let token_issued = end.status.is_some_and(|s| (200..300).contains(&s))
+        let token_issued = line.may_issue_token
+            && end.status.is_some_and(|s| (200..300).contains(&s))
             && self.code_grant.find(&line.body).is_some()
             && stage() == Some(crate::mcp::session::StageId::Token);
         if token_issued {
@@ -316,6 +326,19 @@ impl Terminal {
     }
 }
 
+/// Whether a request may be a token request (RFC 6749 §4.1.3: a POST with a form body): not
+/// when its body is declared JSON, as every JSON-RPC message is.
+fn may_issue_token(req: &Request) -> bool {
+    req.method == "POST"
+        && !req.headers.get("content-type").is_some_and(|value| {
+            let media = value.split(';').next().unwrap_or("").trim();
+            media.eq_ignore_ascii_case("application/json")
+                || media
+                    .get(media.len().saturating_sub(5)..)
+                    .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
+        })
+}
+
 fn print(args: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
     // A closed stdout (piped into `head`) must not stop the proxy.
@@ -404,5 +427,43 @@ mod tests {
             &request(5, "POST", "/mcp", &[("Authorization", "BEARER t0k")]),
         );
         assert!(term.waiting.is_none());
+    }
+
+    /// A token request is a form POST (with --quiet nothing else is followed); a JSON body
+    /// that merely quotes a grant is not one, whatever its path.
+    #[test]
+    fn the_watchdog_waits_after_a_form_post_that_issued_a_code_grant() {
+        let grant: &[u8] = b"grant_type=authorization_code&code=abc";
+        for lines in [false, true] {
+            for (content_type, waits) in [
+                (
+                    Some("application/x-www-form-urlencoded; charset=utf-8"),
+                    true,
+                ),
+                (None, true),
+                (Some("application/json"), false),
+                (Some("Application/JSON; charset=utf-8"), false),
+                (Some("application/vnd.example+json"), false),
+            ] {
+                let mut term = Terminal::new(Arc::new(Clock::new()), lines, None, "c.jsonl".into());
+                let headers: Vec<(&str, &str)> = content_type
+                    .map(|ct| ("content-type", ct))
+                    .into_iter()
+                    .collect();
+                term.request(1, &request(1, "POST", "/token", &headers));
+                term.body_frame(1, Direction::Request, grant);
+                term.end(2, &end(1, 200));
+                assert_eq!(
+                    term.waiting.is_some(),
+                    waits,
+                    "{content_type:?}, lines {lines}"
+                );
+            }
+            let mut term = Terminal::new(Arc::new(Clock::new()), lines, None, "c.jsonl".into());
+            term.request(1, &request(1, "GET", "/token", &[]));
+            term.body_frame(1, Direction::Request, grant);
+            term.end(2, &end(1, 200));
+            assert!(term.waiting.is_none(), "a GET, lines {lines}");
+        }
     }
 }
