@@ -6,6 +6,7 @@ pub mod file;
 pub mod headers;
 mod line;
 pub mod model;
+mod queue;
 pub mod reader;
 pub mod redact;
 mod swar;

@@ -13,11 +13,12 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::PollSemaphore;
 
 use super::line;
 use super::model::*;
+use super::queue;
 use super::redact::Redactor;
 use crate::sse::SseParser;
 use crate::terminal::Terminal;
@@ -122,7 +123,7 @@ pub enum OnFull {
 pub struct Recorder(Arc<Handles>);
 
 struct Handles {
-    tx: mpsc::UnboundedSender<Record>,
+    tx: queue::Sender<Record>,
     budget: Arc<Semaphore>,
     budget_bytes: u32,
     clock: Arc<Clock>,
@@ -141,7 +142,7 @@ impl Recorder {
 
     /// Queues a record. Never waits; after shutdown it is a no-op.
     pub fn record(&self, record: Record) {
-        let _ = self.0.tx.send(record);
+        self.0.tx.send(record);
     }
 
     /// Queues an event that happened at `t` (µs on the session clock).
@@ -219,7 +220,7 @@ pub fn start(
     config: WriterConfig,
     clock: Arc<Clock>,
 ) -> (Recorder, std::thread::JoinHandle<WriterStats>) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = queue::queue();
     let dropped = Arc::new(AtomicU64::new(0));
     let budget_bytes = config.queue_bytes.max(64 * 1024);
     let recorder = Recorder(Arc::new(Handles {
@@ -310,6 +311,8 @@ struct Writer {
     stats: WriterStats,
     terminal: Option<Terminal>,
     wall: WallCache,
+    /// The budget of frames handled this round, released together.
+    released: Option<OwnedSemaphorePermit>,
 }
 
 /// Above this the batch is written before the queue is drained further.
@@ -423,37 +426,32 @@ impl Writer {
             stats: WriterStats::default(),
             terminal: config.terminal,
             wall: WallCache::default(),
+            released: None,
         }
     }
 
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Record>) -> WriterStats {
-        // Each round drains what is queued and writes it with one write, so lines reach the
-        // file (and `tail -f`) within a round. Only an idle writer blocks: blocking registers a
-        // waker that the next record must wake (a futex call on the data path), so after a busy
-        // round the writer pauses for GATHER instead and records gather without waking it.
-        loop {
-            let first = match rx.try_recv() {
-                Ok(record) => record,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    crate::memory::when_idle();
-                    match rx.blocking_recv() {
-                        Some(record) => record,
-                        None => break,
+    fn run(mut self, mut queue: queue::Receiver<Record>) -> WriterStats {
+        // Each round takes what is queued, as often as there is more, and writes it with one
+        // write, so lines reach the file (and `tail -f`) within a round. Only an idle writer
+        // blocks: blocking asks the next record to wake it (a futex call on the data path), so
+        // after a busy round the writer pauses for GATHER instead and records gather meanwhile.
+        while queue.wait(crate::memory::when_idle) {
+            loop {
+                let mut any = false;
+                for record in queue.take() {
+                    any = true;
+                    if self.handle(record) {
+                        self.flush();
+                        return self.stats;
+                    }
+                    if self.batch.len() >= BATCH_BYTES {
+                        self.flush();
                     }
                 }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-            };
-            if self.handle(first) {
-                self.flush();
-                return self.stats;
-            }
-            while let Ok(record) = rx.try_recv() {
-                if self.handle(record) {
-                    self.flush();
-                    return self.stats;
-                }
-                if self.batch.len() >= BATCH_BYTES {
-                    self.flush();
+                // The budget the frames took, given back at once rather than frame by frame.
+                self.released = None;
+                if !any {
+                    break;
                 }
             }
             self.report_dropped();
@@ -481,8 +479,13 @@ impl Writer {
                 last,
             } => {
                 self.frame(ex, dir, t, len, &bytes);
-                // The bytes are copied into the writer's own state: release the budget.
-                drop(permit);
+                // The bytes are copied into the writer's own state: the budget can go back.
+                if let Some(permit) = permit {
+                    match &mut self.released {
+                        Some(released) => released.merge(permit),
+                        None => self.released = Some(permit),
+                    }
+                }
                 if last {
                     self.body_end(ex, dir, t);
                 }
