@@ -9,6 +9,7 @@
 //! with the bytes already read, and hyper serves the rest of the connection: the two
 //! paths record the same events.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -81,6 +82,8 @@ where
         max_head,
         peer_ip: ctx.peer.ip().to_string(),
         origin: origin(&ctx.route.upstream),
+        header_alarm: Alarm::default(),
+        upstream_alarm: Alarm::default(),
     };
     let step = loop {
         if conn.buf.is_empty() {
@@ -105,7 +108,9 @@ where
                 // not here, and no random draw per poll.
                 biased;
                 r = conn.io.read_buf(&mut conn.buf) => r,
-                limit = until(deadline) => break Step::Close(Some(header_timeout_error(limit))),
+                limit = until(&mut conn.header_alarm, deadline) => {
+                    break Step::Close(Some(header_timeout_error(limit)))
+                }
                 _ = stopping.changed() => break Step::Close(None),
             };
             match read {
@@ -147,6 +152,9 @@ struct Conn<'a, S> {
     peer_ip: String,
     /// The upstream's scheme and authority, the start of every recorded upstream URL.
     origin: String,
+    /// The timers of `--header-timeout` and `--upstream-timeout`, kept between exchanges.
+    header_alarm: Alarm,
+    upstream_alarm: Alarm,
 }
 
 /// A request head the fast path takes, as forwarded and as recorded.
@@ -240,7 +248,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     let read = tokio::select! {
                         biased;
                         r = self.io.read_buf(&mut self.buf) => r,
-                        limit = until(header_deadline) => {
+                        limit = until(&mut self.header_alarm, header_deadline) => {
                             return Step::Close(Some(header_timeout_error(limit)))
                         }
                     };
@@ -315,27 +323,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             head_request: plain.head,
             idempotent: plain.idempotent,
         };
-        let sending = async {
-            match first {
-                Err(no) => Err(no),
-                Ok(first) => {
-                    send(
-                        ctx,
-                        first,
-                        &outgoing,
-                        (&mut request, &mut unsent),
-                        (&mut self.io, &mut self.buf),
-                    )
-                    .await
+        let sent = {
+            let client = (&mut self.io, &mut self.buf);
+            let sending = std::pin::pin!(async {
+                match first {
+                    Err(no) => Err(no),
+                    Ok(first) => {
+                        send(ctx, first, &outgoing, (&mut request, &mut unsent), client).await
+                    }
                 }
-            }
-        };
-        let sent = match deadline {
-            Some((at, limit)) => match tokio::time::timeout_at(at, sending).await {
-                Ok(r) => r,
-                Err(_) => Err(NoAnswer::Timeout(limit)),
-            },
-            None => sending.await,
+            });
+            within(sending, &mut self.upstream_alarm, deadline).await
         };
         drop(request);
         let close = plain.close || *stopping.borrow();
@@ -1026,15 +1024,61 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Resolves at the deadline, if there is one, with its limit.
-async fn until(deadline: Option<(tokio::time::Instant, Duration)>) -> Duration {
-    match deadline {
-        Some((at, limit)) => {
-            tokio::time::sleep_until(at).await;
-            limit
+/// A connection's timer for one kind of deadline. Deadlines of a kind only move later, one
+/// exchange after another, so the timer stays where it is set when the next deadline is
+/// later: it goes off early (at most once per limit), finds the deadline not reached, and is
+/// set again. Setting a timer per exchange took the timer wheel's lock twice.
+#[derive(Default)]
+struct Alarm(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl Alarm {
+    /// Ready once `at` has passed.
+    fn poll_at(&mut self, cx: &mut Context<'_>, at: tokio::time::Instant) -> Poll<()> {
+        let sleep = self
+            .0
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if sleep.deadline() > at {
+            sleep.as_mut().reset(at);
         }
-        None => std::future::pending().await,
+        loop {
+            std::task::ready!(sleep.as_mut().poll(cx));
+            if tokio::time::Instant::now() >= at {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().reset(at);
+        }
     }
+}
+
+/// Resolves at the deadline, if there is one, with its limit.
+fn until(
+    alarm: &mut Alarm,
+    deadline: Option<(tokio::time::Instant, Duration)>,
+) -> impl Future<Output = Duration> + '_ {
+    std::future::poll_fn(move |cx| match deadline {
+        Some((at, limit)) => alarm.poll_at(cx, at).map(|()| limit),
+        None => Poll::Pending,
+    })
+}
+
+/// `work`'s result, or `NoAnswer::Timeout` if the deadline passes first. `work` is pinned
+/// where it was made: moving a future as large as an exchange's costs a copy of it.
+fn within<'a, T, F: Future<Output = Result<T, NoAnswer>>>(
+    mut work: Pin<&'a mut F>,
+    alarm: &'a mut Alarm,
+    deadline: Option<(tokio::time::Instant, Duration)>,
+) -> impl Future<Output = Result<T, NoAnswer>> + 'a {
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        match deadline {
+            Some((at, limit)) => alarm
+                .poll_at(cx, at)
+                .map(|()| Err(NoAnswer::Timeout(limit))),
+            None => Poll::Pending,
+        }
+    })
 }
 
 fn header_timeout_error(limit: Duration) -> String {
@@ -1365,6 +1409,36 @@ mod tests {
         assert!(ChunkReader::default()
             .feed(&vec![b'1'; MAX_CHUNK_LINE + 10])
             .is_err());
+    }
+
+    /// Polls the alarm once for `at`.
+    async fn poll_once(alarm: &mut Alarm, at: tokio::time::Instant) -> Poll<()> {
+        std::future::poll_fn(|cx| Poll::Ready(alarm.poll_at(cx, at))).await
+    }
+
+    #[tokio::test]
+    async fn an_alarm_waits_for_the_deadline_it_is_asked_for_not_the_one_it_was_set_to() {
+        let limit = Duration::from_secs(1);
+        let mut alarm = Alarm::default();
+        let start = tokio::time::Instant::now();
+        // Set for a first deadline and left there; the next one is later.
+        assert!(poll_once(&mut alarm, start + Duration::from_millis(30))
+            .await
+            .is_pending());
+        let later = start + Duration::from_millis(120);
+        assert_eq!(until(&mut alarm, Some((later, limit))).await, limit);
+        assert!(tokio::time::Instant::now() >= later);
+        // An earlier deadline than the one set moves the alarm back.
+        let far = tokio::time::Instant::now() + Duration::from_secs(30);
+        assert!(poll_once(&mut alarm, far).await.is_pending());
+        let soon = tokio::time::Instant::now() + Duration::from_millis(20);
+        let waited = tokio::time::timeout(
+            Duration::from_secs(5),
+            until(&mut alarm, Some((soon, limit))),
+        )
+        .await;
+        assert_eq!(waited, Ok(limit));
+        assert!(tokio::time::Instant::now() >= soon);
     }
 
     #[test]
