@@ -77,9 +77,17 @@ impl Headers {
 
     /// The value of the first field named `name`, compared ASCII-case-insensitively.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        // Names compared as bytes: only the value found is cut out as text.
+        let text = self.text.as_bytes();
+        let mut start = 0;
+        for &(name_end, value_end) in &self.ends {
+            let (name_end, value_end) = (name_end as usize, value_end as usize);
+            if text[start..name_end].eq_ignore_ascii_case(name.as_bytes()) {
+                return Some(&self.text[name_end..value_end]);
+            }
+            start = value_end;
+        }
+        None
     }
 
     /// Replaces values in place: `change(name, value)` gives a field's new value, or `None`

@@ -224,18 +224,45 @@ const GATHER: usize = 256;
 
 /// A JSON string as serde_json writes it: `"` and `\` escaped with a backslash, control
 /// characters as `\b \t \n \f \r` or `\u00xx`, everything else (all of UTF-8) as it is.
+fn string(out: &mut Vec<u8>, s: &str) {
+    let src = s.as_bytes();
+    out.reserve(src.len() + 2);
+    out.push(b'"');
+    // Most strings (header fields, paths, names) need no escape at all: what comes before the
+    // first byte that does is copied in one piece.
+    let clean = clean_prefix(src);
+    out.extend_from_slice(&src[..clean]);
+    if clean < src.len() {
+        escaped(out, &src[clean..]);
+    }
+    out.push(b'"');
+}
+
+/// How many bytes at the start of `src` need no escape.
+fn clean_prefix(src: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(chunk) = src.get(at..at + 16) {
+        let special = swar::json_special16(chunk.try_into().expect("sixteen bytes"));
+        if special != 0 {
+            return at + special.trailing_zeros() as usize;
+        }
+        at += 16;
+    }
+    src[at..]
+        .iter()
+        .position(|&b| ESCAPE[usize::from(b)] != 0)
+        .map_or(src.len(), |i| at + i)
+}
+
+/// Appends `src` escaped, without the quotes around it.
 ///
 /// Sixteen bytes at a time are copied with one store, and count up to the first that needs
 /// an escape; the escape is written and the next sixteen start after it. The text gathers in
 /// a stack buffer, appended to `out` every `GATHER` bytes: stores to the line itself would
 /// reload its length after every byte, and a run of varying length between quotes would be a
 /// memcpy call.
-fn string(out: &mut Vec<u8>, s: &str) {
-    let src = s.as_bytes();
-    out.reserve(src.len() + 2);
-    out.push(b'"');
+fn escaped(out: &mut Vec<u8>, src: &[u8]) {
     if src.len() < 16 {
-        // Header names and the like: not worth setting up the buffer.
         let mut esc = [0u8; 6];
         for &b in src {
             match ESCAPE[usize::from(b)] {
@@ -246,7 +273,6 @@ fn string(out: &mut Vec<u8>, s: &str) {
                 }
             }
         }
-        out.push(b'"');
         return;
     }
     // Room past GATHER for one chunk and an escape, then for a tail of fifteen `\u00xx`.
@@ -280,7 +306,6 @@ fn string(out: &mut Vec<u8>, s: &str) {
         o += put(&mut buf[o..o + 6], b);
     }
     out.extend_from_slice(&buf[..o]);
-    out.push(b'"');
 }
 
 /// Writes `b`, escaped if it needs it, at the start of `to`; returns the length written.
@@ -540,8 +565,8 @@ mod tests {
     #[test]
     fn every_byte_is_escaped_as_serde_escapes_it() {
         for b in 0u8..0x80 {
-            // Before, inside and after a full word, and alone in the tail.
-            for pad in [0, 3, 8, 13] {
+            // Before, inside and after a full word, alone in the tail, after clean chunks.
+            for pad in [0, 3, 8, 13, 16, 21, 40] {
                 let s = format!("{}{}{}", "a".repeat(pad), char::from(b), "z".repeat(pad));
                 let mut out = Vec::new();
                 string(&mut out, &s);

@@ -251,10 +251,11 @@ pub fn write_line(file: &mut File, clock: &Clock, t: u64, body: EventBody) -> st
 }
 
 /// How a body is recorded.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum BodyKind {
     /// Joined and written once at the end, redacted by its content type.
-    Message { content_type: Option<String> },
+    /// `form`: the content type is `application/x-www-form-urlencoded`, redacted as a form.
+    Message { form: bool },
     /// `text/event-stream`: written as it arrives, cut at line ends, parsed into `sse` events.
     EventStream,
 }
@@ -564,8 +565,8 @@ impl Writer {
         self.bodies.entry((ex, dir)).or_insert_with(|| {
             let kind = kinds
                 .get(&(ex, dir))
-                .cloned()
-                .unwrap_or(BodyKind::Message { content_type: None });
+                .copied()
+                .unwrap_or(BodyKind::Message { form: false });
             BodyState::new(kind)
         })
     }
@@ -671,12 +672,12 @@ impl Writer {
         };
         state.seq += 1;
         state.pending_len = 0;
-        let event = self.fill_body(event, chunk, None);
+        let event = self.fill_body(event, chunk, false);
         self.push(t, EventBody::Body(event));
     }
 
     /// Takes the bytes by value: text with no secret in it becomes the event's text without a copy.
-    fn fill_body(&self, mut event: Body, bytes: Vec<u8>, content_type: Option<&str>) -> Body {
+    fn fill_body(&self, mut event: Body, bytes: Vec<u8>, form: bool) -> Body {
         let text = match String::from_utf8(bytes) {
             Ok(text) => Ok(text),
             // A cut at max_body may split a UTF-8 sequence: drop the broken tail, not the text.
@@ -689,7 +690,7 @@ impl Writer {
             Err(e) => Err(e.into_bytes()),
         };
         match text {
-            Ok(text) => event.text = Some(self.redactor.body_owned(content_type, text)),
+            Ok(text) => event.text = Some(self.redactor.body_owned(form, text)),
             Err(bytes) => event.b64 = Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
         }
         event
@@ -699,7 +700,7 @@ impl Writer {
         let Some(state) = self.bodies.get(&(ex, dir)) else {
             return;
         };
-        match state.kind.clone() {
+        match state.kind {
             BodyKind::EventStream => {
                 self.flush_stream_lines(ex, dir, t, true);
                 let tail = self
@@ -711,7 +712,7 @@ impl Writer {
                     self.sse_event(ex, dir, t, event, false);
                 }
             }
-            BodyKind::Message { content_type } => {
+            BodyKind::Message { form } => {
                 let Some(state) = self.bodies.get_mut(&(ex, dir)) else {
                     return;
                 };
@@ -726,7 +727,7 @@ impl Writer {
                     frames: std::mem::take(&mut state.frames),
                     truncated: state.truncated,
                 };
-                let event = self.fill_body(event, bytes, content_type.as_deref());
+                let event = self.fill_body(event, bytes, form);
                 self.push(t, EventBody::Body(event));
             }
         }
@@ -837,22 +838,17 @@ impl Writer {
 
 /// The recording kind of a body from its headers.
 fn body_kind(headers: &Headers) -> BodyKind {
-    let content_type = headers.get("content-type");
-    let is_stream = content_type
-        .map(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("text/event-stream")
-        })
-        .unwrap_or(false);
-    if is_stream {
-        BodyKind::EventStream
-    } else {
-        BodyKind::Message {
-            content_type: content_type.map(str::to_owned),
-        }
+    // The media type: before any parameters, without the spaces around it.
+    let media_type = headers.get("content-type").map(|value| {
+        let end = value.bytes().position(|b| b == b';').unwrap_or(value.len());
+        value[..end].trim_matches([' ', '\t'])
+    });
+    match media_type {
+        Some(media) if media.eq_ignore_ascii_case("text/event-stream") => BodyKind::EventStream,
+        media => BodyKind::Message {
+            form: media
+                .is_some_and(|m| m.eq_ignore_ascii_case("application/x-www-form-urlencoded")),
+        },
     }
 }
 
