@@ -434,8 +434,8 @@ fn entry(capture: &Capture, x: &Exchange, wall: &Wall) -> Entry {
             "connection": x.conn,
             "outcome": x.outcome().map(outcome_word),
             "upstreamUrl": x.request.upstream,
-            "producer": x.response.as_ref().map(|r| r.producer.as_str()),
-            "upstreamHttpVersion": x.response.as_ref().map(|r| r.version.as_str()),
+            "producer": x.response.as_ref().map(|r| &*r.producer),
+            "upstreamHttpVersion": x.response.as_ref().map(|r| &*r.version),
         }),
     }
 }
@@ -525,7 +525,7 @@ fn request(capture: &Capture, x: &Exchange) -> HarRequest {
     HarRequest {
         method: x.method().to_string(),
         url: client_url(capture, x),
-        http_version: x.request.version.clone(),
+        http_version: x.request.version.to_string(),
         cookies,
         headers: name_values(&x.request.headers),
         query_string: x
@@ -645,7 +645,7 @@ fn response(x: &Exchange) -> HarResponse {
             .unwrap_or("")
             .to_string(),
         // What the client got: the proxy answers in the client's version.
-        http_version: x.request.version.clone(),
+        http_version: x.request.version.to_string(),
         cookies,
         headers: name_values(&resp.headers),
         content: Content {
@@ -853,7 +853,7 @@ pub fn curl_command(capture: &Capture, x: &Exchange, target: Option<&Target>) ->
     };
     let https = url.starts_with("https://");
     let mut args: Vec<String> = vec!["curl".into()];
-    match x.request.version.as_str() {
+    match &*x.request.version {
         "HTTP/1.0" => args.push("--http1.0".into()),
         "HTTP/2" | "HTTP/2.0" if https => args.push("--http2".into()),
         "HTTP/2" | "HTTP/2.0" => args.push("--http2-prior-knowledge".into()),

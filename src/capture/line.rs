@@ -419,7 +419,7 @@ mod tests {
                         conn,
                         method,
                         target,
-                        version,
+                        version: version.into(),
                         headers,
                         upstream,
                         route,
@@ -434,9 +434,9 @@ mod tests {
                 EventBody::Response(Response {
                     ex,
                     status,
-                    version,
+                    version: version.into(),
                     headers,
-                    producer,
+                    producer: producer.into(),
                 })
             },
         )

@@ -1,6 +1,8 @@
 //! The capture format, version 1: one JSON object per line, each an [`Event`].
 //! Documented for users in `docs/capture-format.md`, with a JSON Schema beside it.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// The capture format version written in the `session` line.
@@ -156,7 +158,8 @@ pub struct Request {
     pub method: String,
     /// The request target as received (origin form for HTTP/1.1, the full URI for HTTP/2).
     pub target: String,
-    pub version: String,
+    /// `HTTP/1.1`, `HTTP/2`…: a fixed text as the proxy records it, no allocation per request.
+    pub version: Cow<'static, str>,
     pub headers: Headers,
     /// Where the proxy forwards it.
     pub upstream: String,
@@ -170,10 +173,10 @@ pub struct Request {
 pub struct Response {
     pub ex: u64,
     pub status: u16,
-    pub version: String,
+    pub version: Cow<'static, str>,
     pub headers: Headers,
     /// `upstream`, or `proxy` for an answer the proxy made itself (502, 504).
-    pub producer: String,
+    pub producer: Cow<'static, str>,
 }
 
 /// Which way a body travelled.

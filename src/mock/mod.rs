@@ -567,7 +567,7 @@ fn respond(
             conn,
             method: parts.method.to_string(),
             target: parts.uri.to_string(),
-            version: version_str(parts.version).to_string(),
+            version: version_str(parts.version).into(),
             headers: headers::to_record(&parts.headers),
             upstream: answer.upstream.clone(),
             route: None,
@@ -601,7 +601,7 @@ fn respond(
             } else {
                 Version::HTTP_11
             })
-            .to_string(),
+            .into(),
             headers: recorded_headers,
             producer: answer.producer.into(),
         }),

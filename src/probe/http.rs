@@ -339,7 +339,7 @@ impl Http {
             EventBody::Response(model::Response {
                 ex: log.ex,
                 status,
-                version: version_str(head.version).to_string(),
+                version: version_str(head.version).into(),
                 headers: headers::to_record(&clean),
                 producer: "upstream".into(),
             }),
@@ -499,7 +499,7 @@ impl Http {
                 conn,
                 method: out.method.to_string(),
                 target: pq.to_string(),
-                version: version_str(version).to_string(),
+                version: version_str(version).into(),
                 headers: headers::to_record(&map),
                 upstream: out.url.clone(),
             }),

@@ -124,7 +124,7 @@ fn serve(
             conn,
             method: req.method().to_string(),
             target: target.clone(),
-            version: crate::proxy::forward::version_str(req.version()).to_string(),
+            version: crate::proxy::forward::version_str(req.version()).into(),
             headers: headers::to_record(req.headers()),
             upstream: "probe".into(),
         }),

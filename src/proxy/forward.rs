@@ -123,7 +123,7 @@ pub async fn handle(
             conn: ctx.conn,
             method: req.method().to_string(),
             target: req.uri().to_string(),
-            version: version_str(client_version).to_string(),
+            version: version_str(client_version).into(),
             headers: headers::to_record(req.headers()),
             upstream: target.as_ref().map(|u| u.to_string()).unwrap_or_default(),
             route: Some(ctx.route.index),
@@ -335,7 +335,7 @@ pub async fn handle(
         EventBody::Response(model::Response {
             ex,
             status: status.as_u16(),
-            version: version_str(resp.version()).to_string(),
+            version: version_str(resp.version()).into(),
             headers: headers::to_record(resp.headers()),
             producer: "upstream".into(),
         }),
@@ -470,7 +470,7 @@ async fn proxy_answer(
         EventBody::Response(model::Response {
             ex: log.ex,
             status: status.as_u16(),
-            version: version_str(version).to_string(),
+            version: version_str(version).into(),
             headers: recorded,
             producer: "proxy".into(),
         }),

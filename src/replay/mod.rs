@@ -778,7 +778,7 @@ async fn send(run: Arc<Run>, k: usize, built: Built) {
         EventBody::Response(model::Response {
             ex,
             status: status.as_u16(),
-            version: version_str(parts.version).to_string(),
+            version: version_str(parts.version).into(),
             headers: got_headers.clone(),
             producer: "upstream".into(),
         }),
@@ -993,7 +993,7 @@ fn record_request(
             conn,
             method: sent.method.clone(),
             target: sent.target.clone(),
-            version: version_str(version).to_string(),
+            version: version_str(version).into(),
             headers: sent.headers.clone(),
             upstream: sent.uri.clone(),
             route: None,
