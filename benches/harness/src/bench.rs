@@ -452,6 +452,7 @@ async fn w1_http1(env: &Env) -> Section {
     }
     stop_all(running).await;
     let t = rate_table(&rounds, &kinds);
+    notes.extend(paired_note(&rounds, "rps"));
     Section {
         title: "1. Small JSON POSTs, HTTP/1.1 keep-alive, 64 connections (closed loop)".into(),
         what: format!(
@@ -463,6 +464,18 @@ async fn w1_http1(env: &Env) -> Section {
         rounds,
         others: 0.0,
     }
+}
+
+/// mcptap's rate over nginx's round by round, beside the table's ratio of medians.
+fn paired_note(rounds: &Rounds, metric: &str) -> Option<String> {
+    let pairs = rounds.paired(Kind::McptapOn, Kind::Nginx, metric)?;
+    let each: Vec<String> = pairs.iter().map(|r| format!("{r:.2}")).collect();
+    Some(format!(
+        "{} over nginx round by round (each round runs the contenders back to back, so a change in the machine's speed between rounds cancels out): {}; median {:.2}×.",
+        Kind::McptapOn.label(),
+        each.join(", "),
+        report::median(&pairs)
+    ))
 }
 
 /// (2) The same requests at a fixed rate (open loop): latency added over direct.
@@ -676,7 +689,7 @@ async fn w3_http2(env: &Env) -> Section {
             env.plan.load.as_secs()
         ),
         table: t.markdown(),
-        notes: Vec::new(),
+        notes: paired_note(&rounds, "rps").into_iter().collect(),
         rounds,
         others: 0.0,
     }

@@ -61,6 +61,20 @@ impl Rounds {
         self.values.get(&key).map(|v| median(v))
     }
 
+    /// `kind`'s value over `base`'s, round by round, when both have one in every round. Each
+    /// round runs the contenders back to back, so a change in the machine's speed between
+    /// rounds, which moves the medians of each apart, cancels out of the pair.
+    pub fn paired(&self, kind: Kind, base: Kind, metric: &str) -> Option<Vec<f64>> {
+        // None when a round failed (`get` says so) or the metric was never measured.
+        let values = |k: Kind| {
+            self.get(k, metric)
+                .and(self.values.get(&(k, metric.to_string())))
+        };
+        let (a, b) = (values(kind)?, values(base)?);
+        (a.len() == b.len() && b.iter().all(|&v| v > 0.0))
+            .then(|| a.iter().zip(b).map(|(x, y)| x / y).collect())
+    }
+
     pub fn why(&self, kind: Kind, metric: &str) -> Option<&str> {
         self.na.get(&(kind, metric.to_string())).map(String::as_str)
     }
@@ -164,5 +178,21 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), 2.0);
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 99.0), 4.0);
+    }
+
+    #[test]
+    fn pairs_are_taken_round_by_round() {
+        let mut r = Rounds::default();
+        for (a, b) in [(40.0, 50.0), (20.0, 25.0), (30.0, 60.0)] {
+            r.add(Kind::McptapOn, "rps", a);
+            r.add(Kind::Nginx, "rps", b);
+        }
+        assert_eq!(
+            r.paired(Kind::McptapOn, Kind::Nginx, "rps"),
+            Some(vec![0.8, 0.8, 0.5])
+        );
+        // The medians of each (30 over 50) say 0.6.
+        r.na(Kind::Nginx, "rps", "failed");
+        assert_eq!(r.paired(Kind::McptapOn, Kind::Nginx, "rps"), None);
     }
 }
