@@ -64,6 +64,16 @@ impl<T> Shared<T> {
         // Nothing panics while holding the lock but an allocation failure, which aborts.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Lets go of the lock, then wakes the receiver if it is blocked (a futex call, which
+    /// senders make only then).
+    fn unlock_and_wake(&self, mut state: MutexGuard<'_, State<T>>) {
+        let wake = std::mem::take(&mut state.receiver_waiting);
+        drop(state);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
 }
 
 impl<T> Sender<T> {
@@ -76,11 +86,7 @@ impl<T> Sender<T> {
             return;
         }
         state.items.push(item);
-        let wake = std::mem::take(&mut state.receiver_waiting);
-        drop(state);
-        if wake {
-            self.shared.wake.notify_one();
-        }
+        self.shared.unlock_and_wake(state);
     }
 }
 
@@ -88,11 +94,7 @@ impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.sender_gone = true;
-        let wake = std::mem::take(&mut state.receiver_waiting);
-        drop(state);
-        if wake {
-            self.shared.wake.notify_one();
-        }
+        self.shared.unlock_and_wake(state);
     }
 }
 
