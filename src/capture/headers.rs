@@ -134,6 +134,14 @@ impl Headers {
     }
 }
 
+/// The media type of a Content-Type value: what comes before any parameters, without the
+/// whitespace around it, in the case it was sent (`text/Event-Stream; charset=utf-8` gives
+/// `text/Event-Stream`). Compare it ignoring ASCII case.
+pub fn media_type(value: &str) -> &str {
+    let end = value.bytes().position(|b| b == b';').unwrap_or(value.len());
+    value[..end].trim()
+}
+
 /// A place in a list's text as stored.
 fn offset(at: usize) -> u32 {
     u32::try_from(at).expect("a header list's text fits in 4 GiB")
@@ -334,6 +342,15 @@ mod tests {
 
     fn fields() -> impl Strategy<Value = Vec<(String, String)>> {
         proptest::collection::vec((text(), text()), 0..8)
+    }
+
+    #[test]
+    fn a_media_type_is_the_value_before_its_parameters() {
+        assert_eq!(media_type("text/Event-Stream; charset=utf-8"), "text/Event-Stream");
+        assert_eq!(media_type(" application/json "), "application/json");
+        assert_eq!(media_type("a/b;c=d;e"), "a/b");
+        assert_eq!(media_type(";q"), "");
+        assert_eq!(media_type(""), "");
     }
 
     proptest! {

@@ -189,12 +189,7 @@ impl Exchange {
 
 /// `text/Event-Stream; charset=utf-8` → `text/event-stream`.
 pub fn media_type(value: &str) -> String {
-    value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+    super::headers::media_type(value).to_ascii_lowercase()
 }
 
 /// A client connection, from `conn_open` to `conn_close`.

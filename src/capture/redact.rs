@@ -588,12 +588,9 @@ fn is_secret_key(name: &str) -> bool {
 
 /// `application/x-www-form-urlencoded` (parameters ignored, case-insensitive).
 fn is_form(content_type: Option<&str>) -> bool {
-    content_type
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|mime| {
-            mime.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
+    content_type.is_some_and(|ct| {
+        super::headers::media_type(ct).eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    })
 }
 
 /// HTTP optional whitespace.

@@ -838,12 +838,7 @@ impl Writer {
 
 /// The recording kind of a body from its headers.
 fn body_kind(headers: &Headers) -> BodyKind {
-    // The media type: before any parameters, without the spaces around it.
-    let media_type = headers.get("content-type").map(|value| {
-        let end = value.bytes().position(|b| b == b';').unwrap_or(value.len());
-        value[..end].trim_matches([' ', '\t'])
-    });
-    match media_type {
+    match headers.get("content-type").map(super::headers::media_type) {
         Some(media) if media.eq_ignore_ascii_case("text/event-stream") => BodyKind::EventStream,
         media => BodyKind::Message {
             form: media

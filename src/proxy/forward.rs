@@ -21,6 +21,7 @@ use super::rewrite::{self, BodyKind, Collected, Forwarded, Notes, Rewriting};
 use super::upgrade;
 use super::upstream::{self, ConnectFacts};
 use crate::capture::body::RecordingBody;
+use crate::capture::headers::media_type;
 use crate::capture::model::{self, EventBody};
 use crate::capture::{Direction, Outcome};
 
@@ -418,9 +419,7 @@ where
             let media = headers
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(';').next())
-                .unwrap_or("")
-                .trim()
+                .map_or("", media_type)
                 .to_string();
             places.push((format!("body ({media})"), n));
             places.push((format!("Content-Length {} → {}", data.len(), text.len()), 0));
@@ -492,6 +491,5 @@ fn is_event_stream(headers: &http::HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/event-stream"))
+        .is_some_and(|v| media_type(v).eq_ignore_ascii_case("text/event-stream"))
 }

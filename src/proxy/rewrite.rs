@@ -165,8 +165,7 @@ pub fn body_kind(headers: &HeaderMap) -> BodyKind {
     let media = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
+        .map(crate::capture::reader::media_type)
         .unwrap_or_default();
     match media.as_str() {
         "text/event-stream" => BodyKind::EventStream,
