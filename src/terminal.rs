@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
+use crate::capture::headers::media_type;
 use crate::capture::model::{Direction, End, Outcome, Request, Response, Upgrade};
 use crate::capture::writer::ExchangeKeys;
 use crate::capture::Clock;
@@ -25,7 +26,7 @@ struct Line {
     authenticated: bool,
     response_type: Option<String>,
     /// A form POST: what a token request is.
-    may_issue_token: bool,
+    form_post: bool,
 }
 
 /// A token was issued and no authenticated request has followed yet.
@@ -129,8 +130,11 @@ impl Terminal {
         }
         // With --quiet an exchange matters here only as the token request the watchdog waits
         // after, a form POST: the JSON-RPC traffic is not followed at all.
-        let may_issue_token = may_issue_token(req);
-        if !self.lines && !may_issue_token {
+        let form_post = req.method == "POST"
+            && req.headers.get("content-type").is_some_and(|value| {
+                media_type(value).eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !self.lines && !form_post {
             return;
         }
         let path = match req.target.find("://") {
@@ -167,7 +171,7 @@ impl Terminal {
                 sse_events: 0,
                 authenticated,
                 response_type: None,
-                may_issue_token,
+                form_post,
             },
         );
     }
@@ -223,14 +227,14 @@ impl Terminal {
                 &line.method,
                 line.path.split('?').next().unwrap_or(""),
                 &line.body,
+                line.form_post,
                 end.status.or(line.status),
                 line.authenticated,
                 line.response_type.as_deref(),
             )
         };
         // The cheap tests first: with --quiet this is all an exchange costs here.
-        let token_issued = line.may_issue_token
-            && end.status.is_some_and(|s| (200..300).contains(&s))
+        let token_issued = end.status.is_some_and(|s| (200..300).contains(&s))
             && self.code_grant.find(&line.body).is_some()
             && stage() == Some(crate::mcp::session::StageId::Token);
         if token_issued {
@@ -326,19 +330,6 @@ impl Terminal {
     }
 }
 
-/// Whether a request may be a token request (RFC 6749 §4.1.3: a POST with a form body): not
-/// when its body is declared JSON, as every JSON-RPC message is.
-fn may_issue_token(req: &Request) -> bool {
-    req.method == "POST"
-        && !req.headers.get("content-type").is_some_and(|value| {
-            let media = value.split(';').next().unwrap_or("").trim();
-            media.eq_ignore_ascii_case("application/json")
-                || media
-                    .get(media.len().saturating_sub(5)..)
-                    .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
-        })
-}
-
 fn print(args: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
     // A closed stdout (piped into `head`) must not stop the proxy.
@@ -409,7 +400,12 @@ mod tests {
     #[test]
     fn only_a_bearer_token_ends_the_wait_after_a_token() {
         let mut term = Terminal::new(Arc::new(Clock::new()), false, None, "c.jsonl".into());
-        let token = request(1, "POST", "/token", &[("content-type", "x")]);
+        let token = request(
+            1,
+            "POST",
+            "/token",
+            &[("content-type", "application/x-www-form-urlencoded")],
+        );
         term.request(1, &token);
         term.body_frame(
             1,
@@ -429,8 +425,8 @@ mod tests {
         assert!(term.waiting.is_none());
     }
 
-    /// A token request is a form POST (with --quiet nothing else is followed); a JSON body
-    /// that merely quotes a grant is not one, whatever its path.
+    /// A token request is a form POST, as `explain` has it (with --quiet nothing else is
+    /// followed); a JSON body that merely quotes a grant is not one, whatever its path.
     #[test]
     fn the_watchdog_waits_after_a_form_post_that_issued_a_code_grant() {
         let grant: &[u8] = b"grant_type=authorization_code&code=abc";
@@ -440,7 +436,8 @@ mod tests {
                     Some("application/x-www-form-urlencoded; charset=utf-8"),
                     true,
                 ),
-                (None, true),
+                (Some("Application/X-WWW-Form-Urlencoded"), true),
+                (None, false),
                 (Some("application/json"), false),
                 (Some("Application/JSON; charset=utf-8"), false),
                 (Some("application/vnd.example+json"), false),

@@ -346,7 +346,10 @@ mod tests {
 
     #[test]
     fn a_media_type_is_the_value_before_its_parameters() {
-        assert_eq!(media_type("text/Event-Stream; charset=utf-8"), "text/Event-Stream");
+        assert_eq!(
+            media_type("text/Event-Stream; charset=utf-8"),
+            "text/Event-Stream"
+        );
         assert_eq!(media_type(" application/json "), "application/json");
         assert_eq!(media_type("a/b;c=d;e"), "a/b");
         assert_eq!(media_type(";q"), "");

@@ -517,9 +517,8 @@ fn classify(
     {
         return Role::Authorize;
     }
-    let form_grant = x.request_media_type().as_deref() == Some("application/x-www-form-urlencoded")
-        && x.request_body.text().contains("grant_type=");
-    if is(&eps.token) || (method == "POST" && form_grant) {
+    let form = x.request_media_type().as_deref() == Some("application/x-www-form-urlencoded");
+    if is(&eps.token) || is_grant_request(method, form, &x.request_body.text()) {
         return Role::Token;
     }
     if method == "GET"
@@ -868,12 +867,20 @@ pub fn content_type_of(headers: &crate::capture::model::Headers) -> Option<Strin
     headers.get("content-type").map(media_type)
 }
 
+/// A token request as clients make them (RFC 6749 §4.1.3): a POST whose form body names a
+/// grant type. A JSON body that quotes `grant_type=` (a tool call's argument) is not one.
+pub fn is_grant_request(method: &str, form: bool, body: &str) -> bool {
+    method == "POST" && form && body.contains("grant_type=")
+}
+
 /// The stage one exchange shows by itself, for the proxy's live lines (the full analysis needs
-/// the whole session; this needs only the exchange).
+/// the whole session; this needs only the exchange). `request_form`: the request's body is
+/// declared `application/x-www-form-urlencoded`.
 pub fn stage_hint(
     method: &str,
     path: &str,
     request_body: &[u8],
+    request_form: bool,
     status: Option<u16>,
     authenticated: bool,
     response_type: Option<&str>,
@@ -888,7 +895,7 @@ pub fn stage_hint(
         return Some(StageId::AuthServerMetadata);
     }
     let text = String::from_utf8_lossy(request_body);
-    if method == "POST" && text.contains("grant_type=") {
+    if is_grant_request(method, request_form, &text) {
         return Some(StageId::Token);
     }
     if method == "POST" && text.contains("\"redirect_uris\"") {
