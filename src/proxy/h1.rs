@@ -1048,6 +1048,18 @@ impl Alarm {
             sleep.as_mut().reset(at);
         }
     }
+
+    /// Ready with the limit once the deadline, if there is one, has passed.
+    fn poll_deadline(
+        &mut self,
+        cx: &mut Context<'_>,
+        deadline: Option<(tokio::time::Instant, Duration)>,
+    ) -> Poll<Duration> {
+        match deadline {
+            Some((at, limit)) => self.poll_at(cx, at).map(|()| limit),
+            None => Poll::Pending,
+        }
+    }
 }
 
 /// Resolves at the deadline, if there is one, with its limit.
@@ -1055,10 +1067,7 @@ fn until(
     alarm: &mut Alarm,
     deadline: Option<(tokio::time::Instant, Duration)>,
 ) -> impl Future<Output = Duration> + '_ {
-    std::future::poll_fn(move |cx| match deadline {
-        Some((at, limit)) => alarm.poll_at(cx, at).map(|()| limit),
-        None => Poll::Pending,
-    })
+    std::future::poll_fn(move |cx| alarm.poll_deadline(cx, deadline))
 }
 
 /// `work`'s result, or `NoAnswer::Timeout` if the deadline passes first. `work` is pinned
@@ -1068,16 +1077,11 @@ fn within<'a, T, F: Future<Output = Result<T, NoAnswer>>>(
     alarm: &'a mut Alarm,
     deadline: Option<(tokio::time::Instant, Duration)>,
 ) -> impl Future<Output = Result<T, NoAnswer>> + 'a {
-    std::future::poll_fn(move |cx| {
-        if let Poll::Ready(out) = work.as_mut().poll(cx) {
-            return Poll::Ready(out);
-        }
-        match deadline {
-            Some((at, limit)) => alarm
-                .poll_at(cx, at)
-                .map(|()| Err(NoAnswer::Timeout(limit))),
-            None => Poll::Pending,
-        }
+    std::future::poll_fn(move |cx| match work.as_mut().poll(cx) {
+        Poll::Ready(out) => Poll::Ready(out),
+        Poll::Pending => alarm
+            .poll_deadline(cx, deadline)
+            .map(|limit| Err(NoAnswer::Timeout(limit))),
     })
 }
 
