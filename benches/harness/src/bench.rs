@@ -175,6 +175,33 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         });
     }
+    // `mcptap-bench openloop ADDR RATE SECONDS`: w2's load alone against ADDR, its latency
+    // percentiles printed (for comparing builds by hand, under a profiler).
+    if argv.get(1).map(String::as_str) == Some("openloop") && argv.len() == 5 {
+        let addr: std::net::SocketAddr = argv[2].parse().context("openloop ADDR")?;
+        let rate: f64 = argv[3].parse().context("openloop RATE")?;
+        let secs: f64 = argv[4].parse().context("openloop SECONDS")?;
+        let rt = tokio::runtime::Runtime::new()?;
+        let o = rt.block_on(client::open_loop(
+            addr,
+            rate,
+            Duration::from_secs_f64(secs),
+            64,
+        ))?;
+        let p = report::latency_percentiles(&o.latencies, &[50.0, 90.0, 99.0, 99.9, 100.0]);
+        println!(
+            "{} done, {} errors, {} unfinished; p50 {} p90 {} p99 {} p99.9 {} max {} ms",
+            o.latencies.len(),
+            o.errors,
+            o.unfinished,
+            ms(p[0]),
+            ms(p[1]),
+            ms(p[2]),
+            ms(p[3]),
+            ms(p[4])
+        );
+        return Ok(());
+    }
     let args = parse_args()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
