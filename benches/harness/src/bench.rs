@@ -232,11 +232,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // A quick run is a smoke test: its figures never replace a full run's.
     // Fewer than 5 rounds is not what the targets are judged on (#10: medians of at least 5).
     let quick = args.plan.rounds < 5 || args.only.is_some() || args.quick;
-    let file = args.results.join(if quick {
-        format!("{date}-partial.md")
+    let file = if quick {
+        args.results.join(format!("{date}-partial.md"))
     } else {
-        format!("{date}.md")
-    });
+        unused_name(&args.results, &date)
+    };
     std::fs::write(&file, &report)?;
     eprintln!(
         "bench: wrote {} ({:.0} s in all)",
@@ -248,6 +248,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("bench: updated the results in {}", readme.display());
     }
     Ok(())
+}
+
+/// `<date>.md` in `dir`, or `<date>-2.md`, `<date>-3.md` … if a full run of that day is
+/// there already: a second run the same day keeps the first one's figures.
+fn unused_name(dir: &Path, date: &str) -> PathBuf {
+    let first = dir.join(format!("{date}.md"));
+    if !first.exists() {
+        return first;
+    }
+    (2..)
+        .map(|n| dir.join(format!("{date}-{n}.md")))
+        .find(|p| !p.exists())
+        .expect("some number is free")
 }
 
 async fn run_in(args: &Args, tmp: &Path) -> anyhow::Result<(String, String)> {
@@ -1344,4 +1357,22 @@ fn versions(env: &Env) -> String {
         v.push(first(shell(&h.display().to_string(), &["--version"])).replace("h2load ", ""));
     }
     format!("Contenders and tools: {}.\n", v.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_full_run_the_same_day_keeps_the_first_ones_file() {
+        let dir = std::env::temp_dir().join(format!("mcptap-bench-names-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(unused_name(&dir, "2026-11-27"), dir.join("2026-11-27.md"));
+        std::fs::write(dir.join("2026-11-27.md"), "first").unwrap();
+        assert_eq!(unused_name(&dir, "2026-11-27"), dir.join("2026-11-27-2.md"));
+        std::fs::write(dir.join("2026-11-27-2.md"), "second").unwrap();
+        assert_eq!(unused_name(&dir, "2026-11-27"), dir.join("2026-11-27-3.md"));
+        assert_eq!(unused_name(&dir, "2026-11-28"), dir.join("2026-11-28.md"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
