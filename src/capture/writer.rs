@@ -145,6 +145,11 @@ impl Recorder {
         self.0.tx.send(record);
     }
 
+    /// Queues an event that happens now.
+    pub fn event_now(&self, body: EventBody) {
+        self.event(self.clock().now_us(), body);
+    }
+
     /// Queues an event that happened at `t` (µs on the session clock).
     pub fn event(&self, t: u64, body: EventBody) {
         self.record(Record::Event {

@@ -327,17 +327,14 @@ async fn connection(mock: Arc<Mock>, stream: TcpStream, peer: SocketAddr) {
     let mut guard = mock.shared.as_ref().map(|shared| {
         let conn = shared.next_conn();
         let recorder = &shared.recorder;
-        recorder.event(
-            recorder.clock().now_us(),
-            EventBody::ConnOpen(model::ConnOpen {
-                conn,
-                peer: peer.to_string(),
-                local,
-                listener: mock.local.to_string(),
-                route: None,
-                tls: None,
-            }),
-        );
+        recorder.event_now(EventBody::ConnOpen(model::ConnOpen {
+            conn,
+            peer: peer.to_string(),
+            local,
+            listener: mock.local.to_string(),
+            route: None,
+            tls: None,
+        }));
         ConnGuard {
             mock: mock.clone(),
             conn,
@@ -388,18 +385,15 @@ impl Drop for ConnGuard {
             "closed"
         };
         let recorder = &shared.recorder;
-        recorder.event(
-            recorder.clock().now_us(),
-            EventBody::ConnClose(model::ConnClose {
-                conn: self.conn,
-                reason: reason.into(),
-                error: self.error.take(),
-                bytes_in: self.bytes_in.load(Ordering::Relaxed),
-                bytes_out: self.bytes_out.load(Ordering::Relaxed),
-                duration_us: self.opened.elapsed().as_micros() as u64,
-                exchanges: self.exchanges.load(Ordering::Relaxed),
-            }),
-        );
+        recorder.event_now(EventBody::ConnClose(model::ConnClose {
+            conn: self.conn,
+            reason: reason.into(),
+            error: self.error.take(),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            duration_us: self.opened.elapsed().as_micros() as u64,
+            exchanges: self.exchanges.load(Ordering::Relaxed),
+        }));
     }
 }
 

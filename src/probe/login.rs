@@ -66,17 +66,14 @@ impl Callback {
                 };
                 let conn = shared.next_conn();
                 let recorder = shared.recorder.clone();
-                recorder.event(
-                    recorder.clock().now_us(),
-                    EventBody::ConnOpen(model::ConnOpen {
-                        route: None,
-                        conn,
-                        peer: peer.to_string(),
-                        local: local.to_string(),
-                        listener: "callback".into(),
-                        tls: None,
-                    }),
-                );
+                recorder.event_now(EventBody::ConnOpen(model::ConnOpen {
+                    route: None,
+                    conn,
+                    peer: peer.to_string(),
+                    local: local.to_string(),
+                    listener: "callback".into(),
+                    tls: None,
+                }));
                 let shared = shared.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {

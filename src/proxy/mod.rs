@@ -500,15 +500,12 @@ fn refuse(
             "--max-connections {limit} reached: further connections are refused until some close"
         );
         eprintln!("mcptap: {message}");
-        recorder.event(
-            recorder.clock().now_us(),
-            EventBody::Note(model::Note {
-                code: "connections_refused".into(),
-                message,
-                count: Some(1),
-                ex: None,
-            }),
-        );
+        recorder.event_now(EventBody::Note(model::Note {
+            code: "connections_refused".into(),
+            message,
+            count: Some(1),
+            ex: None,
+        }));
     }
     if plain {
         tokio::spawn(async move {
@@ -551,15 +548,12 @@ fn record_reload(recorder: &crate::capture::Recorder, result: Result<ReloadSumma
 /// Records a proxy-side fact (certificates reloaded, ACME progress) as a `note`, and says it.
 fn record_note(recorder: &crate::capture::Recorder, code: &str, message: String) {
     eprintln!("mcptap: {message}");
-    recorder.event(
-        recorder.clock().now_us(),
-        EventBody::Note(model::Note {
-            code: code.into(),
-            message,
-            count: None,
-            ex: None,
-        }),
-    );
+    recorder.event_now(EventBody::Note(model::Note {
+        code: code.into(),
+        message,
+        count: None,
+        ex: None,
+    }));
 }
 
 /// Accepts one connection onto the connection set: the TLS handshake (if any) and the HTTP
@@ -606,16 +600,13 @@ fn serve(
                 Err(rejected) if rejected.kind == RejectKind::AcmeChallenge => {}
                 Err(rejected) => {
                     let recorder = &shared.recorder;
-                    recorder.event(
-                        recorder.clock().now_us(),
-                        EventBody::TlsError(model::TlsError {
-                            peer: peer.to_string(),
-                            listener: listener.local.to_string(),
-                            sni: rejected.sni,
-                            alpn_offered: rejected.alpn_offered,
-                            reason: rejected.reason,
-                        }),
-                    );
+                    recorder.event_now(EventBody::TlsError(model::TlsError {
+                        peer: peer.to_string(),
+                        listener: listener.local.to_string(),
+                        sni: rejected.sni,
+                        alpn_offered: rejected.alpn_offered,
+                        reason: rejected.reason,
+                    }));
                 }
             },
         }
@@ -642,17 +633,14 @@ async fn serve_http<S>(
     let h2_client = tls
         .as_ref()
         .is_some_and(|t| t.alpn.as_deref() == Some("h2"));
-    recorder.event(
-        recorder.clock().now_us(),
-        EventBody::ConnOpen(ConnOpen {
-            conn,
-            peer: peer.to_string(),
-            local,
-            listener: listener.local.to_string(),
-            route: Some(route.index),
-            tls,
-        }),
-    );
+    recorder.event_now(EventBody::ConnOpen(ConnOpen {
+        conn,
+        peer: peer.to_string(),
+        local,
+        listener: listener.local.to_string(),
+        route: Some(route.index),
+        tls,
+    }));
     let ctx = Arc::new(ConnContext {
         conn,
         peer,
@@ -744,18 +732,15 @@ impl Drop for ConnGuard {
             "closed"
         };
         let recorder = &self.shared.recorder;
-        recorder.event(
-            recorder.clock().now_us(),
-            EventBody::ConnClose(ConnClose {
-                conn: self.conn,
-                reason: reason.into(),
-                error: self.error.take(),
-                bytes_in: self.bytes_in.load(Ordering::Relaxed),
-                bytes_out: self.bytes_out.load(Ordering::Relaxed),
-                duration_us: self.opened.elapsed().as_micros() as u64,
-                exchanges: self.ctx.exchanges.load(Ordering::Relaxed),
-            }),
-        );
+        recorder.event_now(EventBody::ConnClose(ConnClose {
+            conn: self.conn,
+            reason: reason.into(),
+            error: self.error.take(),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            duration_us: self.opened.elapsed().as_micros() as u64,
+            exchanges: self.ctx.exchanges.load(Ordering::Relaxed),
+        }));
     }
 }
 

@@ -406,15 +406,12 @@ impl Notes {
     }
 
     fn record(&self, code: &str, message: String, count: Option<u64>) {
-        self.recorder.event(
-            self.recorder.clock().now_us(),
-            EventBody::Note(model::Note {
-                code: code.into(),
-                message,
-                count,
-                ex: Some(self.ex),
-            }),
-        );
+        self.recorder.event_now(EventBody::Note(model::Note {
+            code: code.into(),
+            message,
+            count,
+            ex: Some(self.ex),
+        }));
     }
 }
 

@@ -53,16 +53,13 @@ pub fn tunnel(
         }
         let (c2u, u2c) = (c2u.load(Ordering::Relaxed), u2c.load(Ordering::Relaxed));
         let recorder = &shared.recorder;
-        recorder.event(
-            recorder.clock().now_us(),
-            EventBody::Upgrade(Upgrade {
-                ex,
-                protocol,
-                client_to_upstream: c2u,
-                upstream_to_client: u2c,
-                duration_us: started.elapsed().as_micros() as u64,
-                error,
-            }),
-        );
+        recorder.event_now(EventBody::Upgrade(Upgrade {
+            ex,
+            protocol,
+            client_to_upstream: c2u,
+            upstream_to_client: u2c,
+            duration_us: started.elapsed().as_micros() as u64,
+            error,
+        }));
     });
 }
