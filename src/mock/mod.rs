@@ -34,7 +34,7 @@ use crate::capture::{Direction, Record};
 use crate::proxy::exchange::{ExchangeLog, Shared};
 use crate::proxy::forward::version_str;
 use crate::proxy::upstream::{self, UpstreamClient, UpstreamTls};
-use crate::proxy::{headers, CaptureTarget, CountingStream};
+use crate::proxy::{headers, CaptureTarget, ConnEnd, CountingStream};
 use crate::replay::origins;
 use crate::replay::recording::{self, Recording, RecordingSetup};
 use matcher::{Book, Pick, Unmatched};
@@ -337,15 +337,11 @@ async fn connection(mock: Arc<Mock>, stream: TcpStream, peer: SocketAddr) {
         }));
         ConnGuard {
             mock: mock.clone(),
-            conn,
-            opened: Instant::now(),
-            bytes_in: counted.bytes_in.clone(),
-            bytes_out: counted.bytes_out.clone(),
+            end: ConnEnd::new(conn, &counted),
             exchanges: Arc::new(AtomicU64::new(0)),
-            error: None,
         }
     });
-    let conn = guard.as_ref().map(|g| g.conn).unwrap_or(0);
+    let conn = guard.as_ref().map(|g| g.end.conn).unwrap_or(0);
     let exchanges = guard.as_ref().map(|g| g.exchanges.clone());
     let service = service_fn(move |req| {
         if let Some(n) = &exchanges {
@@ -357,19 +353,15 @@ async fn connection(mock: Arc<Mock>, stream: TcpStream, peer: SocketAddr) {
         .serve_connection(TokioIo::new(counted), service)
         .await;
     if let (Err(e), Some(g)) = (result, guard.as_mut()) {
-        g.error = Some(upstream::error_chain(&*e));
+        g.end.error = Some(upstream::error_chain(&*e));
     }
 }
 
 /// Records `conn_close` however the connection ends.
 struct ConnGuard {
     mock: Arc<Mock>,
-    conn: u64,
-    opened: Instant,
-    bytes_in: Arc<AtomicU64>,
-    bytes_out: Arc<AtomicU64>,
+    end: ConnEnd,
     exchanges: Arc<AtomicU64>,
-    error: Option<String>,
 }
 
 impl Drop for ConnGuard {
@@ -377,23 +369,9 @@ impl Drop for ConnGuard {
         let Some(shared) = &self.mock.shared else {
             return;
         };
-        let reason = if shared.forced() {
-            "shutdown"
-        } else if self.error.is_some() {
-            "error"
-        } else {
-            "closed"
-        };
-        let recorder = &shared.recorder;
-        recorder.event_now(EventBody::ConnClose(model::ConnClose {
-            conn: self.conn,
-            reason: reason.into(),
-            error: self.error.take(),
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out.load(Ordering::Relaxed),
-            duration_us: self.opened.elapsed().as_micros() as u64,
-            exchanges: self.exchanges.load(Ordering::Relaxed),
-        }));
+        let exchanges = self.exchanges.load(Ordering::Relaxed);
+        self.end
+            .record(&shared.recorder, shared.forced(), exchanges);
     }
 }
 

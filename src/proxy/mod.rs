@@ -652,13 +652,9 @@ async fn serve_http<S>(
     });
     let counted = CountingStream::new(io);
     let mut guard = ConnGuard {
-        conn,
-        opened: Instant::now(),
-        bytes_in: counted.bytes_in.clone(),
-        bytes_out: counted.bytes_out.clone(),
+        end: ConnEnd::new(conn, &counted),
         shared,
         ctx: ctx.clone(),
-        error: None,
     };
     let limits = &listener.limits;
     let fast = limits.fast_path
@@ -676,7 +672,7 @@ async fn serve_http<S>(
         .await
         {
             h1::Served::Closed(error) => {
-                guard.error = error;
+                guard.end.error = error;
                 return;
             }
             h1::Served::Fallback(io) => io,
@@ -707,31 +703,58 @@ async fn serve_http<S>(
         }
     };
     if let Err(e) = result {
-        guard.error = Some(upstream::error_chain(&*e));
+        guard.end.error = Some(upstream::error_chain(&*e));
     }
 }
 
 /// Records `conn_close` however the connection task ends (finished, failed or aborted).
 struct ConnGuard {
-    conn: u64,
-    opened: Instant,
-    bytes_in: Arc<AtomicU64>,
-    bytes_out: Arc<AtomicU64>,
+    end: ConnEnd,
     shared: Arc<Shared>,
     ctx: Arc<ConnContext>,
-    error: Option<String>,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        let reason = if self.shared.forced() {
+        let exchanges = self.ctx.exchanges.load(Ordering::Relaxed);
+        self.end
+            .record(&self.shared.recorder, self.shared.forced(), exchanges);
+    }
+}
+
+/// What a connection's `conn_close` is made of, gathered while it is open (the proxy's
+/// connections and the mock's).
+pub(crate) struct ConnEnd {
+    pub conn: u64,
+    opened: Instant,
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: Arc<AtomicU64>,
+    /// Why the connection failed, if it did.
+    pub error: Option<String>,
+}
+
+impl ConnEnd {
+    /// Connection `conn`, opened now, its bytes counted by `stream`.
+    pub fn new<S>(conn: u64, stream: &CountingStream<S>) -> Self {
+        ConnEnd {
+            conn,
+            opened: Instant::now(),
+            bytes_in: stream.bytes_in.clone(),
+            bytes_out: stream.bytes_out.clone(),
+            error: None,
+        }
+    }
+
+    /// Records `conn_close`: `shutdown` when the proxy's shutdown cut it, `error` when it
+    /// failed, else `closed`.
+    pub fn record(&mut self, recorder: &crate::capture::Recorder, forced: bool, exchanges: u64) {
+        let reason = if forced {
             "shutdown"
         } else if self.error.is_some() {
             "error"
         } else {
             "closed"
         };
-        let recorder = &self.shared.recorder;
         recorder.event_now(EventBody::ConnClose(ConnClose {
             conn: self.conn,
             reason: reason.into(),
@@ -739,7 +762,7 @@ impl Drop for ConnGuard {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             duration_us: self.opened.elapsed().as_micros() as u64,
-            exchanges: self.ctx.exchanges.load(Ordering::Relaxed),
+            exchanges,
         }));
     }
 }
