@@ -22,7 +22,8 @@ use report::{count, ms, na, plus_ms, ratio, Rounds, Table};
 pub struct Env {
     pub tmp: PathBuf,
     pub mcptap: PathBuf,
-    pub mitmdump: Option<PathBuf>,
+    /// Or why there is none: not installed, or left out.
+    pub mitmdump: Result<PathBuf, String>,
     pub nginx: Option<PathBuf>,
     pub wrk: Option<PathBuf>,
     pub h2load: Option<PathBuf>,
@@ -55,21 +56,24 @@ struct Args {
     only: Option<Vec<String>>,
     mcptap: PathBuf,
     mitmdump: Option<PathBuf>,
+    no_mitmdump: bool,
     results: PathBuf,
     readme: Option<PathBuf>,
     wait_quiet: Duration,
 }
 
 const USAGE: &str =
-    "usage: mcptap-bench --mcptap PATH [--mitmdump PATH] [--rounds N] [--quick | --smoke]
-                    [--only w1,w2,...] [--streams N] [--results DIR] [--readme FILE]
-                    [--wait-quiet SECONDS]
+    "usage: mcptap-bench --mcptap PATH [--mitmdump PATH | --no-mitmdump] [--rounds N]
+                    [--quick | --smoke] [--only w1,w2,...] [--streams N] [--results DIR]
+                    [--readme FILE] [--wait-quiet SECONDS]
 
 Workloads: w1 HTTP/1.1 closed loop, w2 open loop, w3 HTTP/2, w4 SSE latency,
 w5 idle SSE streams, w6 1 GiB response, w7 TLS. Before the first workload, --wait-quiet
 waits up to that long for other processes to leave the CPU (under 5%), and up to 15 s of it
 before each later one; the report says how much CPU others used during each workload.
 --smoke shrinks every workload to a few seconds in all (the harness's own test runs it).
+--no-mitmdump leaves mitmdump out (its rounds run to their deadline: most of w1 – w2's
+time); such a run is written as partial.
 benches/run builds and runs this.";
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -80,6 +84,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut only = None;
     let mut mcptap = None;
     let mut mitmdump = None;
+    let mut no_mitmdump = false;
     let mut results = PathBuf::from("benches/results");
     let mut readme = None;
     let mut streams = None;
@@ -96,6 +101,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--only" => only = Some(value()?.split(',').map(str::to_string).collect()),
             "--mcptap" => mcptap = Some(PathBuf::from(value()?)),
             "--mitmdump" => mitmdump = Some(PathBuf::from(value()?)),
+            "--no-mitmdump" => no_mitmdump = true,
             "--results" => results = PathBuf::from(value()?),
             "--readme" => readme = Some(PathBuf::from(value()?)),
             "--streams" => streams = Some(value()?.parse().context("--streams")?),
@@ -157,6 +163,7 @@ fn parse_args() -> anyhow::Result<Args> {
         only,
         mcptap: mcptap.context(USAGE)?,
         mitmdump,
+        no_mitmdump,
         results,
         readme,
         wait_quiet,
@@ -231,7 +238,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.results)?;
     // A quick run is a smoke test: its figures never replace a full run's.
     // Fewer than 5 rounds is not what the targets are judged on (#10: medians of at least 5).
-    let quick = args.plan.rounds < 5 || args.only.is_some() || args.quick;
+    let quick = args.plan.rounds < 5 || args.only.is_some() || args.quick || args.no_mitmdump;
     let file = if quick {
         args.results.join(format!("{date}-partial.md"))
     } else {
@@ -285,7 +292,11 @@ async fn run_in(args: &Args, tmp: &Path) -> anyhow::Result<(String, String)> {
     let env = Env {
         tmp: tmp.to_path_buf(),
         mcptap: args.mcptap.clone(),
-        mitmdump: args.mitmdump.clone().filter(|p| p.exists()),
+        mitmdump: match &args.mitmdump {
+            _ if args.no_mitmdump => Err("left out with --no-mitmdump".into()),
+            Some(p) if p.exists() => Ok(p.clone()),
+            _ => Err("mitmdump not installed".into()),
+        },
         nginx: which("nginx"),
         wrk: which("wrk"),
         h2load: which("h2load"),
@@ -1338,7 +1349,7 @@ fn versions(env: &Env) -> String {
     if let Some(n) = &env.nginx {
         v.push(first(shell(&n.display().to_string(), &["-v"])).replace("nginx version: ", ""));
     }
-    if let Some(m) = &env.mitmdump {
+    if let Ok(m) = &env.mitmdump {
         v.push(
             first(shell(&m.display().to_string(), &["--version"]))
                 .replace("Mitmproxy: ", "mitmproxy "),

@@ -286,9 +286,7 @@ pub async fn start(kind: Kind, env: &Env, listen: Listen) -> Result<Running, Str
             Ok(running)
         }
         Kind::Mitmproxy => {
-            let Some(mitmdump) = &env.mitmdump else {
-                return Err("mitmdump not installed".into());
-            };
+            let mitmdump = env.mitmdump.as_ref().map_err(Clone::clone)?;
             let port = free_port()?;
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
             let flows = tmp.join(format!("mitm-{id}.flows"));
