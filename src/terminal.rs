@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use crate::capture::headers::media_type;
+use crate::capture::headers::is_form;
 use crate::capture::model::{Direction, End, Outcome, Request, Response, Upgrade};
 use crate::capture::writer::ExchangeKeys;
 use crate::capture::Clock;
@@ -130,10 +130,8 @@ impl Terminal {
         }
         // With --quiet an exchange matters here only as the token request the watchdog waits
         // after, a form POST: the JSON-RPC traffic is not followed at all.
-        let form_post = req.method == "POST"
-            && req.headers.get("content-type").is_some_and(|value| {
-                media_type(value).eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            });
+        let form_post =
+            req.method == "POST" && req.headers.get("content-type").is_some_and(is_form);
         if !self.lines && !form_post {
             return;
         }

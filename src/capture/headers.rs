@@ -142,6 +142,18 @@ pub fn media_type(value: &str) -> &str {
     value[..end].trim()
 }
 
+/// A Content-Type value that declares a form, `application/x-www-form-urlencoded`
+/// (parameters and case ignored): the body a token request carries.
+pub fn is_form(value: &str) -> bool {
+    media_type(value).eq_ignore_ascii_case("application/x-www-form-urlencoded")
+}
+
+/// A Content-Type value that declares an event stream, `text/event-stream` (parameters and
+/// case ignored).
+pub fn is_event_stream(value: &str) -> bool {
+    media_type(value).eq_ignore_ascii_case("text/event-stream")
+}
+
 /// A place in a list's text as stored.
 fn offset(at: usize) -> u32 {
     u32::try_from(at).expect("a header list's text fits in 4 GiB")
@@ -354,6 +366,10 @@ mod tests {
         assert_eq!(media_type("a/b;c=d;e"), "a/b");
         assert_eq!(media_type(";q"), "");
         assert_eq!(media_type(""), "");
+        assert!(is_form("Application/X-WWW-Form-Urlencoded ; charset=utf-8"));
+        assert!(!is_form("application/json"));
+        assert!(is_event_stream("text/Event-Stream; charset=utf-8"));
+        assert!(!is_event_stream("text/event-streams"));
     }
 
     proptest! {

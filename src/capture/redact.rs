@@ -212,7 +212,7 @@ impl Redactor {
     /// A body by its content type: `application/x-www-form-urlencoded` (parameters ignored, case-insensitive)
     /// goes to `form`; everything else to `json_text`.
     pub fn body(&self, content_type: Option<&str>, text: &str) -> String {
-        if is_form(content_type) {
+        if content_type.is_some_and(super::headers::is_form) {
             self.form(text)
         } else {
             self.json_text(text)
@@ -584,13 +584,6 @@ fn is_secret_raw_key(raw: &str) -> bool {
 
 fn is_secret_key(name: &str) -> bool {
     SECRET_KEYS.iter().any(|key| key.eq_ignore_ascii_case(name))
-}
-
-/// `application/x-www-form-urlencoded` (parameters ignored, case-insensitive).
-fn is_form(content_type: Option<&str>) -> bool {
-    content_type.is_some_and(|ct| {
-        super::headers::media_type(ct).eq_ignore_ascii_case("application/x-www-form-urlencoded")
-    })
 }
 
 /// HTTP optional whitespace.

@@ -843,11 +843,10 @@ impl Writer {
 
 /// The recording kind of a body from its headers.
 fn body_kind(headers: &Headers) -> BodyKind {
-    match headers.get("content-type").map(super::headers::media_type) {
-        Some(media) if media.eq_ignore_ascii_case("text/event-stream") => BodyKind::EventStream,
-        media => BodyKind::Message {
-            form: media
-                .is_some_and(|m| m.eq_ignore_ascii_case("application/x-www-form-urlencoded")),
+    match headers.get("content-type") {
+        Some(value) if super::headers::is_event_stream(value) => BodyKind::EventStream,
+        value => BodyKind::Message {
+            form: value.is_some_and(super::headers::is_form),
         },
     }
 }

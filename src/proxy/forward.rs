@@ -491,5 +491,5 @@ fn is_event_stream(headers: &http::HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| media_type(v).eq_ignore_ascii_case("text/event-stream"))
+        .is_some_and(crate::capture::headers::is_event_stream)
 }

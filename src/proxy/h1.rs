@@ -27,7 +27,7 @@ use super::headers::HOP_BY_HOP_NAMES as HOP_BY_HOP;
 use super::pool::{Raw, RawConnect, SendError};
 use super::upstream;
 use crate::capture::body::Tap;
-use crate::capture::headers::media_type;
+use crate::capture::headers::is_event_stream;
 use crate::capture::model::{self, EventBody, Headers};
 use crate::capture::{Direction, Outcome};
 
@@ -828,8 +828,7 @@ fn answer(
             content_type = Some(value);
         }
     }
-    let event_stream =
-        content_type.is_some_and(|v| media_type(v).eq_ignore_ascii_case("text/event-stream"));
+    let event_stream = content_type.is_some_and(is_event_stream);
     let bodiless = head_request || status == 204 || status == 304 || status < 200;
     let framing = if bodiless {
         Framing::Empty
