@@ -3,8 +3,9 @@
 //! the main crate's `cargo test` built (or `MCPTAP_BIN`). `.ci/run` runs it; the figures
 //! mean nothing, only that every step of `benches/run` still works.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 fn mcptap() -> PathBuf {
     let path = std::env::var_os("MCPTAP_BIN")
@@ -26,7 +27,13 @@ fn a_smoke_run_measures_mcptap_in_every_tool_free_workload() {
     let out = Command::new(env!("CARGO_BIN_EXE_mcptap-bench"))
         .arg("--mcptap")
         .arg(mcptap())
-        .args(["--smoke", "--only", "w2,w4,w5,w6", "--results"])
+        .args([
+            "--smoke",
+            "--no-mitmdump",
+            "--only",
+            "w2,w4,w5,w6",
+            "--results",
+        ])
         .arg(&results)
         .output()
         .expect("running mcptap-bench");
@@ -43,6 +50,10 @@ fn a_smoke_run_measures_mcptap_in_every_tool_free_workload() {
     let _ = std::fs::remove_dir_all(&results);
     assert_eq!(written.len(), 1, "one partial report: {written:?}");
     assert!(written[0].to_string_lossy().ends_with("-partial.md"));
+    assert!(
+        stdout.contains("| mitmdump -w | n/a (did not start: left out with --no-mitmdump)"),
+        "mitmdump's rows say it was left out:\n{stdout}"
+    );
     for title in ["### 2.", "### 4.", "### 5.", "### 6."] {
         let section = stdout
             .split(title)
@@ -62,4 +73,45 @@ fn a_smoke_run_measures_mcptap_in_every_tool_free_workload() {
             assert!(row.chars().any(|c| c.is_ascii_digit()), "{row}");
         }
     }
+}
+
+#[test]
+fn the_open_loop_runs_alone_against_the_upstream_run_alone() {
+    let certs = std::env::temp_dir().join(format!("mcptap-bench-alone-{}", std::process::id()));
+    let made = Command::new(mcptap())
+        .args(["certs", "init", "--dir"])
+        .arg(&certs)
+        .output()
+        .expect("running mcptap certs init");
+    assert!(made.status.success(), "{made:?}");
+    let mut upstream = Command::new(env!("CARGO_BIN_EXE_mcptap-bench"))
+        .arg("upstream")
+        .arg(certs.join("localhost.pem"))
+        .arg(certs.join("localhost-key.pem"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the upstream");
+    // "upstream: http://127.0.0.1:PORT https://127.0.0.1:PORT", once it listens.
+    let mut line = String::new();
+    BufReader::new(upstream.stdout.take().expect("its stdout"))
+        .read_line(&mut line)
+        .expect("the upstream's first line");
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let run = Command::new(env!("CARGO_BIN_EXE_mcptap-bench"))
+        .args(["openloop", &addr, "200", "0.5"])
+        .output()
+        .expect("running the open loop");
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+    let _ = std::fs::remove_dir_all(&certs);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{run:?}");
+    assert!(
+        out.starts_with("100 done, 0 errors, 0 unfinished; p50 "),
+        "200 req/s for 0.5 s is 100 requests, all answered: {out}"
+    );
 }
