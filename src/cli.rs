@@ -485,9 +485,13 @@ impl ProxyArgs {
             max_header_bytes: self.max_header_bytes.clamp(8192, 16 << 20) as usize,
             fast_path: !self.no_fast_path,
             max_connections: self.max_connections.max(1),
-            quiet: self.quiet,
-            silence_after: seconds("silence-after", self.silence_after)?,
         })
+    }
+
+    /// The terminal's live lines and silence watchdog, as observers of the session.
+    pub fn terminal(&self) -> anyhow::Result<crate::capture::Observers> {
+        let silence_after = seconds("silence-after", self.silence_after)?;
+        Ok(crate::terminal::observers(!self.quiet, silence_after))
     }
 }
 

@@ -197,13 +197,12 @@ async fn session(
         max_header_bytes: 64 << 10,
         fast_path: true,
         max_connections: 1000,
-        quiet: false,
-        silence_after: Some(Duration::from_secs(2)),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let proxy = tokio::spawn(proxy::run_until(
         config,
+        crate::terminal::observers(true, Some(Duration::from_secs(2))),
         async move {
             let _ = stop_rx.await;
         },

@@ -30,8 +30,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Proxy(args) => {
             let config = args.validate()?;
+            let terminal = args.terminal()?;
             let runtime = mcptap::memory::runtime()?;
-            let outcome = runtime.block_on(mcptap::proxy::run(config))?;
+            let outcome = runtime.block_on(mcptap::proxy::run(config, terminal))?;
             if let Some(e) = &outcome.writer.write_error {
                 eprintln!(
                     "mcptap: error: the capture {} is incomplete: {e}; {} events were lost",

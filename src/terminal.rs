@@ -1,15 +1,15 @@
 //! Live terminal output of the proxy: one line per finished exchange, and a line when an
-//! event stream opens and when it closes. Fed by the writer thread, so it sees exactly
-//! what the capture records (redacted values included).
+//! event stream opens and when it closes. An observer of the capture writer, so it sees
+//! exactly what the capture records (redacted values included).
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use crate::capture::headers::is_form;
-use crate::capture::model::{Direction, End, Outcome, Request, Response, Upgrade};
+use crate::capture::headers::{is_event_stream, is_form};
+use crate::capture::model::{Body, Direction, End, EventBody, Outcome, Request, Response, Upgrade};
 use crate::capture::writer::ExchangeKeys;
-use crate::capture::Clock;
+use crate::capture::{Clock, Observer, Observers, SessionStart};
 
 /// How much of a request body is kept to find its JSON-RPC method.
 const RPC_PEEK: usize = 64 * 1024;
@@ -78,7 +78,8 @@ impl Terminal {
         self
     }
 
-    /// Called about once a second: the silence watchdog.
+    /// Called about once a second: the silence watchdog. The notice reads the capture back
+    /// to add the explanation's errors, on a thread of its own: the writer waits for no one.
     pub fn tick(&mut self, now: u64) {
         let (Some(limit), Some(w)) = (self.silence_after_us, self.waiting.as_mut()) else {
             return;
@@ -88,30 +89,40 @@ impl Terminal {
         }
         w.notified = true;
         let quiet = (now - w.since_t) as f64 / 1e6;
-        let summary = match crate::capture::reader::Capture::open(&self.capture) {
-            Ok(cap) => {
-                let report = crate::explain::explain(&cap, &self.capture.display().to_string());
-                let errors: Vec<String> = report
-                    .findings
-                    .iter()
-                    .filter(|f| f.severity == crate::mcp::checks::Severity::Error)
-                    // The notice itself says what that check would.
-                    .filter(|f| f.check != "post-token-silence")
-                    .map(|f| format!("  {}: {}", f.check, f.message))
-                    .collect();
-                if errors.is_empty() {
-                    String::new()
-                } else {
-                    format!("\n{}", errors.join("\n"))
+        let by = w.by.clone();
+        let capture = self.capture.clone();
+        let notice = move || {
+            let summary = match crate::capture::reader::Capture::open(&capture) {
+                Ok(cap) => {
+                    let report = crate::explain::explain(&cap, &capture.display().to_string());
+                    let errors: Vec<String> = report
+                        .findings
+                        .iter()
+                        .filter(|f| f.severity == crate::mcp::checks::Severity::Error)
+                        // The notice itself says what that check would.
+                        .filter(|f| f.check != "post-token-silence")
+                        .map(|f| format!("  {}: {}", f.check, f.message))
+                        .collect();
+                    if errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\n{}", errors.join("\n"))
+                    }
                 }
-            }
-            Err(e) => format!("\n  (could not read the capture back: {e})"),
+                Err(e) => format!("\n  (could not read the capture back: {e})"),
+            };
+            eprintln!(
+                "mcptap: NOTICE: a token was issued by {by} {quiet:.0} s ago and no request with Authorization: Bearer has arrived since. The client went silent after the token exchange.{summary}\nmcptap: run `mcptap explain {}` for the whole story.",
+                capture.display()
+            );
         };
-        eprintln!(
-            "mcptap: NOTICE: a token was issued by {} {quiet:.0} s ago and no request with Authorization: Bearer has arrived since. The client went silent after the token exchange.{summary}\nmcptap: run `mcptap explain {}` for the whole story.",
-            w.by,
-            self.capture.display()
-        );
+        if std::thread::Builder::new()
+            .name("mcptap-notice".into())
+            .spawn(notice)
+            .is_err()
+        {
+            eprintln!("mcptap: NOTICE: a token was issued by {} {quiet:.0} s ago and no request with Authorization: Bearer has arrived since.", w.by);
+        }
     }
 
     fn time(&self, t: u64) -> String {
@@ -119,7 +130,7 @@ impl Terminal {
         wall.get(11..23).unwrap_or(&wall).to_string()
     }
 
-    pub fn request(&mut self, _t: u64, req: &Request) {
+    fn request(&mut self, req: &Request) {
         let authenticated = req.headers.iter().any(|(n, v)| {
             n.eq_ignore_ascii_case("authorization")
                 && v.get(..7)
@@ -174,7 +185,11 @@ impl Terminal {
         );
     }
 
-    pub fn response(&mut self, t: u64, resp: &Response, stream: bool) {
+    fn response(&mut self, t: u64, resp: &Response) {
+        let stream = resp
+            .headers
+            .get("content-type")
+            .is_some_and(is_event_stream);
         let time = if stream && self.lines {
             self.time(t)
         } else {
@@ -200,23 +215,19 @@ impl Terminal {
         }
     }
 
-    pub fn body_frame(&mut self, ex: u64, dir: Direction, bytes: &[u8]) {
-        if dir != Direction::Request {
+    /// A request body as recorded: its JSON-RPC method and grant are looked for in it.
+    fn body(&mut self, body: &Body) {
+        if body.dir != Direction::Request {
             return;
         }
-        if let Some(line) = self.open.get_mut(&ex) {
+        if let (Some(line), Some(text)) = (self.open.get_mut(&body.ex), &body.text) {
             let room = RPC_PEEK.saturating_sub(line.body.len());
+            let bytes = text.as_bytes();
             line.body.extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
     }
 
-    pub fn sse_event(&mut self, ex: u64, _data: Option<&str>) {
-        if let Some(line) = self.open.get_mut(&ex) {
-            line.sse_events += 1;
-        }
-    }
-
-    pub fn end(&mut self, t: u64, end: &End) {
+    fn end(&mut self, t: u64, end: &End) {
         let Some(line) = self.open.remove(&end.ex) else {
             return;
         };
@@ -292,7 +303,7 @@ impl Terminal {
         }
     }
 
-    pub fn tls_error(&mut self, t: u64, e: &crate::capture::model::TlsError) {
+    fn tls_error(&mut self, t: u64, e: &crate::capture::model::TlsError) {
         if !self.lines {
             return;
         }
@@ -308,7 +319,7 @@ impl Terminal {
         ));
     }
 
-    pub fn upgrade(&mut self, t: u64, up: &Upgrade) {
+    fn upgrade(&mut self, t: u64, up: &Upgrade) {
         if !self.lines {
             return;
         }
@@ -325,6 +336,56 @@ impl Terminal {
                 .map(|e| format!(" [{e}]"))
                 .unwrap_or_default()
         ));
+    }
+}
+
+/// The terminal as the proxy's observer: a line per exchange unless `lines` is off, and the
+/// notice when a token was issued and no Bearer request followed within `silence_after`.
+pub fn observers(lines: bool, silence_after: Option<std::time::Duration>) -> Observers {
+    Box::new(move |start: &SessionStart<'_>| {
+        // With several routes each line names its upstream by host and port.
+        let routes = start
+            .session
+            .routes
+            .iter()
+            .map(|route| match route.upstream.parse::<http::Uri>() {
+                Ok(uri) => uri
+                    .authority()
+                    .map_or_else(|| route.upstream.clone(), |a| a.to_string()),
+                Err(_) => route.upstream.clone(),
+            })
+            .collect();
+        let terminal = Terminal::new(
+            start.clock.clone(),
+            lines,
+            silence_after,
+            start.capture.to_path_buf(),
+        )
+        .with_routes(routes);
+        vec![Box::new(terminal) as Box<dyn Observer>]
+    })
+}
+
+impl Observer for Terminal {
+    fn event(&mut self, t: u64, event: &EventBody) {
+        match event {
+            EventBody::Request(req) => self.request(req),
+            EventBody::Response(resp) => self.response(t, resp),
+            EventBody::Body(body) => self.body(body),
+            EventBody::Sse(sse) => {
+                if let Some(line) = self.open.get_mut(&sse.ex) {
+                    line.sse_events += 1;
+                }
+            }
+            EventBody::End(end) => self.end(t, end),
+            EventBody::Upgrade(up) => self.upgrade(t, up),
+            EventBody::TlsError(e) => self.tls_error(t, e),
+            _ => {}
+        }
+    }
+
+    fn tick(&mut self, t: u64) {
+        Terminal::tick(self, t);
     }
 }
 
@@ -385,6 +446,19 @@ mod tests {
         }
     }
 
+    fn request_body(ex: u64, bytes: &[u8]) -> EventBody {
+        EventBody::Body(Body {
+            ex,
+            dir: Direction::Request,
+            seq: 0,
+            text: Some(String::from_utf8(bytes.to_vec()).unwrap()),
+            b64: None,
+            len: bytes.len() as u64,
+            frames: vec![(1, bytes.len() as u64)],
+            truncated: false,
+        })
+    }
+
     fn end(ex: u64, status: u16) -> End {
         serde_json::from_value(serde_json::json!({
             "ex": ex, "outcome": "complete", "status": status,
@@ -404,21 +478,28 @@ mod tests {
             "/token",
             &[("content-type", "application/x-www-form-urlencoded")],
         );
-        term.request(1, &token);
-        term.body_frame(
+        term.event(1, &EventBody::Request(token));
+        term.event(
             1,
-            Direction::Request,
-            b"grant_type=authorization_code&code=abc",
+            &request_body(1, b"grant_type=authorization_code&code=abc"),
         );
-        term.end(2, &end(1, 200));
+        term.event(2, &EventBody::End(end(1, 200)));
         assert!(term.waiting.is_some());
         for (ex, value) in [(2, "Basic dXNlcg=="), (3, "Bearer"), (4, "Bearerxyz")] {
-            term.request(3, &request(ex, "POST", "/mcp", &[("authorization", value)]));
+            term.event(
+                3,
+                &EventBody::Request(request(ex, "POST", "/mcp", &[("authorization", value)])),
+            );
             assert!(term.waiting.is_some(), "{value}");
         }
-        term.request(
+        term.event(
             4,
-            &request(5, "POST", "/mcp", &[("Authorization", "BEARER t0k")]),
+            &EventBody::Request(request(
+                5,
+                "POST",
+                "/mcp",
+                &[("Authorization", "BEARER t0k")],
+            )),
         );
         assert!(term.waiting.is_none());
     }
@@ -445,9 +526,12 @@ mod tests {
                     .map(|ct| ("content-type", ct))
                     .into_iter()
                     .collect();
-                term.request(1, &request(1, "POST", "/token", &headers));
-                term.body_frame(1, Direction::Request, grant);
-                term.end(2, &end(1, 200));
+                term.event(
+                    1,
+                    &EventBody::Request(request(1, "POST", "/token", &headers)),
+                );
+                term.event(1, &request_body(1, grant));
+                term.event(2, &EventBody::End(end(1, 200)));
                 assert_eq!(
                     term.waiting.is_some(),
                     waits,
@@ -455,9 +539,9 @@ mod tests {
                 );
             }
             let mut term = Terminal::new(Arc::new(Clock::new()), lines, None, "c.jsonl".into());
-            term.request(1, &request(1, "GET", "/token", &[]));
-            term.body_frame(1, Direction::Request, grant);
-            term.end(2, &end(1, 200));
+            term.event(1, &EventBody::Request(request(1, "GET", "/token", &[])));
+            term.event(1, &request_body(1, grant));
+            term.event(2, &EventBody::End(end(1, 200)));
             assert!(term.waiting.is_none(), "a GET, lines {lines}");
         }
     }

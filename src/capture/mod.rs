@@ -6,6 +6,7 @@ pub mod file;
 pub mod headers;
 mod line;
 pub mod model;
+pub mod observer;
 mod queue;
 pub mod reader;
 pub mod redact;
@@ -13,4 +14,5 @@ mod swar;
 pub mod writer;
 
 pub use model::{Direction, Event, EventBody, Outcome, FORMAT_VERSION};
+pub use observer::{Observer, Observers, SessionStart};
 pub use writer::{Clock, Record, Recorder, WriterConfig, WriterStats};

@@ -18,10 +18,10 @@ use tokio_util::sync::PollSemaphore;
 
 use super::line;
 use super::model::*;
+use super::observer::Observer;
 use super::queue;
 use super::redact::Redactor;
 use crate::sse::SseParser;
-use crate::terminal::Terminal;
 
 /// Session time: microseconds since start on the monotonic clock, and the wall-clock start.
 #[derive(Debug, Clone)]
@@ -207,7 +207,10 @@ pub struct WriterConfig {
     /// Bytes of body frames that may wait in the queue.
     pub queue_bytes: u32,
     pub on_full: OnFull,
-    pub terminal: Option<Terminal>,
+    /// Told of every event as it is written.
+    pub observers: Vec<Box<dyn Observer>>,
+    /// Run before the writer waits for records (the allocator's idle collection).
+    pub on_idle: fn(),
 }
 
 /// What the writer did, returned when it stops.
@@ -315,7 +318,8 @@ struct Writer {
     batch: Vec<u8>,
     batch_lines: u64,
     stats: WriterStats,
-    terminal: Option<Terminal>,
+    observers: Vec<Box<dyn Observer>>,
+    on_idle: fn(),
     wall: WallCache,
     /// The budget of frames handled this round, released together.
     released: Option<OwnedSemaphorePermit>,
@@ -328,11 +332,11 @@ const BATCH_BYTES: usize = 1 << 20;
 /// per pause, not once per record, and a line still reaches the file well within 50 ms.
 const GATHER: std::time::Duration = std::time::Duration::from_micros(500);
 
-/// Hashes the writer's `(exchange id, direction)` keys and the terminal's exchange ids: ids
+/// Hashes the writer's `(exchange id, direction)` keys and observers' exchange ids: ids
 /// come from a counter in this process, so SipHash's defence against chosen keys buys nothing
 /// and cost 3% of the writer.
 #[derive(Default, Clone, Copy)]
-pub(crate) struct ExchangeKeys;
+pub struct ExchangeKeys;
 
 impl std::hash::BuildHasher for ExchangeKeys {
     type Hasher = ExchangeKeyHasher;
@@ -342,7 +346,7 @@ impl std::hash::BuildHasher for ExchangeKeys {
 }
 
 /// Multiply-rotate mixing of the few integers a key is made of.
-pub(crate) struct ExchangeKeyHasher(u64);
+pub struct ExchangeKeyHasher(u64);
 
 impl std::hash::Hasher for ExchangeKeyHasher {
     fn finish(&self) -> u64 {
@@ -430,7 +434,8 @@ impl Writer {
             batch: Vec::with_capacity(64 * 1024),
             batch_lines: 0,
             stats: WriterStats::default(),
-            terminal: config.terminal,
+            observers: config.observers,
+            on_idle: config.on_idle,
             wall: WallCache::default(),
             released: None,
         }
@@ -441,7 +446,7 @@ impl Writer {
         // write, so lines reach the file (and `tail -f`) within a round. Only an idle writer
         // blocks: blocking asks the next record to wake it (a futex call on the data path), so
         // after a busy round the writer pauses for GATHER instead and records gather meanwhile.
-        while queue.wait(crate::memory::when_idle) {
+        while queue.wait(self.on_idle) {
             loop {
                 let mut any = false;
                 for record in queue.take() {
@@ -498,8 +503,8 @@ impl Writer {
             }
             Record::BodyEnd { ex, dir, t } => self.body_end(ex, dir, t),
             Record::Tick { t } => {
-                if let Some(term) = &mut self.terminal {
-                    term.tick(t);
+                for observer in &mut self.observers {
+                    observer.tick(t);
                 }
             }
             Record::Finish {
@@ -527,34 +532,15 @@ impl Writer {
                     req.upstream = upstream;
                 }
                 self.redact_headers(&mut req.headers);
-                if let Some(term) = &mut self.terminal {
-                    term.request(t, req);
-                }
             }
             EventBody::Response(resp) => {
                 let kind = body_kind(&resp.headers);
-                if let Some(term) = &mut self.terminal {
-                    term.response(t, resp, kind == BodyKind::EventStream);
-                }
                 self.kinds.insert((resp.ex, Direction::Response), kind);
                 self.redact_headers(&mut resp.headers);
             }
             EventBody::End(end) => {
                 self.kinds.remove(&(end.ex, Direction::Request));
                 self.kinds.remove(&(end.ex, Direction::Response));
-                if let Some(term) = &mut self.terminal {
-                    term.end(t, end);
-                }
-            }
-            EventBody::Upgrade(up) => {
-                if let Some(term) = &mut self.terminal {
-                    term.upgrade(t, up);
-                }
-            }
-            EventBody::TlsError(e) => {
-                if let Some(term) = &mut self.terminal {
-                    term.tls_error(t, e);
-                }
             }
             _ => {}
         }
@@ -600,9 +586,6 @@ impl Writer {
                 self.sse_event(ex, dir, t, event, true);
             }
         }
-        if let Some(term) = &mut self.terminal {
-            term.body_frame(ex, dir, bytes);
-        }
     }
 
     fn sse_event(
@@ -618,9 +601,6 @@ impl Writer {
         state.sse_seq += 1;
         let dispatched = ended && event.dispatched();
         let data = event.data.map(|d| self.redactor.json_text(&d));
-        if let Some(term) = &mut self.terminal {
-            term.sse_event(ex, data.as_deref());
-        }
         self.push(
             t,
             EventBody::Sse(Sse {
@@ -804,6 +784,9 @@ impl Writer {
                 self.batch[body_at] = b',';
                 self.batch.push(b'\n');
                 self.batch_lines += 1;
+                for observer in &mut self.observers {
+                    observer.event(t, &body);
+                }
             }
             Ok(()) => {
                 self.batch.truncate(start);
@@ -913,7 +896,8 @@ mod tests {
                 max_body,
                 queue_bytes: 1 << 20,
                 on_full: OnFull::Wait,
-                terminal: None,
+                observers: Vec::new(),
+                on_idle: || {},
             },
             Arc::new(Clock::new()),
         );

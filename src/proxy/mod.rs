@@ -33,8 +33,7 @@ use crate::capture::file::{open_capture, short_id};
 use crate::capture::model::{self, ConnClose, ConnOpen, EventBody, SessionOptions};
 use crate::capture::redact::Redactor;
 use crate::capture::writer::{self, OnFull, WriterConfig, WriterStats};
-use crate::capture::{Clock, Record};
-use crate::terminal::Terminal;
+use crate::capture::{Clock, Observers, Record, SessionStart};
 use crate::tls::{AcmeConfig, AcmeEvent, RejectKind, ReloadSummary, TlsSetup};
 use exchange::Shared;
 use forward::{ConnContext, Route};
@@ -93,9 +92,6 @@ pub struct ProxyConfig {
     pub fast_path: bool,
     /// Open client connections at most; more are refused (503 on plain HTTP) and counted.
     pub max_connections: usize,
-    pub quiet: bool,
-    /// Notice when a token was issued and no authenticated request followed this long.
-    pub silence_after: Option<Duration>,
 }
 
 impl ProxyConfig {
@@ -119,24 +115,27 @@ pub struct ProxyOutcome {
     pub writer: WriterStats,
 }
 
-/// Runs the proxy until SIGINT or SIGTERM (SIGHUP reloads certificates).
-pub async fn run(config: ProxyConfig) -> anyhow::Result<ProxyOutcome> {
+/// Runs the proxy until SIGINT or SIGTERM (SIGHUP reloads certificates); `observers` follow
+/// the session as it is recorded (the terminal's live lines, say).
+pub async fn run(config: ProxyConfig, observers: Observers) -> anyhow::Result<ProxyOutcome> {
     let control = Control::signals()?;
-    serve_until(config, control, |_| {}).await
+    serve_until(config, observers, control, |_| {}).await
 }
 
 /// Runs the proxy in-process until `stop` completes; `ready` gets the bound address once the
 /// listener is up (`mcptap demo` and tests use this).
 pub async fn run_until(
     config: ProxyConfig,
+    observers: Observers,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<ProxyOutcome> {
-    serve_until(config, Control::future(stop), ready).await
+    serve_until(config, observers, Control::future(stop), ready).await
 }
 
 async fn serve_until(
     config: ProxyConfig,
+    observers: Observers,
     mut signals: Control,
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<ProxyOutcome> {
@@ -200,8 +199,13 @@ async fn serve_until(
         },
         redaction: if config.redact { "fingerprint" } else { "off" }.into(),
     };
-    writer::write_line(&mut file, &clock, 0, EventBody::Session(session))
+    writer::write_line(&mut file, &clock, 0, EventBody::Session(session.clone()))
         .with_context(|| format!("writing the capture {}", path.display()))?;
+    let observers = observers(&SessionStart {
+        clock: &clock,
+        capture: &path,
+        session: &session,
+    });
     let (recorder, writer_thread) = writer::start(
         WriterConfig {
             file,
@@ -209,24 +213,8 @@ async fn serve_until(
             max_body: config.max_body,
             queue_bytes: config.queue_bytes,
             on_full: config.on_full,
-            terminal: Some(
-                Terminal::new(
-                    clock.clone(),
-                    !config.quiet,
-                    config.silence_after,
-                    path.clone(),
-                )
-                .with_routes(
-                    specs
-                        .iter()
-                        .map(|spec| {
-                            spec.upstream
-                                .authority()
-                                .map_or_else(|| spec.upstream.to_string(), |a| a.to_string())
-                        })
-                        .collect(),
-                ),
-            ),
+            observers,
+            on_idle: crate::memory::when_idle,
         },
         clock.clone(),
     );

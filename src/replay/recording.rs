@@ -62,7 +62,8 @@ impl Recording {
                 max_body,
                 queue_bytes: 64 << 20,
                 on_full: OnFull::Wait,
-                terminal: None,
+                observers: Vec::new(),
+                on_idle: || {},
             },
             clock.clone(),
         );
