@@ -3,4 +3,5 @@
 
 pub mod checks;
 pub mod jsonrpc;
+pub mod oauth;
 pub mod session;

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::capture::file::CaptureTarget;
 use crate::capture::model;
 use crate::capture::reader::Capture;
-use crate::fixture::client::{insert_well_known, origin_of};
+use crate::mcp::oauth::{insert_well_known, origin_of};
 // `own`: a finding of the probe's own (reachability and flow), in the shape explain's have.
 use crate::mcp::checks::{self, auth::challenge_params, finding as own, Severity};
 use crate::mcp::jsonrpc::Message;
@@ -1092,8 +1092,8 @@ impl Walk<'_> {
             self.skip_rest(&["token", "initialize"], "no authorization code");
             return;
         }
-        let verifier = crate::fixture::random_b64(32);
-        let state = crate::fixture::random_b64(16);
+        let verifier = crate::mcp::oauth::random_b64(32);
+        let state = crate::mcp::oauth::random_b64(16);
         let scope = learned.challenge_scope.clone().or_else(|| {
             learned
                 .prm
@@ -1113,7 +1113,7 @@ impl Walk<'_> {
             .append_pair("response_type", "code")
             .append_pair("client_id", &client_id)
             .append_pair("redirect_uri", &redirect_uri)
-            .append_pair("code_challenge", &crate::fixture::s256(&verifier))
+            .append_pair("code_challenge", &crate::mcp::oauth::s256(&verifier))
             .append_pair("code_challenge_method", "S256")
             .append_pair("state", &state)
             .append_pair("resource", &config.url);
