@@ -11,7 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mcptap::capture::reader::Capture;
-use mcptap::diff::{self, Options, Palette};
+use mcptap::diff::{self, Options};
+use mcptap::style::Style;
 use serde_json::{json, Value};
 
 const EXCHANGES: usize = 5_000;
@@ -465,7 +466,7 @@ fn main() {
         let cb = Capture::open(b).expect("reading B");
         let read = start.elapsed();
         let report = diff::diff(&ca, "a.jsonl", &cb, "b.jsonl", &Options::default());
-        let text = diff::render(&report, Palette::plain(), 160);
+        let text = diff::render(&report, Style::plain(), 160);
         let total = start.elapsed();
         (read, total, report, text.len())
     };

@@ -115,7 +115,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<std::process::ExitCode> {
     println!("\n── What `mcptap diff` says: the correct run (A) against this one (B) ──\n");
     print!(
         "{}",
-        diff::render(&comparison, diff::Palette::detect(), diff::terminal_width())
+        diff::render(
+            &comparison,
+            crate::style::Style::detect(),
+            diff::terminal_width()
+        )
     );
 
     println!("\n── Next ──");

@@ -2,121 +2,20 @@
 //! tokens issued and presented, and the rules broken — as one screen or as JSON.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
-use std::path::Path;
-
-use serde::Serialize;
 
 use crate::capture::reader::Capture;
-use crate::mcp::checks::{self, Finding, Severity};
-use crate::mcp::session::{Reached, Session, Silence, StageId, TokenLine};
-
-/// The report, as `--json` prints it.
-#[derive(Debug, Serialize)]
-pub struct Report {
-    pub capture: String,
-    pub session_id: String,
-    pub exchanges: usize,
-    pub stages: Vec<StageReport>,
-    pub silence: Option<Silence>,
-    pub tokens: Vec<TokenLine>,
-    pub findings: Vec<Finding>,
-    /// Problems met reading the capture.
-    pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct StageReport {
-    pub id: &'static str,
-    pub reached: bool,
-    /// `reached`, `missing`, or `not_observed` (it happened where the proxy could not see).
-    pub status: Reached,
-    pub first_exchange: Option<u64>,
-    /// µs since the session start.
-    pub t: Option<u64>,
-}
-
-/// Explains a capture already read.
-pub fn explain(capture: &Capture, name: &str) -> Report {
-    let session = Session::analyze(capture);
-    let findings = checks::run(&session);
-    Report {
-        capture: name.to_string(),
-        session_id: capture.session.session_id.clone(),
-        exchanges: capture.exchanges.len(),
-        stages: session
-            .stages
-            .iter()
-            .map(|s| StageReport {
-                id: s.id.id(),
-                reached: s.reached == Reached::Reached,
-                status: s.reached,
-                first_exchange: s.first_exchange,
-                t: s.t,
-            })
-            .collect(),
-        silence: session.silence.clone(),
-        tokens: session.tokens.clone(),
-        findings,
-        warnings: capture.warnings.clone(),
-    }
-}
-
-/// Reads and explains a capture file.
-pub fn explain_file(path: &Path) -> anyhow::Result<(Capture, Report)> {
-    let capture = Capture::open(path)?;
-    let report = explain(&capture, &path.display().to_string());
-    Ok((capture, report))
-}
-
-/// Terminal styling, off when stdout is not a terminal or NO_COLOR is set.
-#[derive(Clone, Copy)]
-pub struct Style {
-    color: bool,
-}
-
-impl Style {
-    pub fn detect() -> Style {
-        Style {
-            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-        }
-    }
-
-    pub fn plain() -> Style {
-        Style { color: false }
-    }
-
-    fn paint(&self, code: &str, text: &str) -> String {
-        if self.color {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
-    }
-
-    fn bold(&self, t: &str) -> String {
-        self.paint("1", t)
-    }
-    fn red(&self, t: &str) -> String {
-        self.paint("31", t)
-    }
-    fn green(&self, t: &str) -> String {
-        self.paint("32", t)
-    }
-    fn yellow(&self, t: &str) -> String {
-        self.paint("33", t)
-    }
-    fn dim(&self, t: &str) -> String {
-        self.paint("2", t)
-    }
-}
+use crate::mcp::checks::Severity;
+pub use crate::mcp::explanation::{explain, explain_file, Explanation, StageReport};
+use crate::mcp::session::{Reached, Session, StageId};
+use crate::style::wrap;
+pub use crate::style::Style;
 
 fn secs(t: u64) -> String {
     format!("+{:.3}s", t as f64 / 1e6)
 }
 
 /// The one-screen human report.
-pub fn render(capture: &Capture, report: &Report, style: Style) -> String {
+pub fn render(capture: &Capture, report: &Explanation, style: Style) -> String {
     let session = Session::analyze(capture);
     let name_of = |ex: u64| {
         capture
@@ -275,23 +174,4 @@ pub fn render(capture: &Capture, report: &Report, style: Style) -> String {
         }
     }
     out
-}
-
-/// Wraps text at word boundaries.
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
-            lines.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    if !line.is_empty() {
-        lines.push(line);
-    }
-    lines
 }

@@ -18,5 +18,6 @@ pub mod proxy;
 pub mod replay;
 pub mod report;
 pub mod sse;
+pub mod style;
 pub mod terminal;
 pub mod tls;

@@ -6,7 +6,7 @@
 //! Steps: each capture is analysed ([`Session::analyze`]) for the role of every exchange;
 //! exchanges are keyed by route, method, normalised path, JSON-RPC method and role, and
 //! aligned as a heaviest common subsequence (`align.rs`); aligned pairs are compared field
-//! by field (`compare.rs`) after the noise rules (`noise.rs`); the result is a [`Report`],
+//! by field (`compare.rs`) after the noise rules (`noise.rs`); the result is a [`Comparison`],
 //! shown side by side ([`render`]) or as JSON.
 //!
 //! # `--json` schema (version 1)
@@ -77,8 +77,9 @@ use crate::capture::reader::{Capture, Exchange};
 use crate::mcp::jsonrpc::Message;
 use crate::mcp::session::{Role, Session};
 
+use crate::style::Style;
 pub use compare::Difference;
-pub use render::{render, Palette};
+pub use render::render;
 
 use align::{Item, Op};
 use compare::{Rules, Seg};
@@ -233,7 +234,7 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<ExitCode> {
         json.push('\n');
         json
     } else {
-        render(&report, Palette::detect(), args.view_width())
+        render(&report, Style::detect(), args.view_width())
     };
     let mut stdout = std::io::stdout().lock();
     // A closed pipe (`| head`) is the reader's choice, not an error.
@@ -259,7 +260,7 @@ fn display(path: &Path) -> String {
 
 /// The comparison, as `--json` prints it (schema in the module documentation).
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub struct Comparison {
     pub format: &'static str,
     pub version: u32,
     pub a: Side,
@@ -270,7 +271,7 @@ pub struct Report {
     pub entries: Vec<Entry>,
 }
 
-impl Report {
+impl Comparison {
     /// Whether anything differs after noise suppression.
     pub fn has_differences(&self) -> bool {
         self.first_divergence.is_some()
@@ -450,7 +451,7 @@ fn side(capture: &Capture, name: &str) -> Side {
 }
 
 /// Compares two captures already read.
-pub fn diff(a: &Capture, a_name: &str, b: &Capture, b_name: &str, options: &Options) -> Report {
+pub fn diff(a: &Capture, a_name: &str, b: &Capture, b_name: &str, options: &Options) -> Comparison {
     let (sa, sb) = (Session::analyze(a), Session::analyze(b));
     let (pa, pb) = (prepare(a, &sa), prepare(b, &sb));
     // Alignment looks past the noise even with --strict: that flag is about what is shown.
@@ -520,7 +521,7 @@ pub fn diff(a: &Capture, a_name: &str, b: &Capture, b_name: &str, options: &Opti
         .iter()
         .position(|e| e.kind != EntryKind::Unchanged)
         .map(|i| divergence(i, &entries[i]));
-    Report {
+    Comparison {
         format: "mcptap-diff",
         version: 1,
         a: side(a, a_name),
@@ -739,7 +740,7 @@ mod tests {
                 timing_threshold_ms: Some(0),
             };
             let report = diff(&ca, "a", &cb, "b", &options);
-            let _ = render(&report, Palette::plain(), 60);
+            let _ = render(&report, Style::plain(), 60);
             let _ = serde_json::to_string(&report).unwrap();
             let on_a = report.entries.iter().filter(|e| e.a.is_some()).count();
             let on_b = report.entries.iter().filter(|e| e.b.is_some()).count();

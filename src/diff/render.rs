@@ -1,43 +1,17 @@
-//! The side-by-side view of a [`Report`]: a summary and the first divergence on top, then
+//! The side-by-side view of a [`Comparison`]: a summary and the first divergence on top, then
 //! one row per aligned entry (A on the left, B on the right), unchanged pairs folded to one
 //! line, each difference under its pair with the two values side by side.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
 
-use super::{whereabouts, Entry, EntryKind, ExchangeRef, Report};
+use super::{whereabouts, Comparison, Entry, EntryKind, ExchangeRef};
+use crate::style::{wrap, Style};
 
 /// Lines of a value shown before it is cut.
 const VALUE_LINES: usize = 6;
 
-/// Terminal colours: on when stdout is a terminal and NO_COLOR is not set.
-#[derive(Debug, Clone, Copy)]
-pub struct Palette {
-    color: bool,
-}
-
-impl Palette {
-    pub fn detect() -> Palette {
-        Palette {
-            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-        }
-    }
-
-    pub fn plain() -> Palette {
-        Palette { color: false }
-    }
-
-    fn paint(&self, code: &str, text: &str) -> String {
-        if self.color && !text.is_empty() {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
-    }
-}
-
 /// The view, `width` columns wide (at least 60).
-pub fn render(report: &Report, palette: Palette, width: usize) -> String {
+pub fn render(report: &Comparison, palette: Style, width: usize) -> String {
     let width = width.max(60);
     let p = palette;
     let mut out = String::new();
@@ -148,14 +122,7 @@ pub fn render(report: &Report, palette: Palette, width: usize) -> String {
     out
 }
 
-fn differences(
-    out: &mut String,
-    entry: &Entry,
-    p: Palette,
-    left: usize,
-    right: usize,
-    width: usize,
-) {
+fn differences(out: &mut String, entry: &Entry, p: Style, left: usize, right: usize, width: usize) {
     for d in &entry.differences {
         let _ = writeln!(
             out,
@@ -243,25 +210,6 @@ fn chunks(s: &str, width: usize) -> Vec<String> {
             let kept: String = last.chars().take(width.saturating_sub(1)).collect();
             *last = format!("{kept}…");
         }
-    }
-    lines
-}
-
-/// Words in lines of at most `width` characters (a longer word gets its own line).
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
-            lines.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    if !line.is_empty() {
-        lines.push(line);
     }
     lines
 }

@@ -2,6 +2,7 @@
 //! token lineage) and the checks that `mcptap explain` reports.
 
 pub mod checks;
+pub mod explanation;
 pub mod jsonrpc;
 pub mod oauth;
 pub mod session;

@@ -83,7 +83,7 @@ impl Step {
 
 /// The whole probe, as `--json` prints it.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub struct Checklist {
     pub url: String,
     /// `generic` or `claude`.
     pub profile: &'static str,
@@ -94,7 +94,7 @@ pub struct Report {
     pub warnings: usize,
 }
 
-impl Report {
+impl Checklist {
     pub fn count(&mut self) {
         let all = || self.steps.iter().flat_map(|s| &s.findings);
         self.errors = all().filter(|f| f.severity == Severity::Error).count()
@@ -108,14 +108,9 @@ impl Report {
 }
 
 /// The checklist for a terminal (colour when `color`).
-pub fn render(report: &Report, color: bool) -> String {
-    let paint = |code: &str, s: &str| {
-        if color {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
-    };
+pub fn render(report: &Checklist, color: bool) -> String {
+    let style = crate::style::Style::colored(color);
+    let paint = |code: &str, s: &str| style.paint(code, s);
     let mut out = String::new();
     let _ = writeln!(out, "mcptap probe {} (as {})", report.url, report.profile);
     for step in &report.steps {
@@ -200,7 +195,7 @@ mod tests {
             evidence: vec![],
         });
         step.settle();
-        let report = Report {
+        let report = Checklist {
             url: "https://h.example/mcp".into(),
             profile: "generic",
             capture: "c.jsonl".into(),

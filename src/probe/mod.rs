@@ -35,7 +35,7 @@ use crate::mcp::jsonrpc::Message;
 use crate::mcp::session::Session;
 use crate::proxy::upstream::UpstreamTls;
 use crate::replay::recording::{self, Recording, RecordingSetup};
-use checklist::{Report, Step};
+use checklist::{Checklist, Step};
 use http::{Http, Outgoing, Until};
 use net::{AddrKind, Connector};
 use profile::{Profile, ProfileName};
@@ -298,7 +298,7 @@ const SPEC_FLOW: &str = "MCP 2025-06-18 / 2025-11-25 Authorization §Authorizati
 const SPEC_LIFECYCLE: &str =
     "MCP 2025-06-18 Lifecycle §Initialization; Transports §Streamable HTTP";
 
-async fn probe(config: &Config) -> anyhow::Result<Report> {
+async fn probe(config: &Config) -> anyhow::Result<Checklist> {
     let connector = Connector::new(&config.ca, config.timeout.min(Duration::from_secs(10)))?;
     let recording = Recording::start(RecordingSetup {
         target: config.capture.clone(),
@@ -356,7 +356,7 @@ async fn probe(config: &Config) -> anyhow::Result<Report> {
     for step in &mut steps {
         step.settle();
     }
-    let mut report = Report {
+    let mut report = Checklist {
         url: config.url.clone(),
         profile: config.profile.name,
         capture: path.display().to_string(),

@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::capture::model::{Headers, Timings, Upgrade};
 use crate::capture::reader::{BodyData, Capture, Exchange};
 use crate::diff;
-use crate::explain::{self, Report};
+use crate::explain::{self, Explanation};
 use crate::mcp::jsonrpc::{self, Message};
 use crate::mcp::session::{Role, Session};
 
@@ -180,7 +180,7 @@ pub struct DiffRow {
 }
 
 /// The rows of a comparison, in its order.
-pub fn diff_rows(report: &diff::Report) -> Vec<DiffRow> {
+pub fn diff_rows(report: &diff::Comparison) -> Vec<DiffRow> {
     report
         .entries
         .iter()
@@ -479,7 +479,7 @@ struct EndData<'a> {
 impl<'a> SessionData<'a> {
     fn build(
         capture: &'a Capture,
-        report: &'a Report,
+        report: &'a Explanation,
         name: &'a str,
         options: &Options,
     ) -> SessionData<'a> {
