@@ -14,9 +14,9 @@ use crate::capture::reader::Capture;
 use crate::capture::writer::OnFull;
 use crate::diff;
 use crate::explain::{self, Style};
-use crate::fixture::client::{self, ClientOptions, ClientOutcome};
-use crate::fixture::server::{Faults, FixtureServer};
 use crate::proxy::{self, upstream::UpstreamTls, CaptureTarget, ListenTls, ProxyConfig};
+use mcptap_fixture::client::{self, ClientOptions, ClientOutcome};
+use mcptap_fixture::server::{Faults, FixtureServer};
 
 /// The faults the demo can show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,23 +1,25 @@
 //! mcptap: a recording reverse proxy for remote MCP servers and their OAuth endpoints.
 //!
-//! The proxy ([`proxy`]) forwards and records; the capture format and its writer live in
-//! [`capture`]; [`sse`] parses event streams incrementally.
+//! This package is the `mcptap` binary and its commands, one module each. The layers below
+//! are crates of their own: [`capture`] (the format: model, writer, reader, redaction,
+//! [`sse`]), [`mcp`] (the analysis: sessions, stages, checks, the explanation) and
+//! [`proxy`] (the data path, [`tls`]). The demo and test peers are `mcptap-fixture`,
+//! used by `demo` and the tests and exposed by nothing here.
 
-pub mod capture;
+pub use mcptap_capture as capture;
+pub use mcptap_capture::sse;
+pub use mcptap_mcp as mcp;
+pub use mcptap_proxy as proxy;
+pub use mcptap_proxy::{memory, tls};
+
 pub mod cli;
 pub mod demo;
 pub mod diff;
 pub mod explain;
 pub mod export;
-pub mod fixture;
-pub mod mcp;
-pub mod memory;
 pub mod mock;
 pub mod probe;
-pub mod proxy;
 pub mod replay;
 pub mod report;
-pub mod sse;
 pub mod style;
 pub mod terminal;
-pub mod tls;

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::{Request, Response};
-use mcptap::fixture::client::{self, ClientOptions};
-use mcptap::fixture::server::{Faults, FixtureServer};
+use mcptap_fixture::client::{self, ClientOptions};
+use mcptap_fixture::server::{Faults, FixtureServer};
 use serde_json::{json, Value};
 use tempfile::NamedTempFile;
 

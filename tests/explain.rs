@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use hyper::{Request, Response};
-use mcptap::fixture::client::{self, ClientOptions, ClientOutcome, ClientReport};
-use mcptap::fixture::server::{Faults, FixtureServer};
+use mcptap_fixture::client::{self, ClientOptions, ClientOutcome, ClientReport};
+use mcptap_fixture::server::{Faults, FixtureServer};
 use serde_json::Value;
 
 use crate::util::*;

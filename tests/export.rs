@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use mcptap::fixture::server::{Faults, FixtureServer};
+use mcptap_fixture::server::{Faults, FixtureServer};
 use serde_json::Value;
 
 use crate::explain::session_with;

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hyper::Request;
-use mcptap::fixture::client::{self, ClientOptions, ClientOutcome};
-use mcptap::fixture::server::{Faults, FixtureServer};
 use mcptap::sse::SseParser;
+use mcptap_fixture::client::{self, ClientOptions, ClientOutcome};
+use mcptap_fixture::server::{Faults, FixtureServer};
 use serde_json::{json, Value};
 
 use crate::replay::record_session;

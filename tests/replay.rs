@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hyper::Request;
-use mcptap::fixture::client::{self, ClientOptions, ClientOutcome, ClientReport};
-use mcptap::fixture::server::{Faults, FixtureServer};
+use mcptap_fixture::client::{self, ClientOptions, ClientOutcome, ClientReport};
+use mcptap_fixture::server::{Faults, FixtureServer};
 use serde_json::Value;
 
 use crate::util::*;

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use hyper::Response;
-use mcptap::fixture::server::Faults;
+use mcptap_fixture::server::Faults;
 use serde_json::Value;
 
 use crate::explain::session_with;

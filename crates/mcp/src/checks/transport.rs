@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde_json::Value;
 
 use super::{finding, Check, Finding, Severity};
-use crate::capture::model::{Direction, Outcome};
-use crate::capture::reader::{media_type, Exchange};
-use crate::mcp::jsonrpc::{self, show_id, Message};
-use crate::mcp::session::{Call, Role, Session, Step};
+use crate::jsonrpc::{self, show_id, Message};
+use crate::session::{Call, Role, Session, Step};
+use mcptap_capture::model::{Direction, Outcome};
+use mcptap_capture::reader::{media_type, Exchange};
 
 const MS: u64 = 1_000;
 const SEC: u64 = 1_000_000;
@@ -388,7 +388,7 @@ fn mcp_url_redirect(session: &Session<'_>) -> Vec<Finding> {
             continue;
         };
         let location = x.response_header("location");
-        let target = location.map(crate::mcp::session::url_path);
+        let target = location.map(crate::session::url_path);
         let hint = match target.as_deref() {
             Some(p) if p == format!("{}/", x.path()) || format!("{p}/") == x.path() => {
                 " It only adds or removes a trailing slash: register the exact URL the server serves, or serve both."
@@ -1236,7 +1236,7 @@ fn tls_advice(reason: &str) -> &'static str {
 
 /// MCP Authorization §Communication Security: endpoints are served over HTTPS the client can complete.
 fn tls_handshake_failures(session: &Session<'_>) -> Vec<Finding> {
-    let mut groups: BTreeMap<&str, Vec<&crate::capture::model::TlsError>> = BTreeMap::new();
+    let mut groups: BTreeMap<&str, Vec<&mcptap_capture::model::TlsError>> = BTreeMap::new();
     for (_, e) in &session.capture.tls_errors {
         groups.entry(e.reason.as_str()).or_default().push(e);
     }
@@ -1533,7 +1533,7 @@ fn cors(session: &Session<'_>) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::reader::Capture;
+    use mcptap_capture::reader::Capture;
     use serde_json::json;
 
     const TS: &str = "2026-01-01T00:00:00.000000Z";

@@ -804,7 +804,7 @@ fn describe(err: &instant_acme::Error, challenge: Option<&ChallengeType>, domain
     match err {
         E::Api(problem) => describe_problem(problem, challenge, domain),
         E::Timeout(_) => "the CA did not answer in time".into(),
-        E::Other(inner) => crate::proxy::upstream::error_chain(inner.as_ref()),
+        E::Other(inner) => crate::upstream::error_chain(inner.as_ref()),
         E::Json(e) => format!("the ACME server sent something that is not ACME ({e})"),
         other => other.to_string(),
     }
@@ -1043,7 +1043,7 @@ impl HttpClient for AcmeHttp {
                     Ok(BytesResponse::from(response))
                 }
                 Ok(Err(e)) => {
-                    let text = format!("{what}: {}", crate::proxy::upstream::error_chain(&e));
+                    let text = format!("{what}: {}", crate::upstream::error_chain(&e));
                     tracing::debug!("ACME {text}");
                     Err(instant_acme::Error::Other(text.into()))
                 }

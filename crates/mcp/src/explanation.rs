@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::checks::{self, Finding};
 use super::session::{Reached, Session, Silence, TokenLine};
-use crate::capture::reader::Capture;
+use mcptap_capture::reader::Capture;
 
 /// What `mcptap explain` says of a capture; `--json` prints it as it is.
 #[derive(Debug, Serialize)]

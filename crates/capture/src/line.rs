@@ -371,7 +371,7 @@ fn escape(to: &mut [u8], b: u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::model::{ByteCounts, Timings};
+    use crate::model::{ByteCounts, Timings};
     use proptest::prelude::*;
 
     fn by_hand(body: &EventBody) -> String {
@@ -594,7 +594,7 @@ mod tests {
 
     #[test]
     fn other_kinds_are_left_to_serde() {
-        let note = EventBody::Note(crate::capture::model::Note {
+        let note = EventBody::Note(crate::model::Note {
             code: "x".into(),
             message: "y".into(),
             count: None,

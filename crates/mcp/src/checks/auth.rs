@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::{finding, Check, Finding, Severity};
-use crate::capture::reader::Exchange;
-use crate::mcp::session::{form_value, url_path, Role, Session, Step};
+use crate::session::{form_value, url_path, Role, Session, Step};
+use mcptap_capture::reader::Exchange;
 
 const CHALLENGE_SPEC: &str = "MCP Authorization (2025-06-18) §2.3.1; RFC 9728 §5.1";
 const PRM_SPEC: &str = "RFC 9728 §3.2, §3.3";

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::ca::LocalCa;
 use super::{RejectKind, Rejected, TlsSetup};
-use crate::capture::model::TlsFacts;
+use mcptap_capture::model::TlsFacts;
 
 /// Upper bound on any single wait in these tests, so that a bug fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(10);

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::jsonrpc::{self, Message};
-use crate::capture::reader::{media_type, Capture, Exchange};
+use mcptap_capture::reader::{media_type, Capture, Exchange};
 
 /// What an exchange is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -329,7 +329,7 @@ impl<'a> Session<'a> {
             .session
             .routes
             .iter()
-            .any(|r| r.listen == crate::capture::model::LISTEN_PROBE);
+            .any(|r| r.listen == mcptap_capture::model::LISTEN_PROBE);
         let stages = stages(&steps, &calls, probe);
         let mut session = Session {
             capture,
@@ -863,7 +863,7 @@ fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool) -> Vec<Stage> {
 }
 
 /// The media type of a recorded header list's Content-Type.
-pub fn content_type_of(headers: &crate::capture::model::Headers) -> Option<String> {
+pub fn content_type_of(headers: &mcptap_capture::model::Headers) -> Option<String> {
     headers.get("content-type").map(media_type)
 }
 

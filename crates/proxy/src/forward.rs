@@ -20,10 +20,10 @@ use super::pool::{Pool, Slot, UpstreamIncoming};
 use super::rewrite::{self, BodyKind, Collected, Forwarded, Notes, Rewriting};
 use super::upgrade;
 use super::upstream::{self, ConnectFacts};
-use crate::capture::body::RecordingBody;
-use crate::capture::headers::media_type;
-use crate::capture::model::{self, EventBody};
-use crate::capture::{Direction, Outcome};
+use mcptap_capture::body::RecordingBody;
+use mcptap_capture::headers::media_type;
+use mcptap_capture::model::{self, EventBody};
+use mcptap_capture::{Direction, Outcome};
 
 /// A body the proxy sends upstream: the client's, recorded as it was sent (and with
 /// `--rewrite-origins`, rewritten after that).
@@ -491,5 +491,5 @@ fn is_event_stream(headers: &http::HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(crate::capture::headers::is_event_stream)
+        .is_some_and(mcptap_capture::headers::is_event_stream)
 }

@@ -14,8 +14,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use super::origins::{Origin, OriginMap};
-use crate::capture::model::{self, EventBody};
-use crate::capture::Recorder;
+use mcptap_capture::model::{self, EventBody};
+use mcptap_capture::Recorder;
 
 /// The largest message body rewritten: it must be held whole first. Larger ones are forwarded
 /// unmodified (and noted). OAuth and MCP JSON documents are a few KiB.
@@ -165,7 +165,7 @@ pub fn body_kind(headers: &HeaderMap) -> BodyKind {
     let media = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(crate::capture::reader::media_type)
+        .map(mcptap_capture::reader::media_type)
         .unwrap_or_default();
     match media.as_str() {
         "text/event-stream" => BodyKind::EventStream,

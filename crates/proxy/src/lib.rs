@@ -1,13 +1,18 @@
-//! `mcptap proxy`: accept client connections, forward each exchange to the configured
-//! upstream, record everything, and shut down without losing what was recorded.
+//! The data path of `mcptap proxy`: accept client connections (plain, TLS with ACME or
+//! certificate files), forward each exchange to the configured upstream, record everything
+//! into a capture, and shut down without losing what was recorded.
+//!
+//! Built on `mcptap-capture`; it knows nothing of MCP or of the commands that read captures.
 
 pub mod exchange;
 pub mod forward;
 pub mod h1;
 pub mod headers;
+pub mod memory;
 pub mod origins;
 pub mod pool;
 pub mod rewrite;
+pub mod tls;
 pub mod upgrade;
 pub mod upstream;
 
@@ -28,15 +33,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-pub use crate::capture::file::CaptureTarget;
-use crate::capture::file::{open_capture, short_id};
-use crate::capture::model::{self, ConnClose, ConnOpen, EventBody, SessionOptions};
-use crate::capture::redact::Redactor;
-use crate::capture::writer::{self, OnFull, WriterConfig, WriterStats};
-use crate::capture::{Clock, Observers, Record, SessionStart};
 use crate::tls::{AcmeConfig, AcmeEvent, RejectKind, ReloadSummary, TlsSetup};
 use exchange::Shared;
 use forward::{ConnContext, Route};
+pub use mcptap_capture::file::CaptureTarget;
+use mcptap_capture::file::{open_capture, short_id};
+use mcptap_capture::model::{self, ConnClose, ConnOpen, EventBody, SessionOptions};
+use mcptap_capture::redact::Redactor;
+use mcptap_capture::writer::{self, OnFull, WriterConfig, WriterStats};
+use mcptap_capture::{Clock, Observers, Record, SessionStart};
 
 /// How the listener speaks.
 #[derive(Debug, Clone)]
@@ -478,7 +483,7 @@ struct Limits {
 fn refuse(
     mut stream: TcpStream,
     plain: bool,
-    recorder: &crate::capture::Recorder,
+    recorder: &mcptap_capture::Recorder,
     refused: &mut u64,
     limit: usize,
 ) {
@@ -519,7 +524,7 @@ fn refuse(
 }
 
 /// Records a certificate reload (from the file watcher or SIGHUP) as a `note`, and says it.
-fn record_reload(recorder: &crate::capture::Recorder, result: Result<ReloadSummary, String>) {
+fn record_reload(recorder: &mcptap_capture::Recorder, result: Result<ReloadSummary, String>) {
     let (code, message) = match result {
         Ok(summary) => (
             "tls_reloaded",
@@ -534,7 +539,7 @@ fn record_reload(recorder: &crate::capture::Recorder, result: Result<ReloadSumma
 }
 
 /// Records a proxy-side fact (certificates reloaded, ACME progress) as a `note`, and says it.
-fn record_note(recorder: &crate::capture::Recorder, code: &str, message: String) {
+fn record_note(recorder: &mcptap_capture::Recorder, code: &str, message: String) {
     eprintln!("mcptap: {message}");
     recorder.event_now(EventBody::Note(model::Note {
         code: code.into(),
@@ -712,7 +717,7 @@ impl Drop for ConnGuard {
 
 /// What a connection's `conn_close` is made of, gathered while it is open (the proxy's
 /// connections and the mock's).
-pub(crate) struct ConnEnd {
+pub struct ConnEnd {
     pub conn: u64,
     opened: Instant,
     bytes_in: Arc<AtomicU64>,
@@ -735,7 +740,7 @@ impl ConnEnd {
 
     /// Records `conn_close`: `shutdown` when the proxy's shutdown cut it, `error` when it
     /// failed, else `closed`.
-    pub fn record(&mut self, recorder: &crate::capture::Recorder, forced: bool, exchanges: u64) {
+    pub fn record(&mut self, recorder: &mcptap_capture::Recorder, forced: bool, exchanges: u64) {
         let reason = if forced {
             "shutdown"
         } else if self.error.is_some() {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::exchange::Shared;
 use super::CountingStream;
-use crate::capture::model::{EventBody, Upgrade};
+use mcptap_capture::model::{EventBody, Upgrade};
 
 /// Spawns the tunnel between the client's and the upstream's upgraded connections.
 pub fn tunnel(

@@ -26,10 +26,10 @@ use super::forward::ConnContext;
 use super::headers::HOP_BY_HOP_NAMES as HOP_BY_HOP;
 use super::pool::{Raw, RawConnect, SendError};
 use super::upstream;
-use crate::capture::body::Tap;
-use crate::capture::headers::is_event_stream;
-use crate::capture::model::{self, EventBody, Headers};
-use crate::capture::{Direction, Outcome};
+use mcptap_capture::body::Tap;
+use mcptap_capture::headers::is_event_stream;
+use mcptap_capture::model::{self, EventBody, Headers};
+use mcptap_capture::{Direction, Outcome};
 
 /// The largest request body the fast path takes whole before forwarding; a larger one
 /// (an upload) goes to hyper, which streams it.

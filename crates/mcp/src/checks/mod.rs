@@ -65,7 +65,7 @@ pub fn run(session: &Session<'_>) -> Vec<Finding> {
 }
 
 /// Builds a finding for check `id` with the spec text of that check.
-pub(crate) fn finding(
+pub fn finding(
     check: &'static str,
     spec: &'static str,
     severity: Severity,

@@ -5,7 +5,7 @@ use http::header::{
     TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
-use crate::capture::model::Headers;
+use mcptap_capture::model::Headers;
 
 /// Fields that are hop-by-hop whether or not `Connection` names them
 /// (RFC 9110 §7.6.1; `Proxy-Connection` and `Keep-Alive` are the legacy ones).

@@ -7,9 +7,9 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 use super::upstream::ConnectFacts;
-use crate::capture::body::BodyObserver;
-use crate::capture::model::{ByteCounts, End, EventBody, Timings};
-use crate::capture::{Direction, Outcome, Recorder};
+use mcptap_capture::body::BodyObserver;
+use mcptap_capture::model::{ByteCounts, End, EventBody, Timings};
+use mcptap_capture::{Direction, Outcome, Recorder};
 
 /// State shared by every connection and exchange of one proxy process.
 pub struct Shared {

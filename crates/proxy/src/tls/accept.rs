@@ -17,7 +17,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use super::resolver::Pinned;
 use super::{acme, TlsSetup};
-use crate::capture::model::TlsFacts;
+use mcptap_capture::model::TlsFacts;
 
 /// TLS record content type of a handshake message: the first byte of every ClientHello.
 const HANDSHAKE_RECORD: u8 = 0x16;
