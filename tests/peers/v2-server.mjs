@@ -1,0 +1,180 @@
+// An MCP server over Streamable HTTP built with the v2 TypeScript SDK (@modelcontextprotocol/server
+// 2.x + @modelcontextprotocol/node), with one tool, `echo` ({ message: string } → "Echo: <message>").
+//
+// Usage:  node v2-server.mjs [--era modern|legacy|both] [--fault discover-500]
+//   --era both    (default) `createMcpHandler(factory)`: protocol 2026-07-28 (server/discover,
+//                 no initialize, no sessions, a `_meta` envelope on every request) and, for
+//                 2025-era traffic, the SDK's stateless legacy fallback (initialize answered by a
+//                 fresh instance per request, no Mcp-Session-Id; GET/DELETE answered 405);
+//   --era modern  `createMcpHandler(factory, { legacy: 'reject' })`: 2026-07-28 only; a 2025-era
+//                 request (initialize, …) is answered with the -32022 unsupported-protocol-version
+//                 error naming the supported revisions;
+//   --era legacy  the classic 2025 wiring: a sessionful `NodeStreamableHTTPServerTransport` per
+//                 session (Mcp-Session-Id issued on initialize, GET stream, DELETE), an McpServer
+//                 with the default 2025-era `supportedProtocolVersions`, so no server/discover
+//                 handler: the probe is answered like any request without a session;
+//   --fault discover-500  a planted fault: a POST whose JSON-RPC method is `server/discover` is
+//                 answered `500` with a JSON-RPC error body, before the SDK sees it (any era).
+//
+// Listens on 127.0.0.1 on a port the OS picks, at path /mcp, and prints one line on stdout:
+//   mcptap-peer: listening mcp=http://127.0.0.1:PORT/mcp era=ERA fault=FAULT
+// Exits 0 on SIGTERM/SIGINT.
+import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import * as z from 'zod/v4';
+import { createMcpHandler, isInitializeRequest, McpServer } from '@modelcontextprotocol/server';
+import {
+    localhostHostValidation,
+    localhostOriginValidation,
+    NodeStreamableHTTPServerTransport,
+    toNodeHandler
+} from '@modelcontextprotocol/node';
+
+const argv = process.argv.slice(2);
+const opt = (name, fallback, allowed) => {
+    const i = argv.indexOf(name);
+    const value = i >= 0 ? argv[i + 1] : fallback;
+    if (!allowed.includes(value)) {
+        console.error(`v2-server: ${name} must be one of ${allowed.join('|')}, not ${value}`);
+        process.exit(2);
+    }
+    return value;
+};
+const era = opt('--era', 'both', ['modern', 'legacy', 'both']);
+const fault = opt('--fault', 'none', ['none', 'discover-500']);
+
+// One factory for every era (the SDK's advice: the same tool surface on both legs).
+const makeServer = () => {
+    const server = new McpServer({ name: 'mcptap-v2-server', version: '1.0.0' });
+    server.registerTool(
+        'echo',
+        {
+            description: 'Echoes back the input',
+            inputSchema: z.object({ message: z.string().describe('Message to echo') })
+        },
+        async ({ message }) => ({ content: [{ type: 'text', text: `Echo: ${message}` }] })
+    );
+    return server;
+};
+const onerror = error => console.error(`v2-server: ${error?.message ?? error}`);
+
+// The request handler for the chosen era: (req, res, raw) => Promise<void>, where raw is the POST
+// body already read off req (a Buffer), or undefined when it was left for the SDK to read.
+let serve;
+let closeAll = async () => {};
+if (era === 'legacy') {
+    const sessions = new Map(); // Mcp-Session-Id → transport
+    serve = async (req, res, raw) => {
+        const body = parseJson(raw);
+        if (raw !== undefined && body === undefined) {
+            // The transport's own answer to a body that is not JSON.
+            return answer(res, 400, { jsonrpc: '2.0', error: { code: -32700, message: 'Parse error: Invalid JSON' }, id: null });
+        }
+        const sid = req.headers['mcp-session-id'];
+        let transport = typeof sid === 'string' ? sessions.get(sid) : undefined;
+        if (!transport && req.method === 'POST' && sid === undefined && isInitializeRequest(body)) {
+            transport = new NodeStreamableHTTPServerTransport({
+                sessionIdGenerator: () => randomUUID(),
+                onsessioninitialized: id => sessions.set(id, transport)
+            });
+            transport.onclose = () => transport.sessionId && sessions.delete(transport.sessionId);
+            await makeServer().connect(transport);
+        }
+        // Outside a session, the answers of the SDK's sessionful example server (and of
+        // oauth-server.mjs): a server/discover probe, which carries no session, gets the 400.
+        if (!transport && sid !== undefined) {
+            return answer(res, 404, { jsonrpc: '2.0', error: { code: -32001, message: 'Session not found' }, id: null });
+        }
+        if (!transport) {
+            return answer(res, 400, {
+                jsonrpc: '2.0',
+                error: { code: -32000, message: 'Bad Request: No valid session ID provided' },
+                id: null
+            });
+        }
+        await transport.handleRequest(req, res, body);
+    };
+    closeAll = async () => Promise.allSettled([...sessions.values()].map(t => t.close()));
+} else {
+    const handler = createMcpHandler(() => makeServer(), {
+        ...(era === 'modern' && { legacy: 'reject' }),
+        onerror
+    });
+    const node = toNodeHandler(handler, { onerror });
+    // The handler reads the body itself: when this script already read it (for --fault), it gets
+    // a request that replays the same bytes, so the SDK parses exactly what came in.
+    serve = (req, res, raw) =>
+        node(
+            raw === undefined
+                ? req
+                : {
+                      method: req.method,
+                      url: req.url,
+                      headers: req.headers,
+                      async *[Symbol.asyncIterator]() {
+                          yield raw;
+                      }
+                  },
+            res
+        );
+    closeAll = () => handler.close();
+}
+
+const validateHost = localhostHostValidation();
+const validateOrigin = localhostOriginValidation();
+const parseJson = raw => {
+    if (raw === undefined || raw.length === 0) return undefined;
+    try {
+        return JSON.parse(raw.toString('utf8'));
+    } catch {
+        return undefined;
+    }
+};
+const readBody = async req => {
+    const chunks = [];
+    for await (const chunk of req) chunks.push(chunk);
+    return Buffer.concat(chunks);
+};
+const answer = (res, status, json) => {
+    res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(json));
+};
+const isDiscover = body =>
+    Array.isArray(body) ? body.some(isDiscover) : body?.method === 'server/discover';
+
+const http = createServer(async (req, res) => {
+    try {
+        if (!validateHost(req, res) || !validateOrigin(req, res)) return;
+        if (new URL(req.url, 'http://x').pathname !== '/mcp') {
+            res.writeHead(404).end();
+            return;
+        }
+        const needBody = req.method === 'POST' && (era === 'legacy' || fault !== 'none');
+        const raw = needBody ? await readBody(req) : undefined;
+        if (fault === 'discover-500' && raw !== undefined) {
+            const body = parseJson(raw);
+            if (isDiscover(body)) {
+                return answer(res, 500, {
+                    jsonrpc: '2.0',
+                    id: Array.isArray(body) ? null : (body.id ?? null),
+                    error: { code: -32603, message: 'planted fault: server/discover answers 500' }
+                });
+            }
+        }
+        await serve(req, res, raw);
+    } catch (error) {
+        onerror(error);
+        if (!res.headersSent) res.writeHead(500).end();
+    }
+});
+
+http.listen(0, '127.0.0.1', () => {
+    const { port } = http.address();
+    console.log(`mcptap-peer: listening mcp=http://127.0.0.1:${port}/mcp era=${era} fault=${fault}`);
+});
+const stop = async () => {
+    await closeAll().catch(() => {});
+    http.closeAllConnections();
+    http.close(() => process.exit(0));
+};
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
