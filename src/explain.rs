@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::capture::reader::Capture;
 use crate::mcp::checks::Severity;
+use crate::mcp::era::Era;
 pub use crate::mcp::explanation::{explain, explain_file, Explanation, StageReport};
 use crate::mcp::session::{Reached, Session, StageId};
 use crate::style::wrap;
@@ -40,6 +41,7 @@ pub fn render(capture: &Capture, report: &Explanation, style: Style) -> String {
         capture.exchanges.len(),
         capture.connections.len()
     );
+    let _ = writeln!(out, "{} {}", style.bold("era"), era_line(&session));
     if capture.exchanges.is_empty() {
         let _ = writeln!(
             out,
@@ -53,6 +55,18 @@ pub fn render(capture: &Capture, report: &Explanation, style: Style) -> String {
         let (mark, when) = match s.reached {
             Reached::Reached => (style.green("✓"), s.t.map(secs).unwrap_or_default()),
             Reached::NotObserved => (style.dim("·"), style.dim("not observed here")),
+            Reached::NotApplicable if !s.id.in_era(session.negotiation.era) => (
+                style.dim("-"),
+                style.dim(if s.id.in_era(Era::Modern) {
+                    "not in the 2025 revisions"
+                } else {
+                    "not in 2026-07-28"
+                }),
+            ),
+            Reached::NotApplicable if s.id == StageId::Listen => (
+                style.dim("-"),
+                style.dim("optional: no subscriptions/listen"),
+            ),
             Reached::NotApplicable if s.id == StageId::Call => {
                 (style.dim("-"), style.dim("a probe calls no tools"))
             }
@@ -174,4 +188,50 @@ pub fn render(capture: &Capture, report: &Explanation, style: Style) -> String {
         }
     }
     out
+}
+
+/// The era in words, with its evidence: `2026-07-28 (server/discover answered at #3)`.
+fn era_line(session: &Session<'_>) -> String {
+    let n = &session.negotiation;
+    let probe = || {
+        format!(
+            "{} at #{}",
+            n.probe_method.as_deref().unwrap_or("the probe"),
+            n.probe.unwrap_or_default()
+        )
+    };
+    let offered = if n.server_versions.is_empty() {
+        String::new()
+    } else {
+        format!("; the server offers {}", n.server_versions.join(", "))
+    };
+    match n.era {
+        Era::Modern => match n.probe {
+            Some(_) => format!("{} ({} answered{offered})", n.era.label(), probe()),
+            None => format!(
+                "{} (the client's requests; none answered yet)",
+                n.era.label()
+            ),
+        },
+        Era::Legacy => match &n.protocol_version {
+            Some(v) => format!("2025 ({v}, opened with initialize)"),
+            None => n.era.label().into(),
+        },
+        Era::Fallback => format!(
+            "{} ({} refused, initialize at #{}{offered})",
+            n.era.label(),
+            probe(),
+            n.initialize.unwrap_or_default()
+        ),
+        Era::FailedNegotiation => format!(
+            "{} ({} answered {}, and no initialize followed)",
+            n.era.label(),
+            probe(),
+            n.probe_answer
+                .as_ref()
+                .map(|a| a.describe())
+                .unwrap_or_default()
+        ),
+        Era::Unknown => n.era.label().into(),
+    }
 }

@@ -27,6 +27,21 @@ struct Line {
     response_type: Option<String>,
     /// A form POST: what a token request is.
     form_post: bool,
+    /// The request names a 2026-07-28 protocol version (`MCP-Protocol-Version`).
+    modern: bool,
+}
+
+/// What the live lines have said of the protocol era so far.
+#[derive(Default)]
+enum EraSeen {
+    #[default]
+    Unknown,
+    /// A modern request was refused (not by the authorization gate) at this exchange.
+    ProbeRefused {
+        ex: u64,
+        status: u16,
+    },
+    Announced,
 }
 
 /// A token was issued and no authenticated request has followed yet.
@@ -50,6 +65,7 @@ pub struct Terminal {
     /// Finds the token request's grant in a body; built once, as building it costs more than
     /// searching a small body.
     code_grant: memchr::memmem::Finder<'static>,
+    era: EraSeen,
 }
 
 impl Terminal {
@@ -68,6 +84,7 @@ impl Terminal {
             waiting: None,
             routes: Vec::new(),
             code_grant: memchr::memmem::Finder::new(b"grant_type=authorization_code"),
+            era: EraSeen::default(),
         }
     }
 
@@ -181,6 +198,10 @@ impl Terminal {
                 authenticated,
                 response_type: None,
                 form_post,
+                modern: req
+                    .headers
+                    .get("mcp-protocol-version")
+                    .is_some_and(|v| crate::mcp::era::MODERN_VERSIONS.contains(&v.trim())),
             },
         );
     }
@@ -282,9 +303,10 @@ impl Terminal {
                 }
             }
         };
+        let era = self.era_seen(&line, end);
         if line.stream {
             print(format_args!(
-                "{time} {}{} {} event stream closed after {took}, {} events, {}{outcome}{stage}",
+                "{time} {}{} {} event stream closed after {took}, {} events, {}{outcome}{stage}{era}",
                 line.route,
                 line.method,
                 line.path,
@@ -293,7 +315,7 @@ impl Terminal {
             ));
         } else {
             print(format_args!(
-                "{time} {}{} {} {status}{rpc} {took} ↑{} ↓{}{outcome}{stage}",
+                "{time} {}{} {} {status}{rpc} {took} ↑{} ↓{}{outcome}{stage}{era}",
                 line.route,
                 line.method,
                 line.path,
@@ -301,6 +323,46 @@ impl Terminal {
                 size(end.bytes.response)
             ));
         }
+    }
+
+    /// The protocol era, said once on the line of the exchange that settles it: a modern
+    /// request answered (2026-07-28), or an initialize answered (2025, after a refused probe
+    /// or not). The full negotiation analysis is `explain`'s.
+    fn era_seen(&mut self, line: &Line, end: &End) -> String {
+        if matches!(self.era, EraSeen::Announced) {
+            return String::new();
+        }
+        let Some(status) = end.status.or(line.status) else {
+            return String::new();
+        };
+        let Some(method) = rpc_method(&line.body) else {
+            return String::new();
+        };
+        if matches!(status, 401 | 403) {
+            return String::new();
+        }
+        let ok = (200..300).contains(&status);
+        let said = match (line.modern, ok, &self.era) {
+            (true, true, _) => " · era 2026-07-28".to_string(),
+            (true, false, EraSeen::Unknown) => {
+                self.era = EraSeen::ProbeRefused { ex: end.ex, status };
+                return String::new();
+            }
+            (
+                false,
+                true,
+                EraSeen::ProbeRefused {
+                    ex,
+                    status: refused,
+                },
+            ) if method == "initialize" => {
+                format!(" · era 2025: fell back after the 2026-07-28 probe #{ex} got {refused}")
+            }
+            (false, true, EraSeen::Unknown) if method == "initialize" => " · era 2025".to_string(),
+            _ => return String::new(),
+        };
+        self.era = EraSeen::Announced;
+        said
     }
 
     fn tls_error(&mut self, t: u64, e: &crate::capture::model::TlsError) {

@@ -5,8 +5,8 @@
 //!
 //! The peers are pinned npm and PyPI packages installed by `tests/peers/setup` into
 //! tests/peers/node_modules and tests/peers/.venv, driven by the scripts beside them (see
-//! tests/peers/README.md). Without them
-//! each test prints `SKIPPED: ...` and returns. Every peer process is killed when its guard
+//! tests/peers/README.md). Without them each test prints `SKIPPED: ...` and returns, except
+//! in CI (`CI=true`), where a missing peer fails the test. Every peer process is killed when its guard
 //! drops, and each test gives up after 60 s.
 
 use std::io::{BufRead, BufReader, Write};
@@ -20,36 +20,48 @@ use serde_json::Value;
 use crate::util::*;
 
 /// The most any one test here may take, start to finish.
-const TEST_BUDGET: Duration = Duration::from_secs(60);
+pub(crate) const TEST_BUDGET: Duration = Duration::from_secs(60);
 
 /// tests/peers, when its npm packages are installed.
-fn peers_dir() -> Option<PathBuf> {
+pub(crate) fn peers_dir() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers");
     let installed = [
         "node_modules/@modelcontextprotocol/sdk/package.json",
         "node_modules/@modelcontextprotocol/server-everything/package.json",
+        "node_modules/@modelcontextprotocol/client/package.json",
+        "node_modules/@modelcontextprotocol/server/package.json",
+        "node_modules/@modelcontextprotocol/node/package.json",
     ]
     .iter()
     .all(|p| dir.join(p).is_file());
     installed.then_some(dir)
 }
 
-/// The peers dir, or a loud skip (the test returns without asserting anything).
+/// Whether a missing peer may be skipped: only outside CI (`CI=true` fails instead).
+pub(crate) fn may_skip(what: &str) -> bool {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "{what} is not installed, and in CI every peer must be: tests/peers/setup installs it"
+        );
+    }
+    eprintln!("SKIPPED: {what} is not installed; run tests/peers/setup");
+    true
+}
+
+/// The peers dir, or a loud skip outside CI (the test returns without asserting anything).
 macro_rules! peers_or_skip {
     () => {
         match peers_dir() {
             Some(dir) => dir,
-            None => {
-                eprintln!("SKIPPED: real MCP peers are not installed; run tests/peers/setup");
-                return;
-            }
+            None if may_skip("the real MCP peers") => return,
+            None => unreachable!(),
         }
     };
 }
 
 /// A peer process (a server or a driver) that is killed when dropped. Its stdout and stderr
 /// lines are echoed to the test's stderr (shown when a test fails) and can be waited for.
-struct Peer {
+pub(crate) struct Peer {
     name: &'static str,
     child: Child,
     stdin: Option<ChildStdin>,
@@ -59,7 +71,12 @@ struct Peer {
 }
 
 impl Peer {
-    fn node(name: &'static str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Peer {
+    pub(crate) fn node(
+        name: &'static str,
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Peer {
         Peer::spawn(name, "node", dir, args, env)
     }
 
@@ -119,7 +136,7 @@ impl Peer {
     }
 
     /// Waits for a line (stdout or stderr) containing `needle`, and returns it.
-    fn wait_for(&self, needle: &str, deadline: Instant) -> String {
+    pub(crate) fn wait_for(&self, needle: &str, deadline: Instant) -> String {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
@@ -143,7 +160,7 @@ impl Peer {
 
     /// Waits for the process to exit (killing it at the deadline) and returns its exit code
     /// and stdout.
-    fn finish(mut self, deadline: Instant) -> (i32, String) {
+    pub(crate) fn finish(mut self, deadline: Instant) -> (i32, String) {
         drop(self.stdin.take());
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -205,7 +222,7 @@ fn run_driver_with(
 }
 
 /// `mcptap explain CAPTURE --json`, parsed; the human report is echoed for failures.
-fn explain(capture: &Path) -> Value {
+pub(crate) fn explain(capture: &Path) -> Value {
     let bin = env!("CARGO_BIN_EXE_mcptap");
     let human = Command::new(bin)
         .arg("explain")
@@ -228,7 +245,7 @@ fn explain(capture: &Path) -> Value {
     serde_json::from_slice(&out.stdout).expect("explain --json prints JSON")
 }
 
-fn stage_status<'a>(report: &'a Value, id: &str) -> &'a str {
+pub(crate) fn stage_status<'a>(report: &'a Value, id: &str) -> &'a str {
     report["stages"]
         .as_array()
         .unwrap()
@@ -250,7 +267,7 @@ fn stage_problems(report: &Value, expected: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
-fn error_findings(report: &Value) -> Vec<String> {
+pub(crate) fn error_findings(report: &Value) -> Vec<String> {
     report["findings"]
         .as_array()
         .unwrap()
@@ -261,7 +278,7 @@ fn error_findings(report: &Value) -> Vec<String> {
 }
 
 /// The value after `key` in a peer's line (`... mcp=http://127.0.0.1:PORT/mcp ...`).
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
+pub(crate) fn field<'a>(line: &'a str, key: &str) -> &'a str {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key))
         .unwrap_or_else(|| panic!("no {key} in {line:?}"))
@@ -498,8 +515,7 @@ fn typescript_sdk_oauth_session_explains_clean() {
 #[test]
 fn python_sdk_oauth_session_explains_clean() {
     let dir = peers_or_skip!();
-    if !dir.join(".venv/bin/python").is_file() {
-        eprintln!("SKIPPED: the Python MCP peer is not installed; run tests/peers/setup");
+    if !dir.join(".venv/bin/python").is_file() && may_skip("the Python MCP peer") {
         return;
     }
     let deadline = Instant::now() + TEST_BUDGET;
@@ -1016,8 +1032,7 @@ fn server_everything_over_legacy_sse_through_the_proxy_matches_direct() {
 #[test]
 fn python_sdk_client_with_server_everything_through_the_proxy_matches_direct() {
     let dir = peers_or_skip!();
-    if !dir.join(".venv/bin/python").is_file() {
-        eprintln!("SKIPPED: the Python MCP peer is not installed; run tests/peers/setup");
+    if !dir.join(".venv/bin/python").is_file() && may_skip("the Python MCP peer") {
         return;
     }
     everything_through_the_proxy(&dir, Everything::Python);

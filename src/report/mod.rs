@@ -22,7 +22,7 @@ use crate::capture::reader::{BodyData, Capture, Exchange};
 use crate::diff;
 use crate::explain::{self, Explanation};
 use crate::mcp::jsonrpc::{self, Message};
-use crate::mcp::session::{Role, Session};
+use crate::mcp::session::{Reached, Role, Session};
 
 const CSS: &str = include_str!("page.css");
 const JS: &str = include_str!("page.js");
@@ -314,6 +314,10 @@ struct SessionData<'a> {
     warnings: &'a [String],
     notes: Vec<NoteData<'a>>,
     tls_errors: Vec<TlsErrorData<'a>>,
+    /// The protocol era (`modern`, `legacy`, `fallback`, `failed_negotiation`, `unknown`) and
+    /// its words; the stages are the era's ladder.
+    era: &'static str,
+    era_label: &'static str,
     stages: Vec<StageData>,
     silence: Option<SilenceData>,
     tokens: &'a [crate::mcp::session::TokenLine],
@@ -484,9 +488,11 @@ impl<'a> SessionData<'a> {
         options: &Options,
     ) -> SessionData<'a> {
         let session = Session::analyze(capture);
+        let era = session.negotiation.era;
         let stages = session
             .stages
             .iter()
+            .filter(|s| s.id.in_era(era) || s.reached == Reached::Reached)
             .map(|s| StageData {
                 id: s.id.id(),
                 title: s.id.title(),
@@ -555,6 +561,8 @@ impl<'a> SessionData<'a> {
                     reason: &e.reason,
                 })
                 .collect(),
+            era: era.id(),
+            era_label: era.label(),
             stages,
             silence,
             tokens: &report.tokens,

@@ -157,6 +157,8 @@
       s.redaction === 'off'
         ? el('span', { class: 'badge clear', text: 'NOT redacted: this capture holds secrets in clear' })
         : el('span', { class: 'badge redacted', text: 'secrets redacted (' + s.redaction + ')' }),
+      txt(' '),
+      el('span', { class: 'badge era era-' + s.era, 'data-era': s.era, text: 'MCP ' + s.era_label }),
     ]);
     sec.append(meta);
 
@@ -174,7 +176,7 @@
       } else if (st.status === 'not_observed') {
         li.append(txt(' (not seen here)'));
       } else if (st.status === 'not_applicable') {
-        li.append(txt(st.id === 'call' ? ' (a probe calls no tools)' : ' (no authorization)'));
+        li.append(txt(st.id === 'call' ? ' (a probe calls no tools)' : st.id === 'listen' ? ' (optional: no subscriptions/listen)' : ' (no authorization)'));
       }
       ul.append(li);
     }

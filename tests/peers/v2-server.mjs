@@ -15,6 +15,8 @@
 //                 handler: the probe is answered like any request without a session;
 //   --fault discover-500  a planted fault: a POST whose JSON-RPC method is `server/discover` is
 //                 answered `500` with a JSON-RPC error body, before the SDK sees it (any era).
+//   --fault strip-mcp-method  a planted fault: the Mcp-Method header is removed before the SDK
+//                 sees the request, as a gateway or middleware that drops unknown headers does.
 //
 // Listens on 127.0.0.1 on a port the OS picks, at path /mcp, and prints one line on stdout:
 //   mcptap-peer: listening mcp=http://127.0.0.1:PORT/mcp era=ERA fault=FAULT
@@ -41,7 +43,7 @@ const opt = (name, fallback, allowed) => {
     return value;
 };
 const era = opt('--era', 'both', ['modern', 'legacy', 'both']);
-const fault = opt('--fault', 'none', ['none', 'discover-500']);
+const fault = opt('--fault', 'none', ['none', 'discover-500', 'strip-mcp-method']);
 
 // One factory for every era (the SDK's advice: the same tool surface on both legs).
 const makeServer = () => {
@@ -148,7 +150,14 @@ const http = createServer(async (req, res) => {
             res.writeHead(404).end();
             return;
         }
-        const needBody = req.method === 'POST' && (era === 'legacy' || fault !== 'none');
+        if (fault === 'strip-mcp-method') {
+            delete req.headers['mcp-method'];
+            const raw = req.rawHeaders;
+            for (let i = raw.length - 2; i >= 0; i -= 2) {
+                if (raw[i].toLowerCase() === 'mcp-method') raw.splice(i, 2);
+            }
+        }
+        const needBody = req.method === 'POST' && (era === 'legacy' || fault === 'discover-500');
         const raw = needBody ? await readBody(req) : undefined;
         if (fault === 'discover-500' && raw !== undefined) {
             const body = parseJson(raw);

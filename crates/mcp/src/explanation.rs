@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::checks::{self, Finding};
+use super::era::{Era, Negotiation};
 use super::session::{Reached, Session, Silence, TokenLine};
 use mcptap_capture::reader::Capture;
 
@@ -16,6 +17,11 @@ pub struct Explanation {
     pub capture: String,
     pub session_id: String,
     pub exchanges: usize,
+    /// The protocol era: `modern` (2026-07-28), `legacy` (2025, initialize), `fallback`
+    /// (2025 after a refused 2026-07-28 probe), `failed_negotiation`, or `unknown`.
+    pub era: Era,
+    /// How the era was negotiated: the probe, its answer, the versions the server named.
+    pub negotiation: Negotiation,
     pub stages: Vec<StageReport>,
     pub silence: Option<Silence>,
     pub tokens: Vec<TokenLine>,
@@ -28,7 +34,8 @@ pub struct Explanation {
 pub struct StageReport {
     pub id: &'static str,
     pub reached: bool,
-    /// `reached`, `missing`, or `not_observed` (it happened where the proxy could not see).
+    /// `reached`, `missing`, `not_observed` (it happened where the proxy could not see), or
+    /// `not_applicable` (not part of this flow: the other era's stage, say).
     pub status: Reached,
     pub first_exchange: Option<u64>,
     /// µs since the session start.
@@ -43,6 +50,8 @@ pub fn explain(capture: &Capture, name: &str) -> Explanation {
         capture: name.to_string(),
         session_id: capture.session.session_id.clone(),
         exchanges: capture.exchanges.len(),
+        era: session.negotiation.era,
+        negotiation: session.negotiation.clone(),
         stages: session
             .stages
             .iter()

@@ -23,6 +23,8 @@ pub enum Message {
         id: Option<String>,
         code: i64,
         message: String,
+        /// The error's `data`, when it has one (e.g. the versions a server supports).
+        data: Option<Value>,
     },
     /// JSON that is not a valid JSON-RPC message; the reason says why.
     Invalid {
@@ -135,6 +137,7 @@ fn decode_one(value: &Value) -> Message {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string(),
+            data: error.get("data").cloned(),
         };
     }
     if let Some(result) = obj.get("result") {

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use super::era::{Era, Negotiation};
 use super::jsonrpc::{self, Message};
 use mcptap_capture::reader::{media_type, Capture, Exchange};
 
@@ -75,15 +76,20 @@ pub enum StageId {
     Registration,
     Authorize,
     Token,
+    /// 2026-07-28: `server/discover` answered.
+    Discover,
+    /// 2025: the `initialize` handshake.
     Initialize,
     Initialized,
     GetStream,
+    /// 2026-07-28: a `subscriptions/listen` stream opened (optional: shown when it happens).
+    Listen,
     List,
     Call,
 }
 
 impl StageId {
-    pub const ALL: [StageId; 12] = [
+    pub const ALL: [StageId; 14] = [
         StageId::Reach,
         StageId::Challenge,
         StageId::ResourceMetadata,
@@ -91,9 +97,11 @@ impl StageId {
         StageId::Registration,
         StageId::Authorize,
         StageId::Token,
+        StageId::Discover,
         StageId::Initialize,
         StageId::Initialized,
         StageId::GetStream,
+        StageId::Listen,
         StageId::List,
         StageId::Call,
     ];
@@ -107,9 +115,11 @@ impl StageId {
             StageId::Registration => "registration",
             StageId::Authorize => "authorize",
             StageId::Token => "token",
+            StageId::Discover => "discover",
             StageId::Initialize => "initialize",
             StageId::Initialized => "initialized",
             StageId::GetStream => "get_stream",
+            StageId::Listen => "listen",
             StageId::List => "list",
             StageId::Call => "call",
         }
@@ -125,9 +135,11 @@ impl StageId {
             StageId::Registration => "client registered (RFC 7591 or client ID metadata document)",
             StageId::Authorize => "authorize redirect with a code (PKCE)",
             StageId::Token => "token issued (authorization_code grant)",
+            StageId::Discover => "server/discover answered with a DiscoverResult (2026-07-28)",
             StageId::Initialize => "initialize answered with InitializeResult",
             StageId::Initialized => "notifications/initialized accepted",
             StageId::GetStream => "GET stream opened (or 405)",
+            StageId::Listen => "subscriptions/listen stream opened (2026-07-28)",
             StageId::List => "tools/resources/prompts listed",
             StageId::Call => "tools/call and later traffic",
         }
@@ -136,6 +148,18 @@ impl StageId {
     /// The OAuth stages, which a proxy may not see when the authorization server is elsewhere.
     pub fn is_auth(self) -> bool {
         (StageId::Challenge..=StageId::Token).contains(&self)
+    }
+
+    /// Whether the stage exists in a flow of `era` (a stage of the other era is "not
+    /// applicable", never missing). With no MCP request seen, both eras' openings stay open.
+    pub fn in_era(self, era: Era) -> bool {
+        match self {
+            StageId::Discover | StageId::Listen => !era.is_legacy(),
+            StageId::Initialize | StageId::Initialized | StageId::GetStream => {
+                era.is_legacy() || era == Era::Unknown
+            }
+            _ => true,
+        }
     }
 }
 
@@ -197,6 +221,8 @@ pub struct Session<'a> {
     pub stages: Vec<Stage>,
     pub silence: Option<Silence>,
     pub tokens: Vec<TokenLine>,
+    /// The protocol era and how it was negotiated.
+    pub negotiation: Negotiation,
     /// Paths of the MCP endpoint(s).
     pub mcp_paths: BTreeSet<String>,
     /// Endpoint paths learned from authorization-server metadata.
@@ -330,7 +356,8 @@ impl<'a> Session<'a> {
             .routes
             .iter()
             .any(|r| r.listen == mcptap_capture::model::LISTEN_PROBE);
-        let stages = stages(&steps, &calls, probe);
+        let negotiation = super::era::negotiate(&steps, &calls);
+        let stages = stages(&steps, &calls, probe, negotiation.era);
         let mut session = Session {
             capture,
             steps,
@@ -338,6 +365,7 @@ impl<'a> Session<'a> {
             stages,
             silence: None,
             tokens,
+            negotiation,
             mcp_paths,
             as_endpoints,
         };
@@ -402,8 +430,47 @@ impl<'a> Session<'a> {
         }
         let at_t = last.t.unwrap_or(0);
         let mcp = self.mcp_path().unwrap_or("/mcp").to_string();
+        let era = self.negotiation.era;
+        // The era's opening request: what a client sends first on the MCP endpoint.
+        let opening = match era {
+            Era::Modern | Era::FailedNegotiation => format!("POST {mcp} server/discover"),
+            Era::Legacy | Era::Fallback => format!("POST {mcp} initialize"),
+            Era::Unknown => {
+                format!("POST {mcp} server/discover (a 2026-07-28 client) or initialize (2025)")
+            }
+        };
         let expected_next = match last.id {
-            StageId::Reach => format!("an MCP request: POST {mcp} initialize"),
+            // The opening was sent and refused: say so rather than name it as missing.
+            StageId::Reach | StageId::Token if era == Era::FailedNegotiation => {
+                let n = &self.negotiation;
+                format!(
+                    "{opening}, answered with a DiscoverResult — tried at #{} and refused: {}",
+                    n.probe.unwrap_or_default(),
+                    n.probe_answer
+                        .as_ref()
+                        .map(|a| a.describe())
+                        .unwrap_or_default()
+                )
+            }
+            StageId::Reach | StageId::Token
+                if era.is_legacy()
+                    && self
+                        .negotiation
+                        .initialize_answer
+                        .as_ref()
+                        .is_some_and(|a| !matches!(a, super::era::ProbeAnswer::Result { .. })) =>
+            {
+                format!(
+                    "POST {mcp} initialize, answered with an InitializeResult — tried at #{} and refused: {}",
+                    self.negotiation.initialize.unwrap_or_default(),
+                    self.negotiation
+                        .initialize_answer
+                        .as_ref()
+                        .map(|a| a.describe())
+                        .unwrap_or_default()
+                )
+            }
+            StageId::Reach => format!("an MCP request: {opening}"),
             StageId::Challenge => {
                 "GET of the protected-resource metadata named in WWW-Authenticate (RFC 9728 §5.1)"
                     .into()
@@ -425,12 +492,14 @@ impl<'a> Session<'a> {
                 "the token request (POST {})",
                 self.as_endpoints.token.as_deref().unwrap_or("/token")
             ),
-            StageId::Token => format!(
-                "POST {mcp} initialize with Authorization: Bearer and the token just issued"
-            ),
+            StageId::Token => {
+                format!("{opening} with Authorization: Bearer and the token just issued")
+            }
             StageId::Initialize => format!("POST {mcp} notifications/initialized"),
             StageId::Initialized => format!("GET {mcp} (the server's SSE stream) or tools/list"),
-            StageId::GetStream => "tools/list (or resources/list, prompts/list)".into(),
+            StageId::Discover | StageId::GetStream | StageId::Listen => {
+                "tools/list (or resources/list, prompts/list)".into()
+            }
             StageId::List => "tools/call".into(),
             StageId::Call => unreachable!("returned above"),
         };
@@ -719,7 +788,7 @@ fn redirect_uris(steps: &[Step<'_>]) -> BTreeSet<String> {
         .collect()
 }
 
-fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool) -> Vec<Stage> {
+fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool, era: Era) -> Vec<Stage> {
     let mut first: BTreeMap<StageId, (u64, u64)> = BTreeMap::new();
     // A stage is reached when the exchange that shows it ends (a stream: when its headers arrive).
     let mut mark = |id: StageId, x: &Exchange, t: u64| {
@@ -787,6 +856,15 @@ fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool) -> Vec<Stage> {
             }
             Role::Mcp | Role::LegacySse => {
                 let stream = x.response_media_type().as_deref() == Some("text/event-stream");
+                if ok
+                    && stream
+                    && s.sent
+                        .iter()
+                        .any(|m| m.method() == Some("subscriptions/listen"))
+                {
+                    // A listen stream is open when its headers arrive; its answer ends it.
+                    mark(StageId::Listen, x, x.response_t.unwrap_or(x.t));
+                }
                 if x.method() == "GET" && ((ok && stream) || x.status() == Some(405)) {
                     // A stream is reached when its headers arrive, not when it ends.
                     mark(StageId::GetStream, x, x.response_t.unwrap_or(x.t));
@@ -811,17 +889,20 @@ fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool) -> Vec<Stage> {
             continue;
         };
         let step = &steps[i];
-        let stage = match call.method.as_str() {
-            "initialize" => {
-                let authed = step.bearer.is_some() || !challenged;
-                (authed && result.get("protocolVersion").is_some()).then_some(StageId::Initialize)
-            }
-            "tools/list" | "resources/list" | "prompts/list" | "resources/templates/list" => {
-                Some(StageId::List)
-            }
-            "ping" | "logging/setLevel" => None,
-            _ => Some(StageId::Call),
-        };
+        let authed = step.bearer.is_some() || !challenged;
+        let stage =
+            match call.method.as_str() {
+                "initialize" => (authed && result.get("protocolVersion").is_some())
+                    .then_some(StageId::Initialize),
+                "server/discover" => (authed && result.get("supportedVersions").is_some())
+                    .then_some(StageId::Discover),
+                "subscriptions/listen" => None,
+                "tools/list" | "resources/list" | "prompts/list" | "resources/templates/list" => {
+                    Some(StageId::List)
+                }
+                "ping" | "logging/setLevel" => None,
+                _ => Some(StageId::Call),
+            };
         if let Some(stage) = stage {
             first.entry(stage).or_insert((call.ex, *t));
         }
@@ -845,9 +926,17 @@ fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool) -> Vec<Stage> {
             let seen = first.get(&id);
             let reached = match (seen, latest) {
                 (Some(_), _) => Reached::Reached,
+                (None, _) if !id.in_era(era) => Reached::NotApplicable,
                 (None, _) if id.is_auth() && !oauth => Reached::NotApplicable,
                 (None, _) if id == StageId::Call && probe => Reached::NotApplicable,
-                (None, Some(l)) if l > id && (id.is_auth() || id == StageId::GetStream) => {
+                // Listening for notifications is optional in a flow.
+                (None, _) if id == StageId::Listen => Reached::NotApplicable,
+                (None, Some(l))
+                    if l > id
+                        && (id.is_auth()
+                            || id == StageId::GetStream
+                            || id == StageId::Discover) =>
+                {
                     Reached::NotObserved
                 }
                 _ => Reached::Missing,
@@ -916,6 +1005,8 @@ pub fn stage_hint(
         }
         let methods: Vec<&str> = messages.iter().filter_map(|m| m.method()).collect();
         return methods.iter().find_map(|m| match *m {
+            "server/discover" => Some(StageId::Discover),
+            "subscriptions/listen" => Some(StageId::Listen),
             "initialize" => Some(StageId::Initialize),
             "notifications/initialized" => Some(StageId::Initialized),
             "tools/list" | "resources/list" | "prompts/list" | "resources/templates/list" => {

@@ -2,6 +2,7 @@
 //! enforces, and reports the exchange and the evidence when the rule is broken.
 
 pub mod auth;
+pub mod era;
 pub mod transport;
 
 use serde::Serialize;
@@ -53,6 +54,7 @@ pub struct Check {
 /// Every check, in report order.
 pub fn all() -> Vec<Check> {
     let mut checks = auth::checks();
+    checks.extend(era::checks());
     checks.extend(transport::checks());
     checks
 }

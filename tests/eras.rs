@@ -1,0 +1,250 @@
+//! The two protocol eras, with the official TypeScript SDK v2 on both sides
+//! (tests/peers/v2-server.mjs and v2-client.mjs): a 2026-07-28 flow, a fallback to 2025, and
+//! the negotiations that fail, each recorded through the real `mcptap` binary and explained.
+
+use std::io::{BufRead, BufReader};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::peers::{
+    error_findings, explain, field, may_skip, peers_dir, stage_status, Peer, TEST_BUDGET,
+};
+use crate::util::*;
+
+/// What one run gave: the client's own summary, `explain --json`, and the proxy's live lines.
+struct Run {
+    client: Value,
+    client_exit: i32,
+    report: Value,
+    live: Vec<String>,
+}
+
+/// v2-server.mjs (`--era`, `--fault`) behind the proxy, v2-client.mjs (`--mode`) through it.
+fn run(era: &str, fault: &str, mode: &str) -> Option<Run> {
+    let Some(dir) = peers_dir() else {
+        may_skip("the real MCP peers (the TypeScript SDK v2)");
+        return None;
+    };
+    let deadline = Instant::now() + TEST_BUDGET;
+    let server = Peer::node(
+        "v2-server",
+        &dir,
+        &["v2-server.mjs", "--era", era, "--fault", fault],
+        &[],
+    );
+    let listening = server.wait_for("mcptap-peer: listening", deadline);
+    let mcp = field(&listening, "mcp=");
+    let upstream = mcp.strip_suffix("/mcp").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = tmp.path().join("capture.jsonl");
+    let mut proxy = TestProxy::to(upstream).live().capture_to(&capture).start();
+    let url = proxy.url("/mcp");
+    let (client_exit, out) = Peer::node(
+        "v2-client",
+        &dir,
+        &["v2-client.mjs", &url, "--mode", mode],
+        &[],
+    )
+    .finish(deadline);
+    let client: Value = out
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("v2-client printed no JSON summary:\n{out}"));
+    let stdout = proxy.stdout.take().unwrap();
+    let _ = proxy.finish();
+    let live = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    drop(server);
+    Some(Run {
+        client,
+        client_exit,
+        report: explain(&capture),
+        live,
+    })
+}
+
+fn findings<'a>(report: &'a Value, check: &str) -> Vec<&'a Value> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == check)
+        .collect()
+}
+
+/// The stages a 2026-07-28 flow without OAuth goes through, and the 2025 ones it has not.
+const MODERN_LADDER: [(&str, &str); 7] = [
+    ("reach", "reached"),
+    ("discover", "reached"),
+    ("initialize", "not_applicable"),
+    ("initialized", "not_applicable"),
+    ("get_stream", "not_applicable"),
+    ("list", "reached"),
+    ("call", "reached"),
+];
+
+/// An auto-mode v2 client against a dual-era server stays in 2026-07-28: the modern ladder,
+/// no error, the era on the header line and on the proxy's live line of the discover.
+#[test]
+fn a_modern_flow_explains_with_the_modern_ladder_and_no_error() {
+    let Some(run) = run("both", "none", "auto") else {
+        return;
+    };
+    assert_eq!(run.client_exit, 0, "{:#}", run.client);
+    assert_eq!(run.client["era"], "modern", "{:#}", run.client);
+    assert_eq!(
+        run.client["echo"]["content"][0]["text"],
+        "Echo: through mcptap ✓"
+    );
+    let report = &run.report;
+    assert_eq!(report["era"], "modern");
+    assert_eq!(report["negotiation"]["protocol_version"], "2026-07-28");
+    assert_eq!(report["negotiation"]["probe_method"], "server/discover");
+    for (stage, want) in MODERN_LADDER {
+        assert_eq!(stage_status(report, stage), want, "stage {stage}");
+    }
+    assert!(report["silence"].is_null(), "{:#}", report["silence"]);
+    assert_eq!(error_findings(report), Vec::<String>::new());
+    let warnings: Vec<&Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "warning")
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+    let discover = run
+        .live
+        .iter()
+        .find(|l| l.contains("server/discover"))
+        .unwrap_or_else(|| panic!("no live line for server/discover: {:?}", run.live));
+    assert!(discover.contains("[discover]"), "{discover}");
+    assert!(discover.contains("era 2026-07-28"), "{discover}");
+}
+
+/// A 2025-only server: the probe is refused with a JSON-RPC error on 400, the client falls
+/// back to initialize. A note at the probe, the 2025 ladder, no error.
+#[test]
+fn a_fallback_to_2025_is_a_note_at_the_probe() {
+    let Some(run) = run("legacy", "none", "auto") else {
+        return;
+    };
+    assert_eq!(run.client_exit, 0, "{:#}", run.client);
+    assert_eq!(run.client["era"], "legacy", "{:#}", run.client);
+    let report = &run.report;
+    assert_eq!(report["era"], "fallback");
+    assert_eq!(report["negotiation"]["probe"], 1);
+    assert_eq!(report["negotiation"]["initialize"], 2);
+    for (stage, want) in [
+        ("discover", "not_applicable"),
+        ("initialize", "reached"),
+        ("initialized", "reached"),
+        ("list", "reached"),
+        ("call", "reached"),
+    ] {
+        assert_eq!(stage_status(report, stage), want, "stage {stage}");
+    }
+    assert_eq!(error_findings(report), Vec::<String>::new());
+    let notes = findings(report, "era-fallback");
+    assert_eq!(notes.len(), 1, "{:#}", report["findings"]);
+    assert_eq!(notes[0]["severity"], "info");
+    assert_eq!(notes[0]["exchange"], 1);
+    let message = notes[0]["message"].as_str().unwrap();
+    assert!(message.contains("HTTP 400"), "{message}");
+    assert!(message.contains("2025-11-25"), "{message}");
+    assert!(
+        run.live.iter().any(|l| l.contains("era 2025: fell back")),
+        "{:?}",
+        run.live
+    );
+}
+
+/// A probe answered 500: the real client gives up, and explain says why at the probe, with
+/// the fix, instead of "expected next: initialize".
+#[test]
+fn a_probe_answered_500_is_an_error_at_the_probe_with_the_fix() {
+    let Some(run) = run("modern", "discover-500", "auto") else {
+        return;
+    };
+    assert_ne!(run.client_exit, 0, "{:#}", run.client);
+    assert_eq!(run.client["error"]["code"], "ERA_NEGOTIATION_FAILED");
+    let report = &run.report;
+    assert_eq!(report["era"], "failed_negotiation");
+    assert_eq!(stage_status(report, "discover"), "missing");
+    assert_eq!(stage_status(report, "initialize"), "not_applicable");
+    let errors = findings(report, "era-negotiation");
+    assert_eq!(errors.len(), 1, "{:#}", report["findings"]);
+    assert_eq!(errors[0]["severity"], "error");
+    assert_eq!(errors[0]["exchange"], 1);
+    let message = errors[0]["message"].as_str().unwrap();
+    for words in [
+        "server/discover",
+        "HTTP 500",
+        "falls back to initialize only",
+        "-32601",
+    ] {
+        assert!(message.contains(words), "{words:?} not in {message}");
+    }
+    let expected = report["silence"]["expected_next"].as_str().unwrap();
+    assert!(expected.contains("tried at #1 and refused"), "{expected}");
+}
+
+/// A client pinned to 2026-07-28 against a 2025-only server: an error that says exactly that.
+#[test]
+fn a_pinned_client_against_a_2025_server_is_an_error_that_says_so() {
+    let Some(run) = run("legacy", "none", "modern") else {
+        return;
+    };
+    assert_ne!(run.client_exit, 0, "{:#}", run.client);
+    let report = &run.report;
+    assert_eq!(report["era"], "failed_negotiation");
+    let errors = findings(report, "era-negotiation");
+    assert_eq!(errors.len(), 1, "{:#}", report["findings"]);
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("speaks only 2026-07-28 and the server does not"),
+        "{message}"
+    );
+    assert!(message.contains("pinned"), "{message}");
+}
+
+/// A 2025-only client against a server that speaks only 2026-07-28: the refused initialize
+/// names the versions the server offers.
+#[test]
+fn a_2025_client_against_a_2026_only_server_is_an_error_at_initialize() {
+    let Some(run) = run("modern", "none", "legacy") else {
+        return;
+    };
+    assert_ne!(run.client_exit, 0, "{:#}", run.client);
+    let report = &run.report;
+    assert_eq!(report["era"], "legacy");
+    let errors = findings(report, "era-negotiation");
+    assert_eq!(errors.len(), 1, "{:#}", report["findings"]);
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(message.contains("-32022"), "{message}");
+    assert!(message.contains("only 2026-07-28"), "{message}");
+    let expected = report["silence"]["expected_next"].as_str().unwrap();
+    assert!(expected.contains("tried at #1 and refused"), "{expected}");
+}
+
+/// Mcp-Method removed between mcptap and the server (a gateway's doing): the server answers
+/// -32020, the client falls back; a warning names the stripped header, and it reached mcptap.
+#[test]
+fn a_stripped_mcp_method_header_is_a_warning() {
+    let Some(run) = run("both", "strip-mcp-method", "auto") else {
+        return;
+    };
+    assert_eq!(run.client_exit, 0, "{:#}", run.client);
+    assert_eq!(run.client["era"], "legacy", "{:#}", run.client);
+    let report = &run.report;
+    assert_eq!(report["era"], "fallback");
+    let warnings = findings(report, "mcp-headers-stripped");
+    assert_eq!(warnings.len(), 1, "{:#}", report["findings"]);
+    assert_eq!(warnings[0]["severity"], "warning");
+    let message = warnings[0]["message"].as_str().unwrap();
+    assert!(message.contains("mcp-method: server/discover"), "{message}");
+    assert_eq!(error_findings(report), Vec::<String>::new());
+}
