@@ -15,7 +15,7 @@ use crate::capture::writer::OnFull;
 use crate::diff;
 use crate::explain::{self, Style};
 use crate::proxy::{self, upstream::UpstreamTls, CaptureTarget, ListenTls, ProxyConfig};
-use mcptap_fixture::client::{self, ClientOptions, ClientOutcome};
+use mcptap_fixture::client::{self, ClientEra, ClientOptions, ClientOutcome};
 use mcptap_fixture::server::{Faults, FixtureServer};
 
 /// The faults the demo can show.
@@ -32,6 +32,21 @@ pub enum Scenario {
     RejectFirstBearer,
     /// A CDN/WAF answers the connector with an HTML block page.
     EdgeBlock,
+    /// `server/discover`, the 2026-07-28 client's opening, is answered 500: the client cannot
+    /// tell the server's era and gives up (with `--era 2025` the client never probes).
+    Discover500,
+}
+
+/// The protocol era the demo's client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoEra {
+    /// MCP 2026-07-28, as the hosted connectors speak it: `server/discover` first, falling back
+    /// to initialize for a 2025-only server.
+    #[value(name = "2026-07-28")]
+    Modern,
+    /// The 2025 revisions: initialize, a session, the GET stream.
+    #[value(name = "2025")]
+    Legacy,
 }
 
 impl Scenario {
@@ -43,6 +58,7 @@ impl Scenario {
             Scenario::BufferedSse => f.buffered_sse = true,
             Scenario::RejectFirstBearer => f.reject_first_bearer = true,
             Scenario::EdgeBlock => f.edge_block = true,
+            Scenario::Discover500 => f.discover_500 = true,
         }
         f
     }
@@ -54,6 +70,7 @@ impl Scenario {
             Scenario::BufferedSse => "buffered-sse",
             Scenario::RejectFirstBearer => "reject-first-bearer",
             Scenario::EdgeBlock => "edge-block",
+            Scenario::Discover500 => "discover500",
         }
     }
 
@@ -64,6 +81,7 @@ impl Scenario {
             Scenario::BufferedSse => "the same server behind something that buffers event streams",
             Scenario::RejectFirstBearer => "the same server, but it rejects the first request made with a new token",
             Scenario::EdgeBlock => "the same server behind an edge that blocks the connector with an HTML page",
+            Scenario::Discover500 => "the same server, but it answers server/discover (the 2026-07-28 opening) with 500",
         }
     }
 }
@@ -71,12 +89,17 @@ impl Scenario {
 /// `mcptap demo` flags.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  mcptap demo\n  mcptap demo --scenario buffered-sse\n  mcptap demo --captures-dir /tmp/demo"
+    after_help = "Examples:\n  mcptap demo\n  mcptap demo --era 2025\n  mcptap demo --scenario discover500\n  mcptap demo --scenario buffered-sse --captures-dir /tmp/demo"
 )]
 pub struct DemoArgs {
     /// Which fault the second run shows.
     #[arg(long, value_enum, default_value = "case")]
     pub scenario: Scenario,
+
+    /// The protocol era the client speaks: 2026-07-28 (probing with server/discover, as the
+    /// hosted connectors do) or 2025 (initialize and a session).
+    #[arg(long, value_enum, default_value = "2026-07-28")]
+    pub era: DemoEra,
 
     /// Where the two captures are written.
     #[arg(long, value_name = "DIR", default_value = "captures")]
@@ -152,13 +175,17 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoOutcome> {
         "mcptap demo: a built-in MCP server with OAuth, mcptap proxy in front of it, and a client"
     );
     println!(
-        "that walks the flow the way a hosted connector does. Everything runs on 127.0.0.1.\n"
+        "that walks the flow the way a hosted connector does, speaking MCP {}. Everything runs on 127.0.0.1.\n",
+        match args.era {
+            DemoEra::Modern => "2026-07-28 (server/discover first)",
+            DemoEra::Legacy => "2025 (initialize and a session)",
+        }
     );
     println!("── 1/2: a correct server ──");
-    let first = session(Faults::default(), &working, false).await?;
+    let first = session(Faults::default(), args.era, &working, false).await?;
     println!("   client: {}", outcome_words(&first));
     println!("\n── 2/2: {} ──", args.scenario.title());
-    let second = session(args.scenario.faults(), &failing, true).await?;
+    let second = session(args.scenario.faults(), args.era, &failing, true).await?;
     println!("   client: {}", outcome_words(&second));
     Ok(DemoOutcome { working, failing })
 }
@@ -176,6 +203,7 @@ fn outcome_words(o: &ClientOutcome) -> String {
 /// One recorded session: fixture server (with `faults`) behind the proxy, the client through it.
 async fn session(
     faults: Faults,
+    era: DemoEra,
     capture: &Path,
     wait_for_watchdog: bool,
 ) -> anyhow::Result<ClientOutcome> {
@@ -226,7 +254,14 @@ async fn session(
     };
     let base = format!("http://{addr}");
     server.set_public_base(base.clone());
-    let report = client::run(&base, &ClientOptions::default()).await;
+    let options = ClientOptions {
+        era: match era {
+            DemoEra::Modern => ClientEra::Auto,
+            DemoEra::Legacy => ClientEra::Legacy,
+        },
+        ..ClientOptions::default()
+    };
+    let report = client::run(&base, &options).await;
     if wait_for_watchdog && !matches!(report.outcome, ClientOutcome::Completed) {
         // Stay a moment, as a user watching the proxy would: the silence watchdog speaks up.
         tokio::time::sleep(Duration::from_millis(3200)).await;

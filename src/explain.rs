@@ -209,7 +209,7 @@ fn era_line(session: &Session<'_>) -> String {
         Era::Modern => match n.probe {
             Some(_) => format!("{} ({} answered{offered})", n.era.label(), probe()),
             None => format!(
-                "{} (the client's requests; none answered yet)",
+                "{} (the client's own requests; none was answered past the authorization gate)",
                 n.era.label()
             ),
         },

@@ -20,21 +20,30 @@ fn demo_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf)
     )
 }
 
+fn demo(args: &[&str], dir: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .arg("demo")
+        .args(args)
+        .arg("--captures-dir")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// By default the demo's client speaks 2026-07-28, as the hosted connectors do.
 #[test]
 fn the_demo_tells_the_whole_story() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
-        .args(["demo", "--captures-dir"])
-        .arg(dir.path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let out = demo(&[], dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     // The live lines, the watchdog's notice, the explanation and what to do next.
     assert!(stdout.contains("POST /token 200"), "{stdout}");
-    assert!(stdout.contains("[initialize]"), "{stdout}");
+    assert!(stdout.contains("server/discover"), "{stdout}");
+    assert!(stdout.contains("[discover] · era 2026-07-28"), "{stdout}");
+    assert!(!stdout.contains("[initialize]"), "{stdout}");
     assert!(
         stderr.contains("NOTICE"),
         "the silence watchdog did not speak: {stderr}"
@@ -55,8 +64,8 @@ fn the_demo_tells_the_whole_story() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("- #7 POST /mcp initialize 200"),
-        "the working run's initialize shows as missing from the failing one: {stdout}"
+        stdout.contains("- #7 POST /mcp server/discover 200"),
+        "the working run's discover shows as missing from the failing one: {stdout}"
     );
     assert!(stdout.contains("mcptap report"), "{stdout}");
 
@@ -71,13 +80,41 @@ fn the_demo_tells_the_whole_story() {
     assert_eq!(call["reached"], true, "{good:#}");
     assert!(good["silence"].is_null());
 
+    assert_eq!(good["era"], "modern", "{good:#}");
+
     let bad = explain_json(&failing);
+    assert_eq!(bad["era"], "modern", "{bad:#}");
     assert_eq!(bad["silence"]["after_stage"], "token");
+    let expected = bad["silence"]["expected_next"].as_str().unwrap();
+    assert!(
+        expected.starts_with("POST /mcp server/discover with Authorization: Bearer"),
+        "{expected}"
+    );
     assert!(bad["findings"]
         .as_array()
         .unwrap()
         .iter()
         .any(|f| f["check"] == "prm-resource-match" && f["severity"] == "error"));
+}
+
+/// `--era 2025` keeps the 2025 story: initialize, a session, the GET stream.
+#[test]
+fn the_demo_in_the_2025_era_tells_the_initialize_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = demo(&["--era", "2025"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed:\n{stdout}");
+    assert!(stdout.contains("[initialize] · era 2025"), "{stdout}");
+    assert!(!stdout.contains("server/discover"), "{stdout}");
+    assert!(stdout.contains("- #7 POST /mcp initialize 200"), "{stdout}");
+    let (working, failing) = demo_files(dir.path());
+    assert_eq!(explain_json(&working)["era"], "legacy");
+    let bad = explain_json(&failing);
+    let expected = bad["silence"]["expected_next"].as_str().unwrap();
+    assert!(
+        expected.starts_with("POST /mcp initialize with"),
+        "{expected}"
+    );
 }
 
 #[test]
@@ -87,14 +124,10 @@ fn every_demo_scenario_runs() {
         "buffered-sse",
         "reject-first-bearer",
         "edge-block",
+        "discover500",
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
-            .args(["demo", "--scenario", scenario, "--captures-dir"])
-            .arg(dir.path())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
+        let out = demo(&["--scenario", scenario], dir.path());
         assert!(
             out.status.success(),
             "{scenario}: {}",
@@ -112,6 +145,7 @@ fn every_demo_scenario_runs() {
             "missing-www-authenticate" => "challenge-present",
             "buffered-sse" => "sse-buffering",
             "reject-first-bearer" => "bearer-accepted",
+            "discover500" => "era-negotiation",
             _ => "edge-block",
         };
         assert!(checks.contains(&expected), "{scenario}: {checks:?}");

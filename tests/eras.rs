@@ -3,13 +3,17 @@
 //! the negotiations that fail, each recorded through the real `mcptap` binary and explained.
 
 use std::io::{BufRead, BufReader};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use mcptap_fixture::client::{self, ClientEra, ClientOptions, ClientOutcome};
+use mcptap_fixture::server::{Faults, FixtureServer};
 use serde_json::Value;
 
+use crate::mock::MockServer;
 use crate::peers::{
     error_findings, explain, field, may_skip, peers_dir, stage_status, Peer, TEST_BUDGET,
 };
+use crate::replay::{record_session_with, replay, sequence};
 use crate::util::*;
 
 /// What one run gave: the client's own summary, `explain --json`, and the proxy's live lines.
@@ -247,4 +251,58 @@ fn a_stripped_mcp_method_header_is_a_warning() {
     let message = warnings[0]["message"].as_str().unwrap();
     assert!(message.contains("mcp-method: server/discover"), "{message}");
     assert_eq!(error_findings(report), Vec::<String>::new());
+}
+
+/// A 2026-07-28 session (the fixture connector in auto mode, OAuth included) replays against
+/// a live server with no flags and no session id to remap, and mocks to an unchanged client.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_modern_session_replays_and_mocks() {
+    let modern = ClientOptions {
+        era: ClientEra::Auto,
+        ..ClientOptions::default()
+    };
+    let recorded = record_session_with(modern.clone()).await;
+    assert!(
+        recorded
+            .report
+            .steps
+            .iter()
+            .any(|s| s.contains("speaking 2026-07-28")),
+        "{:#?}",
+        recorded.report.steps
+    );
+    assert_eq!(explain(&recorded.path)["era"], "modern");
+
+    let server = FixtureServer::start(Faults::default(), None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("replayed.jsonl");
+    let out = replay(&recorded.path, &server.url(), &out_path, &[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed = Capture::load(&out_path);
+    assert_eq!(sequence(&replayed), sequence(&recorded.capture));
+    let report = explain(&out_path);
+    assert_eq!(report["era"], "modern", "{report:#}");
+    assert_eq!(stage_status(&report, "call"), "reached");
+    assert_eq!(error_findings(&report), Vec::<String>::new());
+
+    let mock = MockServer::start(&recorded.path, &[]);
+    let report = tokio::time::timeout(Duration::from_secs(30), client::run(&mock.origin, &modern))
+        .await
+        .expect("the fixture client finished");
+    assert_eq!(
+        report.outcome,
+        ClientOutcome::Completed,
+        "{:#?}",
+        report.steps
+    );
+    let steps: Vec<String> = report
+        .steps
+        .iter()
+        .map(|s| s.replace(&mock.origin, &recorded.origin))
+        .collect();
+    assert_eq!(steps, recorded.report.steps);
 }

@@ -26,16 +26,18 @@ pub struct Recorded {
 
 /// Records one full session (OAuth, initialize, GET stream, tools, DELETE).
 pub async fn record_session() -> Recorded {
+    record_session_with(ClientOptions::default()).await
+}
+
+/// [`record_session`] with the client's options (its protocol era, say).
+pub async fn record_session_with(options: ClientOptions) -> Recorded {
     let server = FixtureServer::start(Faults::default(), None).await.unwrap();
     let proxy = TestProxy::to(&server.url()).start();
     let origin = format!("http://{}", proxy.addr);
     server.set_public_base(origin.clone());
-    let report = tokio::time::timeout(
-        Duration::from_secs(30),
-        client::run(&origin, &ClientOptions::default()),
-    )
-    .await
-    .expect("the fixture client finished");
+    let report = tokio::time::timeout(Duration::from_secs(30), client::run(&origin, &options))
+        .await
+        .expect("the fixture client finished");
     assert_eq!(
         report.outcome,
         ClientOutcome::Completed,
@@ -68,7 +70,7 @@ pub fn mcptap(args: &[&str]) -> Output {
 }
 
 /// Runs `mcptap replay` off the async runtime (the binary talks to servers on it).
-async fn replay(capture: &Path, target: &str, out: &Path, extra: &[&str]) -> Output {
+pub async fn replay(capture: &Path, target: &str, out: &Path, extra: &[&str]) -> Output {
     let mut args: Vec<String> = vec![
         "replay".into(),
         capture.display().to_string(),
