@@ -306,3 +306,47 @@ async fn a_modern_session_replays_and_mocks() {
         .collect();
     assert_eq!(steps, recorded.report.steps);
 }
+
+/// `diff` of a 2026-07-28 session against a 2025 one names the era change first, and each
+/// side's era; discover aligns with discover within an era.
+#[tokio::test(flavor = "multi_thread")]
+async fn diff_names_an_era_change_as_the_first_divergence() {
+    let modern = record_session_with(ClientOptions {
+        era: ClientEra::Auto,
+        ..ClientOptions::default()
+    })
+    .await;
+    let legacy = record_session_with(ClientOptions::default()).await;
+    let diff = |a: &std::path::Path, b: &std::path::Path| -> Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+            .arg("diff")
+            .arg(a)
+            .arg(b)
+            .arg("--json")
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).expect("diff --json prints JSON")
+    };
+    let across = diff(&modern.path, &legacy.path);
+    assert_eq!(across["a"]["era"], "modern");
+    assert_eq!(across["b"]["era"], "legacy");
+    let sentence = across["first_divergence"]["sentence"].as_str().unwrap();
+    assert!(
+        sentence.starts_with("the protocol era differs: 2026-07-28 in A, 2025 (initialize) in B"),
+        "{sentence}"
+    );
+    let again = record_session_with(ClientOptions {
+        era: ClientEra::Auto,
+        ..ClientOptions::default()
+    })
+    .await;
+    let within = diff(&modern.path, &again.path);
+    assert!(within["first_divergence"].is_null(), "{within:#}");
+    let discover = within["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["label"] == "server/discover")
+        .count();
+    assert_eq!(discover, 2, "{within:#}");
+}

@@ -55,7 +55,10 @@
 //!   } ]
 //! }
 //! Side     = {"capture": path, "session_id": string, "exchanges": int,
-//!             "routes": ["listen → upstream"], "warnings": [string]}
+//!             "routes": ["listen → upstream"], "era": string, "warnings": [string]}
+//!             (era: "modern" | "legacy" | "fallback" | "failed_negotiation" | "unknown";
+//!             when the eras differ and the first divergence is an MCP exchange, its
+//!             sentence starts by naming the two eras)
 //! Exchange = {"ex": int, "method": string, "path": string, "status": int | null,
 //!             "rpc": string | null, "role": string}
 //! ```
@@ -77,6 +80,7 @@ use crate::capture::reader::{Capture, Exchange};
 use crate::mcp::jsonrpc::Message;
 use crate::mcp::session::{Role, Session};
 
+use crate::mcp::era::Era;
 use crate::style::Style;
 pub use compare::Difference;
 pub use render::render;
@@ -286,6 +290,8 @@ pub struct Side {
     pub exchanges: usize,
     /// `listen → upstream`, one per route.
     pub routes: Vec<String>,
+    /// The protocol era (`modern`, `legacy`, `fallback`, `failed_negotiation`, `unknown`).
+    pub era: Era,
     /// Problems met reading it.
     pub warnings: Vec<String>,
 }
@@ -435,8 +441,9 @@ fn role_name(role: Role) -> String {
         .unwrap_or_else(|| "other".into())
 }
 
-fn side(capture: &Capture, name: &str) -> Side {
+fn side(capture: &Capture, name: &str, era: Era) -> Side {
     Side {
+        era,
         capture: name.to_string(),
         session_id: capture.session.session_id.clone(),
         exchanges: capture.exchanges.len(),
@@ -517,15 +524,30 @@ pub fn diff(a: &Capture, a_name: &str, b: &Capture, b_name: &str, options: &Opti
         })
         .collect();
     summary.aligned = summary.unchanged + summary.changed;
+    let (era_a, era_b) = (sa.negotiation.era, sb.negotiation.era);
     let first_divergence = entries
         .iter()
         .position(|e| e.kind != EntryKind::Unchanged)
-        .map(|i| divergence(i, &entries[i]));
+        .map(|i| {
+            let mut d = divergence(i, &entries[i]);
+            // The era is settled by the first MCP exchanges: when they are where the sessions
+            // part, the era change is what the user needs to hear first.
+            let mcp = |x: &Option<ExchangeRef>| x.as_ref().is_some_and(|x| x.role == "mcp");
+            if era_a != era_b && (mcp(&entries[i].a) || mcp(&entries[i].b)) {
+                d.sentence = format!(
+                    "the protocol era differs: {} in A, {} in B; {}",
+                    era_a.label(),
+                    era_b.label(),
+                    d.sentence
+                );
+            }
+            d
+        });
     Comparison {
         format: "mcptap-diff",
         version: 1,
-        a: side(a, a_name),
-        b: side(b, b_name),
+        a: side(a, a_name, era_a),
+        b: side(b, b_name, era_b),
         options: OptionsReport {
             strict: options.strict,
             timing: options.timing_threshold_ms.is_some(),
