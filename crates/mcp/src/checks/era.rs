@@ -90,6 +90,26 @@ fn negotiation(session: &Session<'_>) -> Vec<Finding> {
                     evidence,
                 )];
             }
+            if matches!(
+                answer,
+                ProbeAnswer::ServerError { .. }
+                    | ProbeAnswer::NoAnswer { .. }
+                    | ProbeAnswer::Nothing
+            ) {
+                // This client fell back on an answer the SDK clients and hosted connectors
+                // give up on: the server works with it, not with them.
+                return vec![finding(
+                    ERA_NEGOTIATION,
+                    SPEC_ERA,
+                    Severity::Error,
+                    Some(probe),
+                    format!(
+                        "The server answered {method}, the 2026-07-28 probe, with {said}. This client fell back to initialize at #{} anyway, but the SDK clients and the hosted connectors fall back only when the answer is a 400 (or 404) carrying a JSON-RPC error; on this answer they give up. Serve server/discover (2026-07-28), or answer it as a 2025-only server does: HTTP 400 with a JSON-RPC error such as -32601 \"Method not found\".",
+                        n.initialize.unwrap_or_default()
+                    ),
+                    evidence,
+                )];
+            }
             vec![finding(
                 ERA_FALLBACK,
                 SPEC_ERA,
@@ -330,4 +350,165 @@ fn request_headers(session: &Session<'_>) -> Vec<Finding> {
         }
     }
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use serde_json::json;
+
+    const MS: u64 = 1_000;
+
+    /// A 2026-07-28 request with its `_meta` and mirrored headers.
+    fn modern(ex: u64, t: u64, id: u64, method: &str, params: serde_json::Value) -> Ex {
+        let mut params = params;
+        params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        Ex::post(ex, t, &body.to_string())
+            .h("mcp-protocol-version", "2026-07-28")
+            .h("mcp-method", method)
+    }
+
+    fn discover_ok(id: u64) -> String {
+        json!({"jsonrpc": "2.0", "id": id, "result": {"supportedVersions": ["2026-07-28"],
+            "capabilities": {}, "resultType": "complete", "ttlMs": 0, "cacheScope": "private"}})
+        .to_string()
+    }
+
+    fn error(code: i64, message: &str) -> String {
+        json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}})
+            .to_string()
+    }
+
+    #[test]
+    fn a_modern_flow_gives_no_finding() {
+        let mut cap = Cap::new();
+        cap.add(modern(1, 0, 1, "server/discover", json!({})).json(&discover_ok(1)))
+            .add(modern(2, 20 * MS, 2, "tools/list", json!({})).json(&ok(2)));
+        quiet(&cap.run(negotiation));
+        quiet(&cap.run(discover_result));
+        quiet(&cap.run(request_headers));
+    }
+
+    /// A 404 carrying -32601 is a modern server's unknown method, not a legacy refusal.
+    #[test]
+    fn a_404_with_method_not_found_is_a_modern_error() {
+        let mut cap = Cap::new();
+        cap.add(modern(1, 0, 1, "server/discover", json!({})).answer(
+            404,
+            "application/json",
+            &error(-32601, "Method not found"),
+        ));
+        let f = one(
+            &cap.run(negotiation),
+            ERA_NEGOTIATION,
+            Severity::Error,
+            Some(1),
+        );
+        assert!(f.message.contains("speaks 2026-07-28"), "{}", f.message);
+    }
+
+    /// A client that falls back even on a 500 works with this server; the connectors do not.
+    #[test]
+    fn a_fallback_after_a_500_is_still_an_error() {
+        let mut cap = Cap::new();
+        cap.add(modern(1, 0, 1, "server/discover", json!({})).answer(
+            500,
+            "text/html",
+            "<h1>Internal Server Error</h1>",
+        ))
+        .add(Ex::post(2, 20 * MS, &rq(1, "initialize")).json(&init_ok(1, "2025-06-18")));
+        let f = one(
+            &cap.run(negotiation),
+            ERA_NEGOTIATION,
+            Severity::Error,
+            Some(1),
+        );
+        assert!(
+            f.message.contains("fell back to initialize at #2 anyway"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn a_discover_result_without_its_required_fields_is_an_error_and_missing_hints_a_warning() {
+        let mut cap = Cap::new();
+        cap.add(
+            modern(1, 0, 1, "server/discover", json!({})).json(
+                &json!({"jsonrpc": "2.0", "id": 1, "result": {"capabilities": {}}}).to_string(),
+            ),
+        );
+        let f = one(
+            &cap.run(discover_result),
+            DISCOVER_RESULT,
+            Severity::Error,
+            Some(1),
+        );
+        assert!(f.message.contains("no supportedVersions"), "{}", f.message);
+        let mut cap = Cap::new();
+        cap.add(
+            modern(1, 0, 1, "server/discover", json!({})).json(
+                &json!({"jsonrpc": "2.0", "id": 1, "result": {"supportedVersions": ["2026-07-28"],
+                "capabilities": {}}})
+                .to_string(),
+            ),
+        );
+        let f = one(
+            &cap.run(discover_result),
+            DISCOVER_RESULT,
+            Severity::Warning,
+            Some(1),
+        );
+        assert!(
+            f.message.contains("resultType, ttlMs, cacheScope"),
+            "{}",
+            f.message
+        );
+    }
+
+    /// Mcp-Method must mirror the method; Mcp-Name the tool's name, Base64 sentinel decoded.
+    #[test]
+    fn mirrored_headers_are_checked_and_the_base64_sentinel_decoded() {
+        let call = |ex, name: &str| {
+            modern(
+                ex,
+                ex * 10 * MS,
+                ex,
+                "tools/call",
+                json!({"name": "get weather"}),
+            )
+            .h("mcp-name", name)
+            .json(&ok(ex))
+        };
+        let mut cap = Cap::new();
+        cap.add(call(1, "=?base64?Z2V0IHdlYXRoZXI=?="));
+        quiet(&cap.run(request_headers));
+        let mut cap = Cap::new();
+        cap.add(call(1, "get_weather"));
+        one(
+            &cap.run(request_headers),
+            MCP_NAME_HEADER,
+            Severity::Error,
+            Some(1),
+        );
+        let mut cap = Cap::new();
+        cap.add(
+            modern(1, 0, 1, "tools/list", json!({}))
+                .h("mcp-method", "tools/call")
+                .json(&ok(1)),
+        );
+        let f = one(
+            &cap.run(request_headers),
+            MCP_METHOD_HEADER,
+            Severity::Error,
+            Some(1),
+        );
+        assert!(f.message.contains("\"tools/call\""), "{}", f.message);
+        // A 2025 request needs neither header.
+        let mut cap = Cap::new();
+        cap.add(Ex::post(1, 0, &rq(1, "tools/list")).json(&ok(1)));
+        quiet(&cap.run(request_headers));
+    }
 }

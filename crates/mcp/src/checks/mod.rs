@@ -3,6 +3,8 @@
 
 pub mod auth;
 pub mod era;
+#[cfg(test)]
+mod testing;
 pub mod transport;
 
 use serde::Serialize;
