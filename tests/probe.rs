@@ -346,6 +346,7 @@ async fn a_correct_server_passes_every_step_with_login() {
             "registration",
             "authorize",
             "token",
+            "discover",
             "initialize",
             "initialized",
             "get_stream",
@@ -354,6 +355,28 @@ async fn a_correct_server_passes_every_step_with_login() {
         ]
     );
     probed.passes_from(0);
+    // The 2026-07-28 opening, asked first without and then with the token: the fixture
+    // speaks both eras.
+    let discover = probed.step("discover");
+    assert_eq!(
+        discover["exchanges"].as_array().unwrap().len(),
+        2,
+        "{discover:#}"
+    );
+    assert!(
+        discover["summary"]
+            .as_str()
+            .unwrap()
+            .contains("with the token → 200 #"),
+        "{discover:#}"
+    );
+    assert!(
+        discover["summary"]
+            .as_str()
+            .unwrap()
+            .contains("speaks 2026-07-28"),
+        "{discover:#}"
+    );
     // Only what a local test server cannot avoid: a loopback address and a port other than 443.
     probed.fires("dns", "dns-address", "warning");
     probed.fires("tcp", "tcp-port", "warning");
@@ -408,7 +431,16 @@ async fn discovery_alone_passes_on_a_correct_server_and_registers_nothing() {
     let site = site(Faults::default()).await;
     let probed = probe_site(&site, &[], false).await;
     assert_eq!(probed.code, 0, "{:#}", probed.report);
+    assert!(
+        probed.step("discover")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("authorization first"),
+        "{:#}",
+        probed.step("discover")
+    );
     for id in [
+        "discover",
         "reach",
         "challenge",
         "resource_metadata",
@@ -423,6 +455,51 @@ async fn discovery_alone_passes_on_a_correct_server_and_registers_nothing() {
         .unwrap()
         .contains("dynamic registration"));
     assert_eq!(probed.step("initialize")["status"], "skip");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discover_answered_500_is_reported_at_discover_with_the_era_check() {
+    let site = site(Faults {
+        discover_500: true,
+        ..Faults::default()
+    })
+    .await;
+    let probed = probe_site(&site, &[], true).await;
+    assert_eq!(
+        probed.step("discover")["status"],
+        "fail",
+        "{:#}",
+        probed.report
+    );
+    probed.fires("discover", "era-negotiation", "error");
+    assert_ne!(probed.code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2025_only_server_is_said_to_refuse_discover_and_passes() {
+    let site = site(Faults {
+        legacy_only: true,
+        ..Faults::default()
+    })
+    .await;
+    let probed = probe_site(&site, &[], true).await;
+    let discover = probed.step("discover");
+    assert!(
+        discover["summary"]
+            .as_str()
+            .unwrap()
+            .contains("does not speak 2026-07-28"),
+        "{discover:#}"
+    );
+    let note = discover["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "era-fallback")
+        .unwrap_or_else(|| panic!("no era-fallback note at discover: {discover:#}"));
+    assert_eq!(note["severity"], "info");
+    assert_eq!(probed.report["errors"], 0, "{:#}", probed.report);
+    assert_eq!(probed.step("list")["status"], "pass", "{:#}", probed.report);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -669,7 +746,7 @@ async fn a_token_skips_oauth_and_a_rejected_one_fails_at_initialize() {
         .iter()
         .map(|s| s["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids[..4], ["dns", "tcp", "tls", "initialize"]);
+    assert_eq!(ids[..5], ["dns", "tcp", "tls", "discover", "initialize"]);
     let initialize = probed.step("initialize");
     assert_eq!(initialize["status"], "fail");
     assert!(initialize["summary"].as_str().unwrap().contains("401"));

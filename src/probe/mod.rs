@@ -31,6 +31,7 @@ use crate::capture::reader::Capture;
 use crate::mcp::oauth::{insert_well_known, origin_of};
 // `own`: a finding of the probe's own (reachability and flow), in the shape explain's have.
 use crate::mcp::checks::{self, auth::challenge_params, finding as own, Severity};
+use crate::mcp::era::{META_PROTOCOL_VERSION, MODERN_ERRORS, MODERN_VERSIONS};
 use crate::mcp::jsonrpc::Message;
 use crate::mcp::session::Session;
 use crate::proxy::upstream::UpstreamTls;
@@ -382,6 +383,9 @@ struct Learned {
     protocol_version: Option<String>,
     /// The server answered the unauthenticated initialize: no authorization needed.
     open_server: bool,
+    /// The unauthenticated `server/discover` met the authorization gate: ask again with the
+    /// token before initialize.
+    discover_needs_token: bool,
 }
 
 struct Walk<'a> {
@@ -451,12 +455,14 @@ impl Walk<'_> {
         let mut learned = Learned::default();
         if let Some(token) = self.config.token.clone() {
             learned.token = Some(token);
+            self.discover(&mut learned).await;
             self.mcp_session(&mut learned).await;
             return;
         }
         if !self.reach(&mut learned).await {
             return;
         }
+        self.discover(&mut learned).await;
         if learned.open_server {
             self.mcp_session(&mut learned).await;
             return;
@@ -680,6 +686,100 @@ impl Walk<'_> {
                 true
             }
         }
+    }
+
+    /// `server/discover`, the opening of a 2026-07-28 connector (with the token when there is
+    /// one): whether the server speaks 2026-07-28, or refuses it the way a 2025-only server
+    /// must for the connector to fall back to initialize (`reach` and `initialize` show
+    /// whether that works). Asked again with the token when the first answer was the
+    /// authorization gate; the step then holds both exchanges. Whatever else the answer is,
+    /// explain's era checks judge it at this step.
+    async fn discover(&mut self, learned: &mut Learned) {
+        let config = self.config;
+        let id = 1;
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "method": "server/discover",
+            "params": {"_meta": {
+                META_PROTOCOL_VERSION: MODERN_VERSIONS[0],
+                "io.modelcontextprotocol/clientInfo": {"name": "mcptap-probe", "version": env!("CARGO_PKG_VERSION")},
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }}
+        });
+        let mut out = self
+            .mcp_post(&body)
+            .header(
+                HeaderName::from_static("mcp-protocol-version"),
+                MODERN_VERSIONS[0].to_string(),
+            )
+            .header(
+                HeaderName::from_static("mcp-method"),
+                "server/discover".to_string(),
+            );
+        let with_token = learned.token.is_some() && may_carry_secrets(&config.url);
+        if with_token {
+            if let Some(token) = &learned.token {
+                out = out.header(AUTHORIZATION, format!("Bearer {token}"));
+            }
+        }
+        let answer = self.http.send(out, config.timeout, Until::Answer(id)).await;
+        let mut step = Step::new("discover");
+        // The earlier, unauthenticated attempt stays on the record of this step.
+        if let Some(i) = self.steps.iter().position(|s| s.id == "discover") {
+            step.exchanges = self.steps.remove(i).exchanges;
+        }
+        step.exchanges.push(answer.ex);
+        step.took_ms = ms(answer.took);
+        let head = format!(
+            "POST {} server/discover{} → {} #{}",
+            path_of(&config.url),
+            if with_token { " with the token" } else { "" },
+            answer.status_words(),
+            answer.ex
+        );
+        let error = answer
+            .json()
+            .and_then(|j| j.get("error").cloned())
+            .map(|e| {
+                (
+                    e.get("code").and_then(Value::as_i64).unwrap_or(0),
+                    e.get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            });
+        step.summary = match (answer.status, answer.rpc_answer(id), error) {
+            (Some(401 | 403), _, _) if !with_token => {
+                learned.discover_needs_token = true;
+                format!("{head}: authorization first; the era is asked again with the token")
+            }
+            (Some(401 | 403), _, _) => {
+                step.failed = true;
+                format!("{head}: the token was refused")
+            }
+            (Some(200), Some(Message::Result { result, .. }), _)
+                if result.get("supportedVersions").is_some() =>
+            {
+                format!(
+                    "{head}: speaks 2026-07-28 (supportedVersions {})",
+                    result["supportedVersions"]
+                )
+            }
+            (Some(status @ 400..=499), _, Some((code, message)))
+                if !MODERN_ERRORS.contains(&code) && !(status == 404 && code == -32601) =>
+            {
+                format!(
+                    "{head}: does not speak 2026-07-28 (JSON-RPC error {code} \"{message}\"); a 2026-07-28 connector falls back to initialize"
+                )
+            }
+            _ => {
+                step.failed = true;
+                format!("{head}: neither a DiscoverResult nor a refusal a 2026-07-28 connector can fall back on")
+            }
+        };
+        self.push(step);
     }
 
     /// The unauthenticated initialize, as a connector sends it first.
@@ -1269,6 +1369,9 @@ impl Walk<'_> {
     /// connector's deadlines.
     async fn mcp_session(&mut self, learned: &mut Learned) {
         let config = self.config;
+        if learned.discover_needs_token && learned.token.is_some() {
+            self.discover(learned).await;
+        }
         // initialize (already answered when the server needs no authorization)
         let mut step = Step::new("initialize");
         if learned.open_server {
