@@ -31,7 +31,7 @@ use crate::capture::reader::Capture;
 use crate::mcp::oauth::{insert_well_known, origin_of};
 // `own`: a finding of the probe's own (reachability and flow), in the shape explain's have.
 use crate::mcp::checks::{self, auth::challenge_params, finding as own, Severity};
-use crate::mcp::era::{META_PROTOCOL_VERSION, MODERN_ERRORS, MODERN_VERSIONS};
+use crate::mcp::era::{is_modern_error, META_PROTOCOL_VERSION, MODERN_VERSIONS};
 use crate::mcp::jsonrpc::Message;
 use crate::mcp::session::Session;
 use crate::proxy::upstream::UpstreamTls;
@@ -768,7 +768,7 @@ impl Walk<'_> {
                 )
             }
             (Some(status @ 400..=499), _, Some((code, message)))
-                if !MODERN_ERRORS.contains(&code) && !(status == 404 && code == -32601) =>
+                if !is_modern_error(status, code) =>
             {
                 format!(
                     "{head}: does not speak 2026-07-28 (JSON-RPC error {code} \"{message}\"); a 2026-07-28 connector falls back to initialize"

@@ -25,6 +25,13 @@ pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion
 /// that gets one of these is talking to a modern server and must not fall back.
 pub const MODERN_ERRORS: &[i64] = &[-32020, -32021, -32022];
 
+/// A refusal of a modern request that only a 2026-07-28 server gives: one of
+/// [`MODERN_ERRORS`], or -32601 (method not found) on a 404. A client must not fall back on
+/// it; any other 4xx refusal identifies a legacy server.
+pub fn is_modern_error(status: u16, code: i64) -> bool {
+    MODERN_ERRORS.contains(&code) || (status == 404 && code == -32601)
+}
+
 /// The era a client flow ran in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -222,9 +229,7 @@ fn probe_answer(step: &Step<'_>, calls: &[Call]) -> ProbeAnswer {
     let body = quote_body(&step.x.response_body.text());
     match (answer, status) {
         (Some(Message::Result { .. }), _) => ProbeAnswer::Result { status },
-        (Some(Message::Error { code, message, .. }), _)
-            if MODERN_ERRORS.contains(&code) || (status == 404 && code == -32601) =>
-        {
+        (Some(Message::Error { code, message, .. }), _) if is_modern_error(status, code) => {
             ProbeAnswer::ModernError {
                 status,
                 code,
