@@ -342,6 +342,12 @@ fault_fires!(
     "error"
 );
 fault_fires!(
+    a_redirect_without_the_promised_iss,
+    authorize_drops_iss,
+    "authorize-iss",
+    "error"
+);
+fault_fires!(
     a_token_error_is_named,
     token_error,
     "token-response",

@@ -17,6 +17,9 @@ const PKCE_SPEC: &str = "MCP Authorization §2.7 (PKCE); RFC 7636 §4.2";
 const DCR_SPEC: &str = "RFC 7591 §3.2";
 const AUTHZ_SPEC: &str = "RFC 6749 §4.1.1–§4.1.2; RFC 8707 §2; RFC 7636 §4.3";
 const TOKEN_SPEC: &str = "RFC 6749 §4.1.3, §5.1, §5.2; RFC 8707 §2";
+const ISS_SPEC: &str = "RFC 9207 §2, §2.4; MCP Authorization (2026-07-28) §Authorization Response";
+const CIMD_SPEC: &str =
+    "MCP Authorization (2026-07-28) §Client Registration (client ID metadata documents); draft-ietf-oauth-client-id-metadata-document";
 const SILENCE_SPEC: &str = "MCP Authorization §2.6 (access token usage); RFC 6750 §2.1";
 
 pub fn checks() -> Vec<Check> {
@@ -80,6 +83,16 @@ pub fn checks() -> Vec<Check> {
             id: "authorize-redirect",
             spec: "RFC 6749 §4.1.2, §10.12",
             run: authorize_redirect,
+        },
+        Check {
+            id: "authorize-iss",
+            spec: ISS_SPEC,
+            run: authorize_iss,
+        },
+        Check {
+            id: "client-id-metadata",
+            spec: CIMD_SPEC,
+            run: client_id_metadata,
         },
         Check {
             id: "token-request",
@@ -874,6 +887,134 @@ fn authorize_redirect(session: &Session<'_>) -> Vec<Finding> {
     out
 }
 
+/// RFC 9207: the authorization response names its issuer (`iss`). A client rejects a response
+/// without it when the metadata advertises `authorization_response_iss_parameter_supported`,
+/// and one whose `iss` is not the issuer, compared as plain strings (2026-07-28 requires both).
+fn authorize_iss(session: &Session<'_>) -> Vec<Finding> {
+    let mut advertised = false;
+    let mut issuer = None;
+    for (_, doc) in as_docs(session) {
+        advertised |=
+            doc.get("authorization_response_iss_parameter_supported") == Some(&Value::Bool(true));
+        issuer = issuer.or_else(|| {
+            doc.get("issuer")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+    }
+    let mut out = Vec::new();
+    for s in session.steps_with(Role::Authorize) {
+        let x = s.x;
+        let Some(location) = x
+            .response_header("location")
+            .filter(|_| x.status().is_some_and(|c| (300..400).contains(&c)))
+        else {
+            continue;
+        };
+        let query = location.split_once('?').map(|(_, q)| q).unwrap_or("");
+        let iss = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "iss")
+            .map(|(_, v)| v.into_owned());
+        let problem = match (&iss, &issuer) {
+            (None, _) if advertised => Some(
+                "the authorization server advertises authorization_response_iss_parameter_supported, but its redirect carries no iss: the client must reject the response (RFC 9207 §2.4) and never exchanges the code".to_string(),
+            ),
+            (Some(got), Some(want)) if got != want => Some(format!(
+                "the redirect's iss \"{got}\" is not the issuer \"{want}\" (compared as plain strings, no normalising): the client must reject the response as a possible mix-up attack (RFC 9207 §2.4)"
+            )),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            out.push(finding(
+                "authorize-iss",
+                ISS_SPEC,
+                Severity::Error,
+                Some(x.ex),
+                format!("{}: {problem}.", name(x)),
+                vec![
+                    format!("location: {location}"),
+                    format!(
+                        "issuer = {}; authorization_response_iss_parameter_supported = {advertised}",
+                        issuer.as_deref().unwrap_or("(no metadata seen)")
+                    ),
+                ],
+            ));
+        }
+    }
+    out
+}
+
+/// Client ID metadata documents (2026-07-28's preferred registration): a URL `client_id` must
+/// be https with a path, and the authorization server must say it accepts one. In a
+/// 2026-07-28 flow, an authorization server that offers only dynamic registration gets a note.
+fn client_id_metadata(session: &Session<'_>) -> Vec<Finding> {
+    let docs: Vec<(&Step<'_>, Value)> = as_docs(session).collect();
+    let supported = docs
+        .iter()
+        .any(|(_, d)| d.get("client_id_metadata_document_supported") == Some(&Value::Bool(true)));
+    let mut out = Vec::new();
+    for s in session.steps_with(Role::Authorize) {
+        let x = s.x;
+        let Some(client_id) = x
+            .query()
+            .into_iter()
+            .find(|(k, _)| k == "client_id")
+            .map(|(_, v)| v)
+            .filter(|v| v.starts_with("http://") || v.starts_with("https://"))
+        else {
+            continue;
+        };
+        let path = split_url(&client_id).map(|(_, _, p)| p).unwrap_or_default();
+        if !client_id.starts_with("https://") || path.is_empty() || path == "/" {
+            out.push(finding(
+                "client-id-metadata",
+                CIMD_SPEC,
+                Severity::Error,
+                Some(x.ex),
+                format!(
+                    "{}: the client_id {client_id} is a URL, so a client ID metadata document, but such a URL must use https and have a path (e.g. https://app.example.com/client.json): the authorization server must refuse it.",
+                    name(x)
+                ),
+                vec![format!("client_id = {client_id}")],
+            ));
+        } else if !docs.is_empty() && !supported {
+            out.push(finding(
+                "client-id-metadata",
+                CIMD_SPEC,
+                Severity::Error,
+                Some(x.ex),
+                format!(
+                    "{}: the client identifies itself with a client ID metadata document ({client_id}), but the authorization server's metadata does not set client_id_metadata_document_supported: it will not know this client. Support client ID metadata documents (fetch the URL, check its client_id and redirect_uris) and advertise it.",
+                    name(x)
+                ),
+                vec![format!("client_id = {client_id}")],
+            ));
+        }
+    }
+    if session.negotiation.era == crate::era::Era::Modern {
+        for (s, doc) in &docs {
+            if doc.get("registration_endpoint").is_some() && !supported {
+                out.push(finding(
+                    "client-id-metadata",
+                    CIMD_SPEC,
+                    Severity::Info,
+                    Some(s.x.ex),
+                    format!(
+                        "{}: the authorization server offers dynamic registration only. 2026-07-28 deprecates it in favour of client ID metadata documents, which 2026-07-28 clients use first: advertise client_id_metadata_document_supported and accept https client_ids.",
+                        name(s.x)
+                    ),
+                    vec![format!(
+                        "registration_endpoint = {}",
+                        doc["registration_endpoint"].as_str().unwrap_or("?")
+                    )],
+                ));
+                break;
+            }
+        }
+    }
+    out
+}
+
 fn is_code_grant(s: &Step<'_>) -> bool {
     form_value(&s.x.request_body.text(), "grant_type").as_deref() == Some("authorization_code")
 }
@@ -1085,6 +1226,7 @@ fn bearer_accepted(session: &Session<'_>) -> Vec<Finding> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{quiet, Cap, Ex};
     use super::*;
 
     #[test]
@@ -1150,5 +1292,71 @@ mod tests {
             .unwrap()
             .contains("another host"));
         assert!(m("/mcp").unwrap().contains("absolute"));
+    }
+
+    /// AS metadata (issuer http://127.0.0.1:1, the fixture's public origin), then an
+    /// authorize redirect whose Location carries `extra`.
+    fn iss_flow(advertised: bool, extra: &str, client_id: &str) -> Cap {
+        let mut doc = serde_json::json!({"issuer": "http://127.0.0.1:1",
+            "authorization_endpoint": "http://127.0.0.1:1/authorize",
+            "token_endpoint": "http://127.0.0.1:1/token",
+            "registration_endpoint": "http://127.0.0.1:1/register"});
+        if advertised {
+            doc["authorization_response_iss_parameter_supported"] = true.into();
+        }
+        let mut cap = Cap::new();
+        cap.add(
+            Ex::new(1, 0, "GET", "/.well-known/oauth-authorization-server").json(&doc.to_string()),
+        );
+        let target: &'static str = Box::leak(
+            format!("/authorize?response_type=code&client_id={client_id}&state=s").into_boxed_str(),
+        );
+        cap.add(Ex::new(2, 10_000, "GET", target).status(302).rh(
+            "location",
+            &format!("http://127.0.0.1:9/cb?code=c&state=s{extra}"),
+        ));
+        cap
+    }
+
+    #[test]
+    fn iss_is_required_when_promised_and_compared_as_a_plain_string() {
+        let missing = iss_flow(true, "", "abc").run(authorize_iss);
+        assert_eq!(missing.len(), 1, "{missing:#?}");
+        assert!(
+            missing[0].message.contains("carries no iss"),
+            "{}",
+            missing[0].message
+        );
+        quiet(&iss_flow(true, "&iss=http%3A%2F%2F127.0.0.1%3A1", "abc").run(authorize_iss));
+        // Not advertised: an absent iss is fine, a wrong one is not (2026-07-28 compares it).
+        quiet(&iss_flow(false, "", "abc").run(authorize_iss));
+        let wrong = iss_flow(false, "&iss=http%3A%2F%2F127.0.0.1%3A1%2F", "abc").run(authorize_iss);
+        assert_eq!(wrong.len(), 1, "{wrong:#?}");
+        assert!(
+            wrong[0].message.contains("is not the issuer"),
+            "{}",
+            wrong[0].message
+        );
+    }
+
+    #[test]
+    fn a_url_client_id_must_be_https_with_a_path_and_accepted_by_the_server() {
+        let f = iss_flow(false, "", "http%3A%2F%2Fapp.example%2F").run(client_id_metadata);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(
+            f[0].message.contains("must use https and have a path"),
+            "{}",
+            f[0].message
+        );
+        let f =
+            iss_flow(false, "", "https%3A%2F%2Fapp.example%2Fclient.json").run(client_id_metadata);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(
+            f[0].message
+                .contains("does not set client_id_metadata_document_supported"),
+            "{}",
+            f[0].message
+        );
+        quiet(&iss_flow(false, "", "abc").run(client_id_metadata));
     }
 }
