@@ -1303,11 +1303,14 @@ fn tls_handshake_failures(session: &Session<'_>) -> Vec<Finding> {
 // ---------------------------------------------------------------------------------------
 
 /// The request headers a browser client's CORS preflight must get allowed.
-const CORS_HEADERS: [&str; 4] = [
+const CORS_HEADERS: [&str; 6] = [
     "authorization",
     "content-type",
     "mcp-session-id",
     "mcp-protocol-version",
+    // 2026-07-28 mirrors the method and the tool, resource or prompt name in these.
+    "mcp-method",
+    "mcp-name",
 ];
 
 /// The request uses the header in a way that needs CORS permission.
@@ -2256,6 +2259,29 @@ mod tests {
         // `*` covers everything but Authorization.
         assert!(f.message.contains("naming authorization"), "{f:#?}");
         assert!(!f.message.contains("mcp-protocol-version"), "{f:#?}");
+    }
+
+    /// A 2026-07-28 browser client sends Mcp-Method and Mcp-Name: the preflight must allow them.
+    #[test]
+    fn cors_needs_the_2026_07_28_headers_allowed_when_a_browser_client_sends_them() {
+        let mut cap = Cap::new();
+        cap.add(
+            Ex::new(1, 100, "OPTIONS", "/mcp")
+                .h("origin", ORIGIN)
+                .h("access-control-request-method", "POST")
+                .h(
+                    "access-control-request-headers",
+                    "content-type,mcp-method,mcp-name,mcp-protocol-version",
+                )
+                .status(204)
+                .rh("access-control-allow-origin", ORIGIN)
+                .rh(
+                    "access-control-allow-headers",
+                    "content-type, mcp-protocol-version",
+                ),
+        );
+        let f = one(&cap.run(cors), CORS, Severity::Warning, Some(1));
+        assert!(f.message.contains("naming mcp-method, mcp-name"), "{f:#?}");
     }
 
     #[test]
