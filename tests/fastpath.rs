@@ -76,6 +76,8 @@ fn comparable(cap: &Capture) -> Vec<Value> {
                 "bytes_in",
                 "bytes_out",
                 "timings",
+                // Which path served it: the one thing that differs by design.
+                "served_by",
             ] {
                 o.remove(key);
             }
@@ -157,6 +159,14 @@ async fn both_paths_record_the_same_events() {
     let up = varied_upstream().await;
     let fast = run_sequence(&up, &[]).await;
     let general = run_sequence(&up, &["--no-fast-path"]).await;
+    // Each exchange's record names the path that served it.
+    for (cap, path) in [(&fast, "fast_path"), (&general, "hyper")] {
+        let ends = cap.kind("end");
+        assert_eq!(ends.len(), 5);
+        for end in ends {
+            assert_eq!(end["served_by"], path, "{end:#}");
+        }
+    }
     let (fast, general) = (comparable(&fast), comparable(&general));
     assert_eq!(fast.len(), general.len(), "{fast:#?}\n{general:#?}");
     for (f, g) in fast.iter().zip(&general) {

@@ -6,7 +6,9 @@
 //! A field added to one of these model types must be added here too: the property test
 //! compares every kind with serde's output, and fails until it is.
 
-use super::model::{Body, Direction, End, EventBody, Headers, Outcome, Request, Response, Sse};
+use super::model::{
+    Body, Direction, End, EventBody, Headers, Outcome, Request, Response, ServedBy, Sse,
+};
 use super::swar;
 
 /// Appends `body` as `serde_json::to_writer` would; returns false, having written nothing, for
@@ -177,6 +179,12 @@ fn end_event(out: &mut Vec<u8>, end: &End) {
             direction(out, dir);
         }
         out.push(b']');
+    }
+    if let Some(by) = end.served_by {
+        out.extend_from_slice(match by {
+            ServedBy::FastPath => b",\"served_by\":\"fast_path\"".as_slice(),
+            ServedBy::Hyper => b",\"served_by\":\"hyper\"",
+        });
     }
     out.push(b'}');
 }
@@ -515,13 +523,18 @@ mod tests {
                 proptest::option::of(text()),
             ),
             (n(), any::<bool>(), n(), n(), n(), number()),
-            (number(), number(), proptest::collection::vec(dir(), 0..3)),
+            (
+                number(),
+                number(),
+                proptest::collection::vec(dir(), 0..3),
+                proptest::option::of(prop_oneof![Just(ServedBy::FastPath), Just(ServedBy::Hyper)]),
+            ),
         )
             .prop_map(
                 |(
                     (ex, outcome, status, error),
                     (connect, reused, request_done, ttfb, response_done, total),
-                    (request, response, truncated),
+                    (request, response, truncated, served_by),
                 )| {
                     EventBody::End(End {
                         ex,
@@ -538,6 +551,7 @@ mod tests {
                         },
                         bytes: ByteCounts { request, response },
                         truncated,
+                        served_by,
                     })
                 },
             )

@@ -293,6 +293,20 @@ pub struct End {
     /// Which bodies were recorded only up to `--max-body`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub truncated: Vec<Direction>,
+    /// Which of the proxy's data paths served the exchange (absent in captures that
+    /// `replay`, `mock` or `probe` wrote, which have no such choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<ServedBy>,
+}
+
+/// The proxy's two data paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServedBy {
+    /// The HTTP/1.1 byte-relaying fast path.
+    FastPath,
+    /// hyper's HTTP/1.1 and HTTP/2 path (upgrades, chunked uploads, h2).
+    Hyper,
 }
 
 /// An upgraded connection (WebSocket…) tunnelled after a 101, recorded when it closes.

@@ -284,8 +284,9 @@ fn error_versions(step: &Step<'_>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Reads the era of the flow in `steps` (in time order) from its MCP requests.
-pub fn negotiate(steps: &[Step<'_>], calls: &[Call]) -> Negotiation {
+/// Reads the era of the flow in `steps` (in time order) from its MCP requests;
+/// `probe_capture`: the capture is `mcptap probe`'s.
+pub fn negotiate(steps: &[Step<'_>], calls: &[Call], probe_capture: bool) -> Negotiation {
     let mcp = || {
         steps
             .iter()
@@ -368,7 +369,13 @@ pub fn negotiate(steps: &[Step<'_>], calls: &[Call]) -> Negotiation {
                 && matches!(probe_answer(s, calls), ProbeAnswer::Result { .. })
         })
     };
-    let fallback = mcp().filter(is_init).find(|s| s.x.t >= probe.x.t);
+    // `mcptap probe` speaks both eras and asks both, in its own order: for its capture, any
+    // initialize counts as the fallback.
+    let fallback = if probe_capture {
+        mcp().find(is_init)
+    } else {
+        mcp().filter(is_init).find(|s| s.x.t >= probe.x.t)
+    };
     negotiation.era = if let Some(ok) = answered_modern(probe.x.t) {
         // The probe, or a retry with a version the server named, was served.
         if let Some(result) = calls

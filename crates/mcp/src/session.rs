@@ -356,7 +356,7 @@ impl<'a> Session<'a> {
             .routes
             .iter()
             .any(|r| r.listen == mcptap_capture::model::LISTEN_PROBE);
-        let negotiation = super::era::negotiate(&steps, &calls);
+        let negotiation = super::era::negotiate(&steps, &calls, probe);
         let stages = stages(&steps, &calls, probe, negotiation.era);
         let mut session = Session {
             capture,

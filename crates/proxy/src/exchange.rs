@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 
 use super::upstream::ConnectFacts;
 use mcptap_capture::body::BodyObserver;
-use mcptap_capture::model::{ByteCounts, End, EventBody, Timings};
+use mcptap_capture::model::{ByteCounts, End, EventBody, ServedBy, Timings};
 use mcptap_capture::{Direction, Outcome, Recorder};
 
 /// State shared by every connection and exchange of one proxy process.
@@ -102,16 +102,26 @@ pub struct ExchangeLog {
     /// Body bytes so far, counted on every frame: atomics, so a frame takes no lock.
     request_bytes: AtomicU64,
     response_bytes: AtomicU64,
+    served_by: Option<ServedBy>,
 }
 
 impl ExchangeLog {
+    /// An exchange of `replay`, `mock` or `probe`, starting now.
     pub fn start(shared: &Arc<Shared>) -> Arc<ExchangeLog> {
-        Self::start_at(shared, Instant::now())
+        Self::begin(shared, Instant::now(), None)
     }
 
-    /// An exchange whose request head arrived at `started` (its upstream connection may
-    /// have been opened since).
-    pub fn start_at(shared: &Arc<Shared>, started: Instant) -> Arc<ExchangeLog> {
+    /// An exchange the proxy serves on one of its data paths, whose request head arrived at
+    /// `started` (its upstream connection may have been opened since).
+    pub fn proxied(shared: &Arc<Shared>, started: Instant, by: ServedBy) -> Arc<ExchangeLog> {
+        Self::begin(shared, started, Some(by))
+    }
+
+    fn begin(
+        shared: &Arc<Shared>,
+        started: Instant,
+        served_by: Option<ServedBy>,
+    ) -> Arc<ExchangeLog> {
         let ex = shared.next_exchange.fetch_add(1, Ordering::Relaxed);
         shared.live_exchanges.fetch_add(1, Ordering::AcqRel);
         Arc::new(ExchangeLog {
@@ -121,6 +131,7 @@ impl ExchangeLog {
             progress: Mutex::new(Progress::default()),
             request_bytes: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
+            served_by,
         })
     }
 
@@ -194,6 +205,7 @@ impl ExchangeLog {
                     response: response_bytes,
                 },
                 truncated,
+                served_by: self.served_by,
             }
         };
         let recorder = &self.shared.recorder;

@@ -22,6 +22,7 @@ use super::upgrade;
 use super::upstream::{self, ConnectFacts};
 use mcptap_capture::body::RecordingBody;
 use mcptap_capture::headers::media_type;
+use mcptap_capture::model::ServedBy;
 use mcptap_capture::model::{self, EventBody};
 use mcptap_capture::{Direction, Outcome};
 
@@ -78,7 +79,7 @@ pub async fn handle(
 ) -> Result<Response<ClientBody>, Infallible> {
     let shared = &ctx.shared;
     let recorder = &shared.recorder;
-    let log = ExchangeLog::start(shared);
+    let log = ExchangeLog::proxied(shared, Instant::now(), ServedBy::Hyper);
     ctx.exchanges
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let ex = log.ex;

@@ -28,6 +28,7 @@ use super::pool::{Raw, RawConnect, SendError};
 use super::upstream;
 use mcptap_capture::body::Tap;
 use mcptap_capture::headers::is_event_stream;
+use mcptap_capture::model::ServedBy;
 use mcptap_capture::model::{self, EventBody, Headers};
 use mcptap_capture::{Direction, Outcome};
 
@@ -401,7 +402,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         let body = self.buf.split_to(plain.body_len).freeze();
         let shared = &ctx.shared;
         let recorder = &shared.recorder;
-        let log = ExchangeLog::start_at(shared, arrived);
+        let log = ExchangeLog::proxied(shared, arrived, ServedBy::FastPath);
         ctx.exchanges.fetch_add(1, Ordering::Relaxed);
         recorder.event(
             recorder.clock().us_at(arrived),

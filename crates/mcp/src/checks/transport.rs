@@ -922,7 +922,8 @@ fn session_header(session: &Session<'_>) -> Vec<Finding> {
     let mut reported: BTreeSet<u64> = BTreeSet::new();
     for s in session.steps_with(Role::Mcp) {
         let x = s.x;
-        if sends_initialize(s) {
+        // A 2026-07-28 request belongs to no session: it carries neither id nor 2025 version.
+        if sends_initialize(s) || is_modern_step(s) {
             continue;
         }
         let Some(&(_, want, init_ex)) = epochs.iter().rev().find(|e| e.0 <= x.t && e.2 != x.ex)
@@ -1036,7 +1037,7 @@ fn protocol_version_header(session: &Session<'_>) -> Vec<Finding> {
             break;
         }
         let x = s.x;
-        if sends_initialize(s) {
+        if sends_initialize(s) || is_modern_step(s) {
             continue;
         }
         let got = x.request_header("mcp-protocol-version").map(str::trim);
@@ -1314,6 +1315,14 @@ const CORS_HEADERS: [&str; 6] = [
 ];
 
 /// The request uses the header in a way that needs CORS permission.
+/// A step whose request is of the 2026-07-28 era (see [`crate::era`]).
+fn is_modern_step(s: &Step<'_>) -> bool {
+    s.sent
+        .iter()
+        .find(|m| m.is_request())
+        .is_some_and(|m| crate::era::is_modern_request(s, m))
+}
+
 fn uses_header(x: &Exchange, name: &str) -> bool {
     let Some(v) = x.request_header(name) else {
         return false;
