@@ -1194,20 +1194,10 @@ impl Walk<'_> {
         }
         let verifier = crate::mcp::oauth::random_b64(32);
         let state = crate::mcp::oauth::random_b64(16);
-        let scope = learned.challenge_scope.clone().or_else(|| {
-            learned
-                .prm
-                .as_ref()
-                .and_then(|p| p.get("scopes_supported"))
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .filter(|s| !s.is_empty())
-        });
+        let scope = crate::mcp::oauth::scope_to_request(
+            learned.challenge_scope.clone(),
+            learned.prm.as_ref(),
+        );
         let mut query = form_urlencoded::Serializer::new(String::new());
         query
             .append_pair("response_type", "code")

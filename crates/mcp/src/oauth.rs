@@ -5,6 +5,24 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::Uri;
+use serde_json::Value;
+
+/// The scope to ask for (MCP Authorization, scope selection): the 401 challenge's `scope`,
+/// else every `scopes_supported` of the protected-resource metadata; `None` when neither names
+/// one.
+pub fn scope_to_request(challenge_scope: Option<String>, prm: Option<&Value>) -> Option<String> {
+    challenge_scope.or_else(|| {
+        prm.and_then(|p| p.get("scopes_supported"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .filter(|s| !s.is_empty())
+    })
+}
 
 /// `n` random bytes as base64url without padding (ids, codes, tokens, PKCE verifiers).
 pub fn random_b64(n: usize) -> String {
@@ -123,5 +141,21 @@ mod tests {
         assert_eq!(resolve("http://h/a/b", "c").unwrap(), "http://h/a/c");
         assert_eq!(resolve("http://h/a", "http://x/y").unwrap(), "http://x/y");
         assert_eq!(resolve("http://h/a", "//x/y").unwrap(), "http://x/y");
+    }
+
+    #[test]
+    fn the_challenge_scope_wins_over_the_metadata_scopes() {
+        let prm = serde_json::json!({"scopes_supported": ["read", "write"]});
+        assert_eq!(
+            scope_to_request(Some("mcp".into()), Some(&prm)).as_deref(),
+            Some("mcp")
+        );
+        assert_eq!(
+            scope_to_request(None, Some(&prm)).as_deref(),
+            Some("read write")
+        );
+        let empty = serde_json::json!({"scopes_supported": []});
+        assert_eq!(scope_to_request(None, Some(&empty)), None);
+        assert_eq!(scope_to_request(None, None), None);
     }
 }
