@@ -147,6 +147,37 @@ pub fn render(capture: &Capture, report: &Explanation, style: Style) -> String {
         }
     }
 
+    if !report.round_trips.is_empty() {
+        let _ = writeln!(out, "\n{}", style.bold("Rounds (input_required)"));
+        for trip in &report.round_trips {
+            let steps: Vec<String> = trip
+                .attempts
+                .iter()
+                .map(|a| match a.answer {
+                    "input_required" if a.input_requests.is_empty() => {
+                        format!("#{} input_required", a.ex)
+                    }
+                    "input_required" => format!(
+                        "#{} input_required ({})",
+                        a.ex,
+                        a.input_requests
+                            .iter()
+                            .map(|(_, m)| m.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    other => format!("#{} {other}", a.ex),
+                })
+                .collect();
+            let fate = if trip.completed() {
+                style.green("completed")
+            } else {
+                style.red("never completed")
+            };
+            let _ = writeln!(out, "  {}: {} — {fate}", trip.label(), steps.join(" → "));
+        }
+    }
+
     let errors = report
         .findings
         .iter()

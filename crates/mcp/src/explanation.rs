@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::checks::{self, Finding};
 use super::era::{Era, Negotiation};
+use super::rounds::RoundTrip;
 use super::session::{Reached, Session, Silence, TokenLine};
 use mcptap_capture::reader::Capture;
 
@@ -25,6 +26,8 @@ pub struct Explanation {
     pub stages: Vec<StageReport>,
     pub silence: Option<Silence>,
     pub tokens: Vec<TokenLine>,
+    /// Calls answered `input_required` (2026-07-28), each with its rounds.
+    pub round_trips: Vec<RoundTrip>,
     pub findings: Vec<Finding>,
     /// Problems met reading the capture.
     pub warnings: Vec<String>,
@@ -65,6 +68,7 @@ pub fn explain(capture: &Capture, name: &str) -> Explanation {
             .collect(),
         silence: session.silence.clone(),
         tokens: session.tokens.clone(),
+        round_trips: session.round_trips.clone(),
         findings,
         warnings: capture.warnings.clone(),
     }

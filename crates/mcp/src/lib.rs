@@ -9,4 +9,5 @@ pub mod era;
 pub mod explanation;
 pub mod jsonrpc;
 pub mod oauth;
+pub mod rounds;
 pub mod session;

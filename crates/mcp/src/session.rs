@@ -223,6 +223,8 @@ pub struct Session<'a> {
     pub tokens: Vec<TokenLine>,
     /// The protocol era and how it was negotiated.
     pub negotiation: Negotiation,
+    /// Calls answered `input_required`, with their rounds (2026-07-28).
+    pub round_trips: Vec<super::rounds::RoundTrip>,
     /// Paths of the MCP endpoint(s).
     pub mcp_paths: BTreeSet<String>,
     /// Endpoint paths learned from authorization-server metadata.
@@ -357,6 +359,7 @@ impl<'a> Session<'a> {
             .iter()
             .any(|r| r.listen == mcptap_capture::model::LISTEN_PROBE);
         let negotiation = super::era::negotiate(&steps, &calls, probe);
+        let round_trips = super::rounds::round_trips(&steps, &calls);
         let stages = stages(&steps, &calls, probe, negotiation.era);
         let mut session = Session {
             capture,
@@ -366,6 +369,7 @@ impl<'a> Session<'a> {
             silence: None,
             tokens,
             negotiation,
+            round_trips,
             mcp_paths,
             as_endpoints,
         };

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod era;
+pub mod rounds;
 #[cfg(test)]
 mod testing;
 pub mod transport;
@@ -57,6 +58,7 @@ pub struct Check {
 pub fn all() -> Vec<Check> {
     let mut checks = auth::checks();
     checks.extend(era::checks());
+    checks.extend(rounds::checks());
     checks.extend(transport::checks());
     checks
 }
