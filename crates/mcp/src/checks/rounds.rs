@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{finding, Check, Finding, Severity};
 use crate::jsonrpc::Message;
-use crate::rounds::{RoundTrip, ROUND_METHODS};
+use crate::rounds::{Attempt, RoundTrip, ROUND_METHODS};
 use crate::session::Session;
 
 const INPUT_REQUIRED: &str = "input-required";
@@ -44,6 +44,18 @@ fn declared(session: &Session<'_>, ex: u64) -> Option<Value> {
             .cloned(),
         _ => None,
     })
+}
+
+/// What an `input_required` answer asked: `ok=elicitation/create, …`.
+fn asked(a: &Attempt) -> String {
+    if a.input_requests.is_empty() {
+        return "no input requests, only a requestState".into();
+    }
+    a.input_requests
+        .iter()
+        .map(|(k, m)| format!("{k}={m}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn input_required(session: &Session<'_>) -> Vec<Finding> {
@@ -98,18 +110,7 @@ fn server_side(session: &Session<'_>, trip: &RoundTrip, out: &mut Vec<Finding>) 
                     a.ex,
                     problems.join("; ")
                 ),
-                vec![format!(
-                    "inputRequests: {}",
-                    if a.input_requests.is_empty() {
-                        "(none)".to_string()
-                    } else {
-                        a.input_requests
-                            .iter()
-                            .map(|(k, m)| format!("{k}={m}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                )],
+                vec![format!("inputRequests: {}", asked(a))],
             ));
         }
     }
@@ -187,15 +188,7 @@ fn client_side(trip: &RoundTrip, out: &mut Vec<Finding>) {
             format!(
                 "{label} was answered input_required at #{} ({}), and the client never came back with the input: the call did not complete. A client must gather the input (asking its user) and retry the request with inputResponses and the requestState.",
                 last.ex,
-                if last.input_requests.is_empty() {
-                    "no input requests, only a requestState".to_string()
-                } else {
-                    last.input_requests
-                        .iter()
-                        .map(|(k, m)| format!("{k}: {m}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
+                asked(last)
             ),
             vec![format!("#{} answered input_required", last.ex)],
         ));
