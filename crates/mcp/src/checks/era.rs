@@ -280,6 +280,28 @@ fn header_value(raw: &str) -> Option<String> {
     }
 }
 
+/// How bad a request whose mirrored headers are wrong is: the client's mistake the server
+/// rightly refused (400 with -32020) is a warning; one the server served anyway is an error,
+/// since a server that processes the body MUST reject it.
+fn header_verdict(step: &crate::session::Step<'_>) -> (Severity, &'static str) {
+    let refused = step.x.status() == Some(400)
+        && step
+            .received
+            .iter()
+            .any(|(_, m)| matches!(m, Message::Error { code: -32020, .. }));
+    if refused {
+        (
+            Severity::Warning,
+            "The server rightly refused it with 400 and -32020 HeaderMismatch; the client must send the headers right.",
+        )
+    } else {
+        (
+            Severity::Error,
+            "The server served it anyway, but a server that processes the body must refuse it with 400 and -32020 HeaderMismatch: gateways route and authorize on these headers.",
+        )
+    }
+}
+
 /// Modern requests: `Mcp-Method` equal to the body's method, and `Mcp-Name` to the name or
 /// URI of the requests that need it.
 fn request_headers(session: &Session<'_>) -> Vec<Finding> {
@@ -296,6 +318,7 @@ fn request_headers(session: &Session<'_>) -> Vec<Finding> {
             continue;
         };
         let ex = step.x.ex;
+        let (severity, verdict) = header_verdict(step);
         let got = step.x.request_header("mcp-method");
         if got != Some(method) {
             let what = match got {
@@ -305,10 +328,10 @@ fn request_headers(session: &Session<'_>) -> Vec<Finding> {
             findings.push(finding(
                 MCP_METHOD_HEADER,
                 SPEC_HEADERS,
-                Severity::Error,
+                severity,
                 Some(ex),
                 format!(
-                    "This 2026-07-28 request ({method}) {what}: every request must mirror its method there, and a server that validates rejects it with 400 and -32020 HeaderMismatch."
+                    "This 2026-07-28 request ({method}) {what}: every request must mirror its method there. {verdict}"
                 ),
                 vec![format!("mcp-method: {}", got.unwrap_or("(absent)"))],
             ));
@@ -339,10 +362,10 @@ fn request_headers(session: &Session<'_>) -> Vec<Finding> {
             findings.push(finding(
                 MCP_NAME_HEADER,
                 SPEC_HEADERS,
-                Severity::Error,
+                severity,
                 Some(ex),
                 format!(
-                    "This {method} for {:?} {what}: 2026-07-28 requires Mcp-Name to mirror params.{field} on tools/call, resources/read and prompts/get, and a validating server rejects it with -32020 HeaderMismatch.",
+                    "This {method} for {:?} {what}: 2026-07-28 requires Mcp-Name to mirror params.{field} on tools/call, resources/read and prompts/get. {verdict}",
                     want.unwrap_or_default()
                 ),
                 vec![format!("mcp-name: {}", raw.unwrap_or("(absent)"))],
@@ -506,6 +529,20 @@ mod tests {
             Some(1),
         );
         assert!(f.message.contains("\"tools/call\""), "{}", f.message);
+        // Refused by the server with -32020, as it must be: the client's mistake, a warning.
+        let mut cap = Cap::new();
+        cap.add(
+            modern(1, 0, 1, "tools/list", json!({}))
+                .h("mcp-method", "TOOLS/LIST")
+                .answer(400, "application/json", &error(-32020, "Header mismatch")),
+        );
+        let f = one(
+            &cap.run(request_headers),
+            MCP_METHOD_HEADER,
+            Severity::Warning,
+            Some(1),
+        );
+        assert!(f.message.contains("rightly refused"), "{}", f.message);
         // A 2025 request needs neither header.
         let mut cap = Cap::new();
         cap.add(Ex::post(1, 0, &rq(1, "tools/list")).json(&ok(1)));

@@ -807,7 +807,13 @@ fn sse_response_delivery(session: &Session<'_>) -> Vec<Finding> {
     let cancelled = cancelled_ids(session);
     let mut unanswered: HashMap<u64, Vec<&Call>> = HashMap::new();
     for c in &session.calls {
-        if answer_of(c).is_none() && !cancelled.contains(&c.id) {
+        // A subscriptions/listen stream (2026-07-28) is answered only when the server ends
+        // it; a client that closes it has simply stopped listening.
+        let listen_closed_by_client = c.method == "subscriptions/listen"
+            && session
+                .step(c.ex)
+                .is_some_and(|s| s.x.outcome() == Some(Outcome::ClientAborted));
+        if answer_of(c).is_none() && !cancelled.contains(&c.id) && !listen_closed_by_client {
             unanswered.entry(c.ex).or_default().push(c);
         }
     }
@@ -1935,6 +1941,31 @@ mod tests {
             Some(1),
         );
         assert!(f.message.contains("id 7"), "{f:#?}");
+    }
+
+    /// A subscriptions/listen stream the client closed is over, not unanswered.
+    #[test]
+    fn sse_response_delivery_lets_a_listen_stream_end_by_the_client() {
+        let mut cap = Cap::new();
+        cap.add(
+            Ex::post(1, 100, &rq(3, "subscriptions/listen"))
+                .stream(&[(10 * MS, &nt("notifications/subscriptions/acknowledged"))])
+                .end(SEC, "client_aborted"),
+        );
+        quiet(&cap.run(sse_response_delivery));
+        // Ended by the server without its result, it is still the error it was.
+        let mut cap = Cap::new();
+        cap.add(
+            Ex::post(1, 100, &rq(3, "subscriptions/listen"))
+                .stream(&[(10 * MS, &nt("notifications/subscriptions/acknowledged"))])
+                .end(SEC, "complete"),
+        );
+        one(
+            &cap.run(sse_response_delivery),
+            SSE_RESPONSE_DELIVERY,
+            Severity::Error,
+            Some(1),
+        );
     }
 
     #[test]
