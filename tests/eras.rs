@@ -26,6 +26,11 @@ struct Run {
 
 /// v2-server.mjs (`--era`, `--fault`) behind the proxy, v2-client.mjs (`--mode`) through it.
 fn run(era: &str, fault: &str, mode: &str) -> Option<Run> {
+    run_client(era, fault, &["--mode", mode])
+}
+
+/// [`run`] with the client's arguments (`--mode`, `--call confirm`, `--listen`).
+fn run_client(era: &str, fault: &str, client_args: &[&str]) -> Option<Run> {
     let Some(dir) = peers_dir() else {
         may_skip("the real MCP peers (the TypeScript SDK v2)");
         return None;
@@ -44,13 +49,9 @@ fn run(era: &str, fault: &str, mode: &str) -> Option<Run> {
     let capture = tmp.path().join("capture.jsonl");
     let mut proxy = TestProxy::to(upstream).live().capture_to(&capture).start();
     let url = proxy.url("/mcp");
-    let (client_exit, out) = Peer::node(
-        "v2-client",
-        &dir,
-        &["v2-client.mjs", &url, "--mode", mode],
-        &[],
-    )
-    .finish(deadline);
+    let mut args = vec!["v2-client.mjs", url.as_str()];
+    args.extend_from_slice(client_args);
+    let (client_exit, out) = Peer::node("v2-client", &dir, &args, &[]).finish(deadline);
     let client: Value = out
         .lines()
         .rev()
@@ -349,4 +350,156 @@ async fn diff_names_an_era_change_as_the_first_divergence() {
         .filter(|e| e["label"] == "server/discover")
         .count();
     assert_eq!(discover, 2, "{within:#}");
+}
+
+/// A tool that needs a confirmation (multi round-trip request): the v2 server answers
+/// input_required with an elicitation, the v2 client answers it and retries. explain shows one
+/// call with two rounds and no finding.
+#[test]
+fn an_input_required_round_reads_as_one_call_that_completed() {
+    let Some(run) = run_client("modern", "none", &["--mode", "modern", "--call", "confirm"]) else {
+        return;
+    };
+    assert_eq!(run.client_exit, 0, "{:#}", run.client);
+    assert_eq!(
+        run.client["confirm"]["result"]["content"][0]["text"], "confirmed: deploy",
+        "{:#}",
+        run.client
+    );
+    let report = &run.report;
+    let trips = report["round_trips"].as_array().unwrap();
+    assert_eq!(trips.len(), 1, "{report:#}");
+    assert_eq!(trips[0]["method"], "tools/call");
+    assert_eq!(trips[0]["name"], "confirm");
+    let answers: Vec<&str> = trips[0]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["answer"].as_str().unwrap())
+        .collect();
+    assert_eq!(answers, ["input_required", "complete"]);
+    assert!(
+        findings(report, "input-required").is_empty(),
+        "{:#}",
+        report["findings"]
+    );
+    assert_eq!(error_findings(report), Vec::<String>::new());
+}
+
+/// A server that asks again on every retry: the client gives up after its round limit, and
+/// explain names the loop.
+#[test]
+fn input_required_rounds_that_never_end_are_named() {
+    let Some(run) = run_client(
+        "modern",
+        "input-loop",
+        &["--mode", "modern", "--call", "confirm"],
+    ) else {
+        return;
+    };
+    assert_ne!(run.client_exit, 0, "{:#}", run.client);
+    let report = &run.report;
+    let warnings = findings(report, "input-required");
+    assert_eq!(warnings.len(), 1, "{:#}", report["findings"]);
+    assert_eq!(warnings[0]["severity"], "warning");
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the rounds loop"),
+        "{:#}",
+        warnings[0]
+    );
+}
+
+/// subscriptions/listen: the stream opens (the listen stage), carries its notifications, and
+/// the client closing it is no unanswered request.
+#[test]
+fn a_listen_stream_is_a_stage_and_closing_it_is_no_fault() {
+    let Some(run) = run_client("modern", "none", &["--mode", "modern", "--listen"]) else {
+        return;
+    };
+    assert_eq!(run.client_exit, 0, "{:#}", run.client);
+    assert!(
+        run.client["listen"]["notifications"]
+            .as_array()
+            .is_some_and(|n| !n.is_empty()),
+        "{:#}",
+        run.client
+    );
+    let report = &run.report;
+    assert_eq!(stage_status(report, "listen"), "reached", "{report:#}");
+    assert!(
+        findings(report, "sse-response-delivery").is_empty(),
+        "{:#}",
+        report["findings"]
+    );
+    assert_eq!(error_findings(report), Vec::<String>::new());
+}
+
+/// The conformance suite's 2026-07-28 server scenarios against the v2 server give the same
+/// result per scenario directly and through the proxy, and explain raises no error on the
+/// recorded run (the suite's deliberately bad requests, refused by the server, are warnings).
+#[test]
+fn the_conformance_suite_sees_the_same_server_through_mcptap() {
+    let Some(dir) = peers_dir() else {
+        may_skip("the real MCP peers");
+        return;
+    };
+    if !dir
+        .join("node_modules/@modelcontextprotocol/conformance/dist/index.js")
+        .is_file()
+        && may_skip("the MCP conformance suite")
+    {
+        return;
+    }
+    let deadline = Instant::now() + TEST_BUDGET;
+    let server = Peer::node(
+        "v2-server",
+        &dir,
+        &["v2-server.mjs", "--era", "modern"],
+        &[],
+    );
+    let listening = server.wait_for("mcptap-peer: listening", deadline);
+    let direct_url = field(&listening, "mcp=").to_string();
+    let suite = |url: &str| -> Value {
+        let out = std::process::Command::new("bash")
+            .arg(dir.join("conformance-server.sh"))
+            .arg(url)
+            .env("CONFORMANCE_TIMEOUT_S", "50")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "the suite did not run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("one JSON line")
+    };
+    let direct = suite(&direct_url);
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = tmp.path().join("conformance.jsonl");
+    let proxy = TestProxy::to(direct_url.strip_suffix("/mcp").unwrap())
+        .capture_to(&capture)
+        .start();
+    let proxied = suite(&proxy.url("/mcp"));
+    let _ = proxy.finish();
+    assert_eq!(direct["complete"], true, "{direct:#}");
+    assert_eq!(
+        proxied["scenarios"], direct["scenarios"],
+        "direct vs through mcptap"
+    );
+    // Not vacuous: the suite reached the server and some required scenarios pass.
+    assert_eq!(
+        direct["scenarios"]["tools-list"]["result"], "pass",
+        "{direct:#}"
+    );
+    assert!(
+        direct["scored"]["passed"].as_u64().unwrap() >= 5,
+        "{direct:#}"
+    );
+    let report = explain(&capture);
+    assert!(report["exchanges"].as_u64().unwrap() > 50, "{report:#}");
+    assert_eq!(error_findings(&report), Vec::<String>::new());
 }

@@ -1,7 +1,8 @@
 // An MCP server over Streamable HTTP built with the v2 TypeScript SDK (@modelcontextprotocol/server
-// 2.x + @modelcontextprotocol/node), with one tool, `echo` ({ message: string } → "Echo: <message>").
+// 2.x + @modelcontextprotocol/node), with two tools: `echo` ({ message: string } → "Echo: <message>")
+// and `confirm` ({ action: string } → "confirmed: <action>" once the client confirms it).
 //
-// Usage:  node v2-server.mjs [--era modern|legacy|both] [--fault discover-500]
+// Usage:  node v2-server.mjs [--era modern|legacy|both] [--fault discover-500|strip-mcp-method|input-loop]
 //   --era both    (default) `createMcpHandler(factory)`: protocol 2026-07-28 (server/discover,
 //                 no initialize, no sessions, a `_meta` envelope on every request) and, for
 //                 2025-era traffic, the SDK's stateless legacy fallback (initialize answered by a
@@ -17,14 +18,39 @@
 //                 answered `500` with a JSON-RPC error body, before the SDK sees it (any era).
 //   --fault strip-mcp-method  a planted fault: the Mcp-Method header is removed before the SDK
 //                 sees the request, as a gateway or middleware that drops unknown headers does.
+//   --fault input-loop  a planted fault: `confirm` never completes — every round, the retry
+//                 with an accepted confirmation included, is answered input_required again.
+//
+// `confirm` is a multi round-trip (MRTR) tool written once with the SDK's builder: it returns
+// `inputRequired({ inputRequests: { confirm: inputRequired.elicit(…) }, requestState })` until the
+// retried call carries an accepted `{ confirm: true }` in `inputResponses.confirm`. On 2026-07-28
+// that is the `resultType: "input_required"` result and the client's retry (new id,
+// `params.inputResponses`, `params.requestState`); on a 2025-era session (`--era legacy`) the
+// SDK's legacy shim turns it into a classic server→client `elicitation/create` request on the
+// call's SSE stream. The stateless legacy fallback of `--era both` cannot send one: there the
+// call answers an `isError` result. `requestState` is `v1.<base64url JSON {tool, action,
+// round}>.<base64url HMAC-SHA256>` under a fixed key (deterministic across runs); it is checked by
+// the SDK's `requestState.verify` hook (a bad MAC is answered -32602 "Invalid or expired
+// requestState"), and state minted for another action gets an `isError` result.
+//
+// `subscriptions/listen` (eras modern and both) is served by the SDK's listen router; the server
+// publishes one `notifications/tools/list_changed` (`handler.notify.toolsChanged()`) 100 ms after
+// each listen stream subscribes, so a listening client sees one change event.
 //
 // Listens on 127.0.0.1 on a port the OS picks, at path /mcp, and prints one line on stdout:
 //   mcptap-peer: listening mcp=http://127.0.0.1:PORT/mcp era=ERA fault=FAULT
 // Exits 0 on SIGTERM/SIGINT.
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer } from 'node:http';
 import * as z from 'zod/v4';
-import { createMcpHandler, isInitializeRequest, McpServer } from '@modelcontextprotocol/server';
+import {
+    createMcpHandler,
+    InMemoryServerEventBus,
+    inputRequired,
+    inputResponse,
+    isInitializeRequest,
+    McpServer
+} from '@modelcontextprotocol/server';
 import {
     localhostHostValidation,
     localhostOriginValidation,
@@ -43,11 +69,40 @@ const opt = (name, fallback, allowed) => {
     return value;
 };
 const era = opt('--era', 'both', ['modern', 'legacy', 'both']);
-const fault = opt('--fault', 'none', ['none', 'discover-500', 'strip-mcp-method']);
+const fault = opt('--fault', 'none', ['none', 'discover-500', 'strip-mcp-method', 'input-loop']);
+
+// requestState for `confirm`: signed, not encrypted, and deterministic (no expiry, fixed key) so
+// that two runs put the same bytes on the wire. The key is not a secret: this is a test peer.
+const STATE_KEY = 'mcptap-v2-server requestState key, 32+ bytes long';
+const b64url = buf => Buffer.from(buf).toString('base64url');
+const mac = body => createHmac('sha256', STATE_KEY).update(body).digest();
+const mintState = payload => {
+    const body = b64url(JSON.stringify(payload));
+    return `v1.${body}.${b64url(mac(body))}`;
+};
+// ServerOptions.requestState.verify: throws on anything not minted here (the SDK answers -32602),
+// resolves with the payload, which the handler reads as ctx.mcpReq.requestState().
+const verifyState = state => {
+    const [version, body, tag, ...rest] = String(state).split('.');
+    const got = Buffer.from(tag ?? '', 'base64url');
+    const want = mac(body ?? '');
+    if (version !== 'v1' || rest.length > 0 || got.length !== want.length || !timingSafeEqual(got, want)) {
+        throw new Error('requestState: bad MAC');
+    }
+    return JSON.parse(Buffer.from(body, 'base64url').toString('utf8'));
+};
+const CONFIRM_SCHEMA = {
+    type: 'object',
+    properties: { confirm: { type: 'boolean', title: 'Confirm', description: 'Go ahead with the action' } },
+    required: ['confirm']
+};
 
 // One factory for every era (the SDK's advice: the same tool surface on both legs).
 const makeServer = () => {
-    const server = new McpServer({ name: 'mcptap-v2-server', version: '1.0.0' });
+    const server = new McpServer(
+        { name: 'mcptap-v2-server', version: '1.0.0' },
+        { requestState: { verify: verifyState } }
+    );
     server.registerTool(
         'echo',
         {
@@ -55,6 +110,36 @@ const makeServer = () => {
             inputSchema: z.object({ message: z.string().describe('Message to echo') })
         },
         async ({ message }) => ({ content: [{ type: 'text', text: `Echo: ${message}` }] })
+    );
+    server.registerTool(
+        'confirm',
+        {
+            description: 'Does an action once the user confirms it (multi round-trip elicitation)',
+            inputSchema: z.object({ action: z.string().describe('What to do') })
+        },
+        async ({ action }, ctx) => {
+            const state = ctx.mcpReq.requestState(); // the verified payload, or undefined
+            if (state !== undefined && (state?.tool !== 'confirm' || state?.action !== action)) {
+                return { content: [{ type: 'text', text: 'requestState was minted for another call' }], isError: true };
+            }
+            const answer = inputResponse(ctx.mcpReq.inputResponses, 'confirm');
+            if (fault !== 'input-loop' && state !== undefined && answer.kind === 'elicit') {
+                if (answer.action === 'accept' && answer.content?.confirm === true) {
+                    return { content: [{ type: 'text', text: `confirmed: ${action}` }] };
+                }
+                return { content: [{ type: 'text', text: `not confirmed: ${action} (${answer.action})` }] };
+            }
+            const round = (state?.round ?? 0) + 1;
+            return inputRequired({
+                inputRequests: {
+                    confirm: inputRequired.elicit({
+                        message: `Confirm: ${action}? (round ${round})`,
+                        requestedSchema: CONFIRM_SCHEMA
+                    })
+                },
+                requestState: mintState({ tool: 'confirm', action, round })
+            });
+        }
     );
     return server;
 };
@@ -98,8 +183,24 @@ if (era === 'legacy') {
     };
     closeAll = async () => Promise.allSettled([...sessions.values()].map(t => t.close()));
 } else {
+    // The SDK's in-process bus, with one addition: each subscriptions/listen stream that
+    // subscribes is followed, 100 ms later, by one tools/list_changed published through the
+    // handler's own `notify` facade (to every open stream that asked for it).
+    const inner = new InMemoryServerEventBus(onerror);
+    const bus = {
+        publish: event => inner.publish(event),
+        subscribe: listener => {
+            const unsubscribe = inner.subscribe(listener);
+            const timer = setTimeout(() => handler.notify.toolsChanged(), 100);
+            return () => {
+                clearTimeout(timer);
+                unsubscribe();
+            };
+        }
+    };
     const handler = createMcpHandler(() => makeServer(), {
         ...(era === 'modern' && { legacy: 'reject' }),
+        bus,
         onerror
     });
     const node = toNodeHandler(handler, { onerror });

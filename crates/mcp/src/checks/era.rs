@@ -310,8 +310,9 @@ fn request_headers(session: &Session<'_>) -> Vec<Finding> {
         let Some(message) = step.sent.first() else {
             continue;
         };
-        // A batch carries several methods; the header names one. Batches left alone.
-        if step.sent.len() != 1 || !is_modern_request(step, message) {
+        // A batch carries several methods; the header names one. Batches left alone, and
+        // notifications: the headers are required of requests.
+        if step.sent.len() != 1 || !message.is_request() || !is_modern_request(step, message) {
             continue;
         }
         let Some(method) = message.method() else {
