@@ -503,3 +503,43 @@ fn the_conformance_suite_sees_the_same_server_through_mcptap() {
     assert!(report["exchanges"].as_u64().unwrap() > 50, "{report:#}");
     assert_eq!(error_findings(&report), Vec::<String>::new());
 }
+
+/// The report carries each session's era and draws the ladder of that era only.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_shows_the_era_and_its_ladder() {
+    for (era, label, has, lacks) in [
+        (ClientEra::Auto, "modern", "discover", "initialize"),
+        (ClientEra::Legacy, "legacy", "initialize", "discover"),
+    ] {
+        let recorded = record_session_with(ClientOptions {
+            era,
+            ..ClientOptions::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let html = dir.path().join("report.html");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+            .arg("report")
+            .arg(&recorded.path)
+            .arg("-o")
+            .arg(&html)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let data = crate::report::page_data(&std::fs::read_to_string(&html).unwrap());
+        let session = &data["sessions"][0];
+        assert_eq!(session["era"], label, "{session:#}");
+        let stages: Vec<&str> = session["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        assert!(stages.contains(&has), "{label}: {stages:?}");
+        assert!(!stages.contains(&lacks), "{label}: {stages:?}");
+    }
+}
