@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::args::{parse_size, resolve_listen};
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -295,25 +296,6 @@ pub enum OnFullArg {
     Drop,
 }
 
-/// `10MiB`, `512k`, `1048576` → bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (examples: 1048576, 512KiB, 10MiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit '{other}' (use KiB, MiB or GiB)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
-}
-
 fn seconds(flag: &str, v: f64) -> anyhow::Result<Option<Duration>> {
     if !v.is_finite() || v < 0.0 {
         bail!("--{flag} must be a number of seconds ≥ 0, not {v}");
@@ -495,30 +477,9 @@ impl ProxyArgs {
     }
 }
 
-fn resolve_listen(listen: &str) -> anyhow::Result<std::net::SocketAddr> {
-    use std::net::ToSocketAddrs;
-    if let Ok(addr) = listen.parse() {
-        return Ok(addr);
-    }
-    listen
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .with_context(|| format!("--listen '{listen}' is not an address like 127.0.0.1:8080"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
-        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
-        assert_eq!(parse_size("123").unwrap(), 123);
-        assert!(parse_size("ten").is_err());
-        assert!(parse_size("5XB").is_err());
-    }
 
     #[test]
     fn upstream_must_be_http_with_a_host() {

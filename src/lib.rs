@@ -12,6 +12,7 @@ pub use mcptap_mcp as mcp;
 pub use mcptap_proxy as proxy;
 pub use mcptap_proxy::{memory, tls};
 
+pub mod args;
 pub mod cli;
 pub mod demo;
 pub mod diff;

@@ -128,7 +128,7 @@ fn parse_speed(s: &str) -> Result<f64, String> {
 
 /// Runs `mcptap mock` until SIGINT or SIGTERM.
 pub fn run(args: &MockArgs) -> anyhow::Result<ExitCode> {
-    let listen = resolve_listen(&args.listen)?;
+    let listen = crate::args::resolve_listen(&args.listen)?;
     let upstream = match (&args.upstream, args.unmatched) {
         (Some(u), UnmatchedArg::Forward) => {
             Some(crate::replay::target_url(u).with_context(|| "--upstream".to_string())?)
@@ -142,18 +142,6 @@ pub fn run(args: &MockArgs) -> anyhow::Result<ExitCode> {
     let capture = Capture::open(&args.capture)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(serve(args, listen, upstream, capture))
-}
-
-fn resolve_listen(listen: &str) -> anyhow::Result<SocketAddr> {
-    use std::net::ToSocketAddrs;
-    if let Ok(addr) = listen.parse() {
-        return Ok(addr);
-    }
-    listen
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .with_context(|| format!("--listen '{listen}' is not an address like 127.0.0.1:8080"))
 }
 
 /// The mock's state, shared by every connection.

@@ -58,7 +58,7 @@ pub struct ReportArgs {
     pub diff: Option<PathBuf>,
 
     /// Show at most this much of each body in the page (0: all of it). Accepts a KiB/MiB suffix.
-    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = crate::cli::parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = crate::args::parse_size)]
     pub body_limit: u64,
 }
 
