@@ -1,4 +1,5 @@
-//! Parsers for argument values several commands take: sizes and listen addresses.
+//! Argument values several commands take: sizes, listen addresses, and output files that
+//! must not be one of the inputs.
 
 use anyhow::Context as _;
 
@@ -32,6 +33,14 @@ pub fn resolve_listen(listen: &str) -> anyhow::Result<std::net::SocketAddr> {
         .ok()
         .and_then(|mut addrs| addrs.next())
         .with_context(|| format!("--listen '{listen}' is not an address like 127.0.0.1:8080"))
+}
+
+/// Whether two paths name one existing file (so writing one would destroy the other).
+pub fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

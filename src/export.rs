@@ -60,7 +60,7 @@ pub struct ExportArgs {
 /// Runs `mcptap export`.
 pub fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     if let Some(har) = &args.har {
-        if crate::report::same_file(&args.capture, har) {
+        if crate::args::same_file(&args.capture, har) {
             bail!(
                 "--har {} is the capture itself: choose another file",
                 har.display()

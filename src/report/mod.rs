@@ -19,8 +19,8 @@ use serde::Serialize;
 
 use crate::capture::model::{Headers, Timings, Upgrade};
 use crate::capture::reader::{BodyData, Capture, Exchange};
-use crate::diff;
-use crate::explain::{self, Explanation};
+use crate::mcp::diff;
+use crate::mcp::explanation::{self as explain, Explanation};
 use crate::mcp::jsonrpc::{self, Message};
 use crate::mcp::session::{Reached, Role, Session};
 
@@ -65,7 +65,7 @@ pub struct ReportArgs {
 /// Runs `mcptap report`.
 pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     for input in std::iter::once(&args.capture).chain(&args.diff) {
-        if same_file(input, &args.output) {
+        if crate::args::same_file(input, &args.output) {
             anyhow::bail!(
                 "-o {} is the capture itself: choose another file for the report",
                 args.output.display()
@@ -97,14 +97,6 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Whether two paths name one existing file (so writing one would destroy the other).
-pub fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }
 
 fn load(path: &Path) -> anyhow::Result<(Capture, String)> {

@@ -5,6 +5,7 @@
 //! Reads captures through `mcptap-capture`; knows nothing of the proxy or the commands.
 
 pub mod checks;
+pub mod diff;
 pub mod era;
 pub mod explanation;
 pub mod jsonrpc;

@@ -10,8 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde_json::Value;
 
-use crate::capture::reader::{Capture, Exchange};
-use crate::mcp::session::{Role, Session};
+use crate::session::{Role, Session};
+use mcptap_capture::reader::{Capture, Exchange};
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1): they describe one connection, not the exchange.
 const HOP_BY_HOP: [&str; 8] = [
@@ -275,7 +275,7 @@ impl Noise {
             // arbitrary as the proxy's. A replay's target is where its client knocked, as the
             // proxy was for the recorded client: the same placeholder makes a replay compare
             // equal to its original.
-            let placeholder = if route.listen == crate::capture::model::LISTEN_REPLAY {
+            let placeholder = if route.listen == mcptap_capture::model::LISTEN_REPLAY {
                 "<proxy>"
             } else {
                 "<upstream>"

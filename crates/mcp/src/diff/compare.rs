@@ -10,8 +10,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::noise::{self, Noise};
-use crate::capture::model::{Headers, Sse};
-use crate::capture::reader::{BodyData, Exchange};
+use mcptap_capture::model::{Headers, Sse};
+use mcptap_capture::reader::{BodyData, Exchange};
 
 /// Longest value shown in a difference (characters); longer values end with `…`.
 const SHOWN: usize = 300;
