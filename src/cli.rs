@@ -37,8 +37,9 @@ pub enum Command {
     /// Manage the local certificate authority for TLS on your own machine.
     #[command(subcommand)]
     Certs(CertsCommand),
-    /// Read a capture the way an MCP and OAuth expert would: the stages reached, where the
-    /// client went silent, which tokens were issued and presented, which rules were broken.
+    /// Read a capture the way an MCP and OAuth expert would: the protocol era (2026-07-28 or
+    /// 2025), the stages reached, where the client went silent, which tokens were issued and
+    /// presented, which rules were broken.
     #[command(after_help = EXPLAIN_EXAMPLES)]
     Explain(ExplainArgs),
     /// Compare two captures exchange by exchange: aligned side by side, noise (dates, ids,
@@ -96,7 +97,8 @@ pub struct ExplainArgs {
     #[arg(value_name = "CAPTURE")]
     pub capture: PathBuf,
 
-    /// Print one JSON object (stages, silence, tokens, findings) instead of the report.
+    /// Print one JSON object (era, negotiation, stages, silence, tokens, round_trips, findings)
+    /// instead of the report.
     #[arg(long)]
     pub json: bool,
 
