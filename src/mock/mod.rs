@@ -33,6 +33,7 @@ use crate::capture::reader::{media_type, Capture};
 use crate::capture::{Direction, Record};
 use crate::proxy::exchange::{ExchangeLog, Shared};
 use crate::proxy::forward::version_str;
+use crate::proxy::record::{Producer, RequestHead};
 use crate::proxy::upstream::{self, UpstreamClient, UpstreamTls};
 use crate::proxy::{headers, CaptureTarget, ConnEnd, CountingStream};
 use crate::replay::origins;
@@ -369,7 +370,7 @@ struct Answer {
     headers: HeaderMap,
     body: AnswerBody,
     /// `upstream` for a recorded or forwarded response, `proxy` for the mock's own.
-    producer: &'static str,
+    producer: Producer,
     /// The URL a forwarded request went to.
     upstream: String,
     line: String,
@@ -460,7 +461,7 @@ async fn handle(
                 status: StatusCode::from_u16(served.status).unwrap_or(StatusCode::BAD_GATEWAY),
                 headers,
                 body: AnswerBody::Timed(TimedBody::start(served.chunks, served.end), stream),
-                producer: "upstream",
+                producer: Producer::Upstream,
                 upstream: String::new(),
                 line: format!(
                     "{} → {} · recorded exchange {}{}",
@@ -520,19 +521,15 @@ fn respond(
     let recorder = shared.recorder.clone();
     let ex = log.ex;
     let t = recorder.clock().us_at(log.started);
-    recorder.event(
-        t,
-        EventBody::Request(model::Request {
-            ex,
-            conn,
-            method: parts.method.to_string(),
-            target: parts.uri.to_string(),
-            version: version_str(parts.version).into(),
-            headers: headers::to_record(&parts.headers),
-            upstream: answer.upstream.clone(),
-            route: None,
-        }),
-    );
+    log.record_request(RequestHead {
+        conn,
+        method: parts.method.to_string(),
+        target: parts.uri.to_string(),
+        version: version_str(parts.version),
+        headers: headers::to_record(&parts.headers),
+        upstream: answer.upstream.clone(),
+        route: None,
+    });
     if !body.is_empty() {
         recorder.whole_frame(ex, Direction::Request, t, Bytes::copy_from_slice(body));
         recorder.record(Record::BodyEnd {
@@ -544,27 +541,23 @@ fn respond(
     }
     log.ended(Direction::Request, log.started);
     let at = Instant::now();
-    log.response_started(answer.status.as_u16(), None, at);
     let mut recorded_headers = headers::to_record(&answer.headers);
     if let AnswerBody::Timed(b, _) = &answer.body {
         if let Some(n) = http_body::Body::size_hint(b).exact() {
             recorded_headers.push("content-length", itoa::Buffer::new().format(n));
         }
     }
-    recorder.event(
-        recorder.clock().us_at(at),
-        EventBody::Response(model::Response {
-            ex,
-            status: answer.status.as_u16(),
-            version: version_str(if parts.version == Version::HTTP_2 {
-                Version::HTTP_2
-            } else {
-                Version::HTTP_11
-            })
-            .into(),
-            headers: recorded_headers,
-            producer: answer.producer.into(),
+    log.record_response(
+        at,
+        answer.status.as_u16(),
+        version_str(if parts.version == Version::HTTP_2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
         }),
+        recorded_headers,
+        answer.producer,
+        None,
     );
     let max_body = shared.max_body;
     let body = match answer.body {
@@ -596,7 +589,7 @@ fn own_answer(
         status,
         headers,
         body: AnswerBody::Timed(TimedBody::whole(Bytes::from(body)), false),
-        producer: "proxy",
+        producer: Producer::Proxy,
         upstream: String::new(),
         line: line.trim_end().to_string(),
     }
@@ -676,7 +669,7 @@ async fn forward(
                 ),
                 headers: p.headers,
                 body: AnswerBody::Forwarded(b),
-                producer: "upstream",
+                producer: Producer::Upstream,
                 upstream: uri.to_string(),
             }
         }

@@ -23,6 +23,7 @@ use crate::mcp::jsonrpc::{self, Message};
 use crate::proxy::exchange::{ExchangeLog, Shared};
 use crate::proxy::forward::version_str;
 use crate::proxy::headers;
+use crate::proxy::record::{Producer, RequestHead};
 use crate::sse::{SseEvent, SseParser};
 
 /// A request to make.
@@ -330,19 +331,16 @@ impl Http {
         let at = Instant::now();
         log.ended(Direction::Request, at);
         let status = response.status().as_u16();
-        log.response_started(status, None, at);
         let (head, mut body) = response.into_parts();
         let mut clean = head.headers.clone();
         headers::remove_hop_by_hop(&mut clean, false);
-        recorder.event(
-            recorder.clock().us_at(at),
-            EventBody::Response(model::Response {
-                ex: log.ex,
-                status,
-                version: version_str(head.version).into(),
-                headers: headers::to_record(&clean),
-                producer: "upstream".into(),
-            }),
+        log.record_response(
+            at,
+            status,
+            version_str(head.version),
+            headers::to_record(&clean),
+            Producer::Upstream,
+            None,
         );
         answer.status = Some(status);
         answer.headers = head.headers;
@@ -491,19 +489,15 @@ impl Http {
         }
         let recorder = &self.shared.recorder;
         let t = recorder.clock().us_at(log.started);
-        recorder.event(
-            t,
-            EventBody::Request(model::Request {
-                route: None,
-                ex: log.ex,
-                conn,
-                method: out.method.to_string(),
-                target: pq.to_string(),
-                version: version_str(version).into(),
-                headers: headers::to_record(&map),
-                upstream: out.url.clone(),
-            }),
-        );
+        log.record_request(RequestHead {
+            conn,
+            method: out.method.to_string(),
+            target: pq.to_string(),
+            version: version_str(version),
+            headers: headers::to_record(&map),
+            upstream: out.url.clone(),
+            route: None,
+        });
         if !out.body.is_empty() {
             recorder.whole_frame(log.ex, Direction::Request, t, Bytes::from(out.body.clone()));
             recorder.record(Record::BodyEnd {

@@ -22,6 +22,7 @@ use crate::capture::model::{self, EventBody};
 use crate::capture::{Direction, Record};
 use crate::proxy::exchange::{ExchangeLog, Shared};
 use crate::proxy::headers;
+use crate::proxy::record::{Producer, RequestHead};
 
 /// The path the authorization server redirects the browser to.
 pub const CALLBACK_PATH: &str = "/callback";
@@ -113,19 +114,15 @@ fn serve(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    recorder.event(
-        recorder.clock().us_at(log.started),
-        EventBody::Request(model::Request {
-            route: None,
-            ex: log.ex,
-            conn,
-            method: req.method().to_string(),
-            target: target.clone(),
-            version: crate::proxy::forward::version_str(req.version()).into(),
-            headers: headers::to_record(req.headers()),
-            upstream: "probe".into(),
-        }),
-    );
+    log.record_request(RequestHead {
+        conn,
+        method: req.method().to_string(),
+        target: target.clone(),
+        version: crate::proxy::forward::version_str(req.version()),
+        headers: headers::to_record(req.headers()),
+        upstream: "probe".into(),
+        route: None,
+    });
     let (status, page) = if req.uri().path() == CALLBACK_PATH {
         let query: Vec<(String, String)> =
             form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
@@ -159,7 +156,6 @@ fn serve(
     };
     let at = Instant::now();
     log.ended(Direction::Request, at);
-    log.response_started(status.as_u16(), None, at);
     let body = Bytes::from_static(page.as_bytes());
     let response = Response::builder()
         .status(status)
@@ -167,15 +163,13 @@ fn serve(
         .header("cache-control", "no-store")
         .body(Full::new(body.clone()))
         .unwrap_or_default();
-    recorder.event(
-        recorder.clock().us_at(at),
-        EventBody::Response(model::Response {
-            ex: log.ex,
-            status: status.as_u16(),
-            version: "HTTP/1.1".into(),
-            headers: headers::to_record(response.headers()),
-            producer: "upstream".into(),
-        }),
+    log.record_response(
+        at,
+        status.as_u16(),
+        "HTTP/1.1",
+        headers::to_record(response.headers()),
+        Producer::Upstream,
+        None,
     );
     log.frame(Direction::Response, body.len(), at);
     recorder.whole_frame(

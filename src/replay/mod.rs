@@ -36,6 +36,7 @@ use crate::capture::reader::{media_type, Capture, Exchange};
 use crate::capture::{Direction, Outcome, Record};
 use crate::proxy::exchange::{ExchangeLog, Shared};
 use crate::proxy::forward::version_str;
+use crate::proxy::record::{Producer, RequestHead};
 use crate::proxy::upstream::{self, ConnectFacts, UpstreamClient, UpstreamTls};
 use crate::proxy::{headers, CaptureTarget};
 use crate::sse::SseParser;
@@ -760,28 +761,22 @@ async fn send(run: Arc<Run>, k: usize, built: Built) {
 
     let answered = Instant::now();
     let conn = connection(&run, &resp, log.started);
-    record_request(&run, ex, conn, &sent, resp.version(), log.started);
+    record_request(&run, &log, conn, &sent, resp.version());
     log.frame(Direction::Request, sent.body.len(), log.started);
     log.ended(Direction::Request, answered);
     let status = resp.status();
-    log.response_started(
-        status.as_u16(),
-        resp.extensions().get::<ConnectFacts>().copied(),
-        answered,
-    );
+    let connect = resp.extensions().get::<ConnectFacts>().copied();
     let (parts, mut body) = resp.into_parts();
     let mut clean_headers = parts.headers.clone();
     headers::remove_hop_by_hop(&mut clean_headers, false);
     let got_headers = headers::to_record(&clean_headers);
-    recorder.event(
-        recorder.clock().us_at(answered),
-        EventBody::Response(model::Response {
-            ex,
-            status: status.as_u16(),
-            version: version_str(parts.version).into(),
-            headers: got_headers.clone(),
-            producer: "upstream".into(),
-        }),
+    log.record_response(
+        answered,
+        status.as_u16(),
+        version_str(parts.version),
+        got_headers.clone(),
+        Producer::Upstream,
+        connect,
     );
     let mut learned = Learned::default();
     if let Some(r) = &x.response {
@@ -976,29 +971,19 @@ fn connection(run: &Run, resp: &http::Response<hyper::body::Incoming>, started: 
 }
 
 /// The `request` event and the request body, once the connection is known.
-fn record_request(
-    run: &Run,
-    ex: u64,
-    conn: u64,
-    sent: &RequestRecord,
-    version: Version,
-    started: Instant,
-) {
+fn record_request(run: &Run, log: &ExchangeLog, conn: u64, sent: &RequestRecord, version: Version) {
     let recorder = &run.shared.recorder;
-    let t = recorder.clock().us_at(started);
-    recorder.event(
-        t,
-        EventBody::Request(model::Request {
-            ex,
-            conn,
-            method: sent.method.clone(),
-            target: sent.target.clone(),
-            version: version_str(version).into(),
-            headers: sent.headers.clone(),
-            upstream: sent.uri.clone(),
-            route: None,
-        }),
-    );
+    let ex = log.ex;
+    let t = recorder.clock().us_at(log.started);
+    log.record_request(RequestHead {
+        conn,
+        method: sent.method.clone(),
+        target: sent.target.clone(),
+        version: version_str(version),
+        headers: sent.headers.clone(),
+        upstream: sent.uri.clone(),
+        route: None,
+    });
     if !sent.body.is_empty() {
         recorder.whole_frame(ex, Direction::Request, t, Bytes::from(sent.body.clone()));
         recorder.record(Record::BodyEnd {
@@ -1020,7 +1005,7 @@ fn finish_failed(
 ) {
     let x = run.exchange(k);
     // No connection carried it: conn 0.
-    record_request(run, log.ex, 0, sent, Version::HTTP_11, log.started);
+    record_request(run, log, 0, sent, Version::HTTP_11);
     log.preset_outcome(outcome, why.clone());
     log.finish(outcome, None, Instant::now());
     lock(&run.results)[k] = Some(StepResult {

@@ -135,6 +135,11 @@ impl ExchangeLog {
         })
     }
 
+    /// The recorder this exchange's events go to.
+    pub(crate) fn recorder(&self) -> &mcptap_capture::Recorder {
+        &self.shared.recorder
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
         // A panic elsewhere must not stop the record: the data is plain counters.
         self.progress.lock().unwrap_or_else(|e| e.into_inner())

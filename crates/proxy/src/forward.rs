@@ -17,13 +17,14 @@ use super::exchange::{ExchangeLog, Shared};
 use super::headers;
 use super::origins::OriginMap;
 use super::pool::{Pool, Slot, UpstreamIncoming};
+use super::record::{Producer, RequestHead};
 use super::rewrite::{self, BodyKind, Collected, Forwarded, Notes, Rewriting};
 use super::upgrade;
 use super::upstream::{self, ConnectFacts};
 use mcptap_capture::body::RecordingBody;
 use mcptap_capture::headers::media_type;
 use mcptap_capture::model::ServedBy;
-use mcptap_capture::model::{self, EventBody};
+
 use mcptap_capture::{Direction, Outcome};
 
 /// A body the proxy sends upstream: the client's, recorded as it was sent (and with
@@ -118,19 +119,15 @@ pub async fn handle(
     };
     let target = upstream::upstream_uri(&ctx.route.upstream, &upstream_pq);
 
-    recorder.event(
-        recorder.clock().us_at(log.started),
-        EventBody::Request(model::Request {
-            ex,
-            conn: ctx.conn,
-            method: req.method().to_string(),
-            target: req.uri().to_string(),
-            version: version_str(client_version).into(),
-            headers: headers::to_record(req.headers()),
-            upstream: target.as_ref().map(|u| u.to_string()).unwrap_or_default(),
-            route: Some(ctx.route.index),
-        }),
-    );
+    log.record_request(RequestHead {
+        conn: ctx.conn,
+        method: req.method().to_string(),
+        target: req.uri().to_string(),
+        version: version_str(client_version),
+        headers: headers::to_record(req.headers()),
+        upstream: target.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+        route: Some(ctx.route.index),
+    });
 
     if req.method() == Method::CONNECT {
         return Ok(proxy_answer(
@@ -287,7 +284,6 @@ pub async fn handle(
     let at = Instant::now();
     let connect = resp.extensions().get::<ConnectFacts>().copied();
     let status = resp.status();
-    log.response_started(status.as_u16(), connect, at);
     let switching = status == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_some();
     headers::remove_hop_by_hop(resp.headers_mut(), switching);
     let (mut resp_parts, resp_body) = resp.into_parts();
@@ -332,15 +328,13 @@ pub async fn handle(
         _ => Forwarded::Through(resp_body),
     };
     let mut resp = Response::from_parts(resp_parts, resp_body);
-    recorder.event(
-        recorder.clock().us_at(at),
-        EventBody::Response(model::Response {
-            ex,
-            status: status.as_u16(),
-            version: version_str(resp.version()).into(),
-            headers: headers::to_record(resp.headers()),
-            producer: "upstream".into(),
-        }),
+    log.record_response(
+        at,
+        status.as_u16(),
+        version_str(resp.version()),
+        headers::to_record(resp.headers()),
+        Producer::Upstream,
+        connect,
     );
     notes.rewritten("response", &places);
     if switching {
@@ -451,7 +445,6 @@ async fn proxy_answer(
 ) -> Response<ClientBody> {
     let recorder = &ctx.shared.recorder;
     let at = Instant::now();
-    log.response_started(status.as_u16(), None, at);
     let mut resp = Response::new(Full::new(Bytes::copy_from_slice(text.as_bytes())));
     *resp.status_mut() = status;
     *resp.version_mut() = version;
@@ -465,15 +458,13 @@ async fn proxy_answer(
     }
     let mut recorded = headers::to_record(resp.headers());
     recorded.push("content-length", itoa::Buffer::new().format(text.len()));
-    recorder.event(
-        recorder.clock().us_at(at),
-        EventBody::Response(model::Response {
-            ex: log.ex,
-            status: status.as_u16(),
-            version: version_str(version).into(),
-            headers: recorded,
-            producer: "proxy".into(),
-        }),
+    log.record_response(
+        at,
+        status.as_u16(),
+        version_str(version),
+        recorded,
+        Producer::Proxy,
+        None,
     );
     resp.map(|body| {
         Either::Right(RecordingBody::new(

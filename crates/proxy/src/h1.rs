@@ -25,11 +25,12 @@ use super::exchange::ExchangeLog;
 use super::forward::ConnContext;
 use super::headers::HOP_BY_HOP_NAMES as HOP_BY_HOP;
 use super::pool::{Raw, RawConnect, SendError};
+use super::record::{Producer, RequestHead};
 use super::upstream;
 use mcptap_capture::body::Tap;
 use mcptap_capture::headers::is_event_stream;
+use mcptap_capture::model::Headers;
 use mcptap_capture::model::ServedBy;
-use mcptap_capture::model::{self, EventBody, Headers};
 use mcptap_capture::{Direction, Outcome};
 
 /// The largest request body the fast path takes whole before forwarding; a larger one
@@ -344,16 +345,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             Err(no) => return self.no_answer(&log, no, close).await,
         };
         let at = Instant::now();
-        log.response_started(answer.status, Some(raw.facts), at);
-        recorder.event(
-            recorder.clock().us_at(at),
-            EventBody::Response(model::Response {
-                ex,
-                status: answer.status,
-                version: answer.version.into(),
-                headers: answer.headers,
-                producer: "upstream".into(),
-            }),
+        log.record_response(
+            at,
+            answer.status,
+            answer.version,
+            answer.headers,
+            Producer::Upstream,
+            Some(raw.facts),
         );
         let limit = if answer.event_stream {
             u64::MAX
@@ -401,22 +399,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         self.buf.advance(plain.head_len);
         let body = self.buf.split_to(plain.body_len).freeze();
         let shared = &ctx.shared;
-        let recorder = &shared.recorder;
         let log = ExchangeLog::proxied(shared, arrived, ServedBy::FastPath);
         ctx.exchanges.fetch_add(1, Ordering::Relaxed);
-        recorder.event(
-            recorder.clock().us_at(arrived),
-            EventBody::Request(model::Request {
-                ex: log.ex,
-                conn: ctx.conn,
-                method: std::mem::take(&mut plain.method),
-                target: std::mem::take(&mut plain.target),
-                version: "HTTP/1.1".into(),
-                headers: std::mem::take(&mut plain.headers),
-                upstream: std::mem::take(&mut plain.upstream_url),
-                route: Some(ctx.route.index),
-            }),
-        );
+        log.record_request(RequestHead {
+            conn: ctx.conn,
+            method: std::mem::take(&mut plain.method),
+            target: std::mem::take(&mut plain.target),
+            version: "HTTP/1.1",
+            headers: std::mem::take(&mut plain.headers),
+            upstream: std::mem::take(&mut plain.upstream_url),
+            route: Some(ctx.route.index),
+        });
         (log, body)
     }
 
@@ -611,20 +604,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         };
         let recorder = &self.ctx.shared.recorder;
         let at = Instant::now();
-        log.response_started(status.as_u16(), None, at);
         let length = text.len().to_string();
-        recorder.event(
-            recorder.clock().us_at(at),
-            EventBody::Response(model::Response {
-                ex: log.ex,
-                status: status.as_u16(),
-                version: "HTTP/1.1".into(),
-                headers: Headers::from_iter([
-                    ("content-type", "text/plain; charset=utf-8"),
-                    ("content-length", length.as_str()),
-                ]),
-                producer: "proxy".into(),
-            }),
+        log.record_response(
+            at,
+            status.as_u16(),
+            "HTTP/1.1",
+            Headers::from_iter([
+                ("content-type", "text/plain; charset=utf-8"),
+                ("content-length", length.as_str()),
+            ]),
+            Producer::Proxy,
+            None,
         );
         let mut out = format!(
             "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {length}\r\n{}\r\n",

@@ -11,6 +11,7 @@ pub mod headers;
 pub mod memory;
 pub mod origins;
 pub mod pool;
+pub mod record;
 pub mod rewrite;
 pub mod tls;
 pub mod upgrade;
