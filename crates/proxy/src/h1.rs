@@ -188,6 +188,168 @@ enum Parse {
     Other,
 }
 
+/// What the fast path needs to take a request head: where it goes and how it is marked.
+pub struct HeadRules<'a> {
+    /// Largest head taken; a longer one is hyper's to refuse (431).
+    pub max_head: usize,
+    pub upstream: &'a Uri,
+    pub preserve_host: bool,
+    /// The client's address as `X-Forwarded-For` names it.
+    pub peer_ip: &'a str,
+    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    pub https: bool,
+    /// The upstream's scheme and authority, the start of the recorded upstream URL.
+    pub origin: &'a str,
+}
+
+/// The request at the start of `buf`, if the fast path takes it: a whole HTTP/1.1 head and its
+/// whole body, with nothing that needs hyper (chunked or Expect bodies, upgrades, CONNECT,
+/// absolute targets, conflicting lengths, a missing or repeated Host).
+fn parse_plain(buf: &[u8], rules: &HeadRules<'_>) -> Parse {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        // Not all here yet; a head past the limit is hyper's to refuse (431).
+        Ok(httparse::Status::Partial) if buf.len() < rules.max_head => return Parse::Partial,
+        _ => return Parse::Other,
+    };
+    if head_len > rules.max_head || req.version != Some(1) {
+        return Parse::Other;
+    }
+    match take(buf, &req, head_len, rules) {
+        Some(plain) => Parse::Plain(plain),
+        None => Parse::Other,
+    }
+}
+
+/// A parsed request head, if the fast path takes it and its whole body is here.
+fn take(
+    buf: &[u8],
+    req: &httparse::Request<'_, '_>,
+    head_len: usize,
+    rules: &HeadRules<'_>,
+) -> Option<Plain> {
+    let text = HeadText::new(&buf[..head_len]);
+    let method = req.method?;
+    // A fragment is not part of the target (hyper drops it too).
+    let target = req.path?.split('#').next().unwrap_or("");
+    if method == "CONNECT" || !target.starts_with('/') {
+        return None;
+    }
+    let mut body_len: Option<u64> = None;
+    let mut host: Option<&str> = None;
+    let mut close = false;
+    let mut named: Vec<&str> = Vec::new();
+    let mut prior_xff: Option<&[u8]> = None;
+    for field in req.headers.iter() {
+        let name = field.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = content_length(field.value)?;
+            if body_len.is_some_and(|m| m != n) {
+                return None;
+            }
+            body_len = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("expect")
+        {
+            return None;
+        } else if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return None;
+            }
+            host = Some(text.of(field.value)?);
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in text.of(field.value)?.split(',') {
+                let token = token.trim();
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                }
+                named.push(token);
+            }
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") && prior_xff.is_none() {
+            prior_xff = Some(field.value);
+        }
+    }
+    let host = host?;
+    let sent_length = body_len.is_some();
+    let body_len = body_len.unwrap_or(0);
+    if body_len > MAX_BODY_IN_HAND as u64 {
+        return None;
+    }
+    let body_len = body_len as usize;
+    if buf.len() < head_len + body_len {
+        return None;
+    }
+    let url = upstream::upstream_uri(rules.upstream, target).ok()?;
+    let upstream_pq = url.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+
+    let mut out = Vec::with_capacity(head_len + 160 + body_len);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(upstream_pq.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for field in req.headers.iter() {
+        let name = field.name;
+        // The framing, Host and X-Forwarded-* fields are the proxy's to write, whatever
+        // `Connection` names.
+        let skip = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || named.iter().any(|n| name.eq_ignore_ascii_case(n))
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("host")
+            || name.eq_ignore_ascii_case("x-forwarded-for")
+            || name.eq_ignore_ascii_case("x-forwarded-proto")
+            || name.eq_ignore_ascii_case("x-forwarded-host");
+        if !skip {
+            put_field(&mut out, name.as_bytes(), field.value);
+        }
+    }
+    if sent_length {
+        put_field(
+            &mut out,
+            b"content-length",
+            itoa::Buffer::new().format(body_len).as_bytes(),
+        );
+    }
+    let upstream_host = if rules.preserve_host {
+        host
+    } else {
+        url.authority().map_or("", |a| a.as_str())
+    };
+    put_field(&mut out, b"host", upstream_host.as_bytes());
+    let ip = rules.peer_ip;
+    match prior_xff.filter(|v| !v.trim_ascii().is_empty()) {
+        Some(prior) => {
+            let mut chain = prior.to_vec();
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(ip.as_bytes());
+            put_field(&mut out, b"x-forwarded-for", &chain);
+        }
+        None => put_field(&mut out, b"x-forwarded-for", ip.as_bytes()),
+    }
+    let proto: &[u8] = if rules.https { b"https" } else { b"http" };
+    put_field(&mut out, b"x-forwarded-proto", proto);
+    put_field(&mut out, b"x-forwarded-host", host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&buf[head_len..head_len + body_len]);
+    Some(Plain {
+        head_len,
+        body_len,
+        method: method.to_string(),
+        target: target.to_string(),
+        upstream_url: [rules.origin, upstream_pq].concat(),
+        headers: to_record(req.headers, &text, |_| false),
+        forwarded: out,
+        close,
+        head: method == "HEAD",
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
+    })
+}
+
 /// A request on its way upstream.
 struct Outgoing<'a> {
     bytes: &'a [u8],
@@ -415,151 +577,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
 
     /// The request at the start of `buf`, if the fast path takes it.
     fn plain(&self) -> Parse {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut fields);
-        let head_len = match req.parse(&self.buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            // Not all here yet; a head past the limit is hyper's to refuse (431).
-            Ok(httparse::Status::Partial) if self.buf.len() < self.max_head => {
-                return Parse::Partial
-            }
-            _ => return Parse::Other,
-        };
-        if head_len > self.max_head || req.version != Some(1) {
-            return Parse::Other;
-        }
-        match self.take(&req, head_len) {
-            Some(plain) => Parse::Plain(plain),
-            None => Parse::Other,
-        }
-    }
-
-    /// A parsed request head, if the fast path takes it and its whole body is here.
-    fn take(&self, req: &httparse::Request<'_, '_>, head_len: usize) -> Option<Plain> {
-        let text = HeadText::new(&self.buf[..head_len]);
-        let method = req.method?;
-        // A fragment is not part of the target (hyper drops it too).
-        let target = req.path?.split('#').next().unwrap_or("");
-        if method == "CONNECT" || !target.starts_with('/') {
-            return None;
-        }
-        let mut body_len: Option<u64> = None;
-        let mut host: Option<&str> = None;
-        let mut close = false;
-        let mut named: Vec<&str> = Vec::new();
-        let mut prior_xff: Option<&[u8]> = None;
-        for field in req.headers.iter() {
-            let name = field.name;
-            if name.eq_ignore_ascii_case("content-length") {
-                let n = content_length(field.value)?;
-                if body_len.is_some_and(|m| m != n) {
-                    return None;
-                }
-                body_len = Some(n);
-            } else if name.eq_ignore_ascii_case("transfer-encoding")
-                || name.eq_ignore_ascii_case("upgrade")
-                || name.eq_ignore_ascii_case("expect")
-            {
-                return None;
-            } else if name.eq_ignore_ascii_case("host") {
-                if host.is_some() {
-                    return None;
-                }
-                host = Some(text.of(field.value)?);
-            } else if name.eq_ignore_ascii_case("connection") {
-                for token in text.of(field.value)?.split(',') {
-                    let token = token.trim();
-                    if token.eq_ignore_ascii_case("close") {
-                        close = true;
-                    }
-                    named.push(token);
-                }
-            } else if name.eq_ignore_ascii_case("x-forwarded-for") && prior_xff.is_none() {
-                prior_xff = Some(field.value);
-            }
-        }
-        let host = host?;
-        let sent_length = body_len.is_some();
-        let body_len = body_len.unwrap_or(0);
-        if body_len > MAX_BODY_IN_HAND as u64 {
-            return None;
-        }
-        let body_len = body_len as usize;
-        if self.buf.len() < head_len + body_len {
-            return None;
-        }
         let ctx = self.ctx;
-        let route = &ctx.route;
-        let url = upstream::upstream_uri(&route.upstream, target).ok()?;
-        let upstream_pq = url.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-
-        let mut out = Vec::with_capacity(head_len + 160 + body_len);
-        out.extend_from_slice(method.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(upstream_pq.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        for field in req.headers.iter() {
-            let name = field.name;
-            // The framing, Host and X-Forwarded-* fields are the proxy's to write, whatever
-            // `Connection` names.
-            let skip = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-                || named.iter().any(|n| name.eq_ignore_ascii_case(n))
-                || name.eq_ignore_ascii_case("content-length")
-                || name.eq_ignore_ascii_case("host")
-                || name.eq_ignore_ascii_case("x-forwarded-for")
-                || name.eq_ignore_ascii_case("x-forwarded-proto")
-                || name.eq_ignore_ascii_case("x-forwarded-host");
-            if !skip {
-                put_field(&mut out, name.as_bytes(), field.value);
-            }
-        }
-        if sent_length {
-            put_field(
-                &mut out,
-                b"content-length",
-                itoa::Buffer::new().format(body_len).as_bytes(),
-            );
-        }
-        let upstream_host = if route.preserve_host {
-            host
-        } else {
-            url.authority().map_or("", |a| a.as_str())
+        let rules = HeadRules {
+            max_head: self.max_head,
+            upstream: &ctx.route.upstream,
+            preserve_host: ctx.route.preserve_host,
+            peer_ip: &self.peer_ip,
+            https: ctx.scheme == "https",
+            origin: &self.origin,
         };
-        put_field(&mut out, b"host", upstream_host.as_bytes());
-        let ip = &self.peer_ip;
-        match prior_xff.filter(|v| !v.trim_ascii().is_empty()) {
-            Some(prior) => {
-                let mut chain = prior.to_vec();
-                chain.extend_from_slice(b", ");
-                chain.extend_from_slice(ip.as_bytes());
-                put_field(&mut out, b"x-forwarded-for", &chain);
-            }
-            None => put_field(&mut out, b"x-forwarded-for", ip.as_bytes()),
-        }
-        let proto: &[u8] = if ctx.scheme == "https" {
-            b"https"
-        } else {
-            b"http"
-        };
-        put_field(&mut out, b"x-forwarded-proto", proto);
-        put_field(&mut out, b"x-forwarded-host", host.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.buf[head_len..head_len + body_len]);
-        Some(Plain {
-            head_len,
-            body_len,
-            method: method.to_string(),
-            target: target.to_string(),
-            upstream_url: [self.origin.as_str(), upstream_pq].concat(),
-            headers: to_record(req.headers, &text, |_| false),
-            forwarded: out,
-            close,
-            head: method == "HEAD",
-            idempotent: matches!(
-                method,
-                "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-            ),
-        })
+        parse_plain(&self.buf, &rules)
     }
 
     /// No response came: the client gets an answer in words (unless it left), recorded like
@@ -1352,6 +1379,112 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     }
 }
 
+/// Properties of the fast path's head and framing code, checked on any input: by proptest on
+/// every `cargo test` and by the `h1` fuzz target (fuzz/), which reach these through here.
+#[doc(hidden)]
+pub mod properties {
+    use super::*;
+
+    /// Any bytes as a client's request: no panic, and a head the fast path takes is
+    /// forwarded whole and faithfully (its method first, its body last, the framing the
+    /// proxy writes, nothing past the bytes it was given).
+    pub fn request_head(data: &[u8]) {
+        let upstream: Uri = "http://127.0.0.1:9/base/".parse().expect("a literal URL");
+        for max_head in [64, 8192] {
+            let rules = HeadRules {
+                max_head,
+                upstream: &upstream,
+                preserve_host: data.first().is_some_and(|b| b & 1 == 1),
+                peer_ip: "127.0.0.1",
+                https: false,
+                origin: "http://127.0.0.1:9",
+            };
+            match parse_plain(data, &rules) {
+                Parse::Plain(plain) => {
+                    assert!(
+                        plain.head_len <= max_head,
+                        "a head over the limit was taken"
+                    );
+                    assert!(plain.head_len + plain.body_len <= data.len());
+                    let body = &data[plain.head_len..plain.head_len + plain.body_len];
+                    assert!(plain.forwarded.starts_with(plain.method.as_bytes()));
+                    assert!(plain.forwarded.ends_with(body));
+                    assert!(plain.target.starts_with('/'));
+                    assert!(plain.upstream_url.starts_with("http://127.0.0.1:9/base/"));
+                    let head_end = plain.forwarded.len() - body.len();
+                    let head = &plain.forwarded[..head_end];
+                    assert!(
+                        head.ends_with(b"\r\n\r\n"),
+                        "the forwarded head is not closed"
+                    );
+                    let count = |needle: &[u8]| {
+                        head.windows(needle.len())
+                            .filter(|w| w.eq_ignore_ascii_case(needle))
+                            .count()
+                    };
+                    assert_eq!(count(b"\r\nhost:"), 1, "one Host goes upstream");
+                    assert_eq!(count(b"\r\ntransfer-encoding:"), 0);
+                    assert!(count(b"\r\ncontent-length:") <= 1);
+                }
+                Parse::Partial => assert!(data.len() < max_head),
+                Parse::Other => {}
+            }
+        }
+    }
+
+    /// Any bytes as a chunked body, fed whole or cut in two anywhere: no panic, and the same
+    /// data, end and error either way (for a body that breaks, the data before the break may
+    /// stop earlier when it arrived with the break).
+    pub fn chunked_body(data: &[u8]) {
+        let cut = data.first().map_or(0, |&b| b as usize % (data.len() + 1));
+        let whole = feed(&[data]);
+        let split = feed(&[&data[..cut], &data[cut..]]);
+        if whole.3.is_none() && split.3.is_none() {
+            assert_eq!(whole, split, "cut at {cut}");
+        } else {
+            // A body that breaks, breaks the same way; the data passed on before the break
+            // depends on where the bytes arrived (one is a start of the other), never on more.
+            assert_eq!(whole.3, split.3, "cut at {cut}");
+            let (short, long) = if whole.0.len() <= split.0.len() {
+                (&whole.0, &split.0)
+            } else {
+                (&split.0, &whole.0)
+            };
+            assert!(
+                long.starts_with(short),
+                "cut at {cut}: {whole:?} / {split:?}"
+            );
+        }
+    }
+
+    /// What a reader made of `pieces`, arriving one after another: the data, the bytes used
+    /// (0 when it broke), whether the body ended, and the error if it broke.
+    fn feed(pieces: &[&[u8]]) -> (Vec<u8>, usize, bool, Option<&'static str>) {
+        let mut reader = ChunkReader::default();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut data = Vec::new();
+        let mut used_all = 0;
+        for piece in pieces {
+            pending.extend_from_slice(piece);
+            match reader.feed(&pending) {
+                Ok((used, end)) => {
+                    for r in reader.data.drain(..) {
+                        data.extend_from_slice(&pending[r]);
+                    }
+                    pending.drain(..used);
+                    used_all += used;
+                    if end {
+                        return (data, used_all, true, None);
+                    }
+                }
+                // Where in the input an error is met depends on the cut; what broke does not.
+                Err(e) => return (data, 0, false, Some(e)),
+            }
+        }
+        (data, used_all, false, None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1394,6 +1527,28 @@ mod tests {
         let (used, done) = reader.feed(b"3\r\nabc\r\n0\r\n\r\nHTTP/1.1 200").unwrap();
         assert!(done);
         assert_eq!(used, 13);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_request_bytes_parse_without_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            properties::request_head(&data);
+        }
+
+        #[test]
+        fn near_requests_parse_without_panic(
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            cl in "[0-9 ,]{0,6}",
+        ) {
+            let mut data = format!("POST /mcp HTTP/1.1\r\nhost: h\r\ncontent-length: {cl}\r\n\r\n").into_bytes();
+            data.extend_from_slice(&tail);
+            properties::request_head(&data);
+        }
+
+        #[test]
+        fn any_chunked_bytes_read_the_same_however_cut(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            properties::chunked_body(&data);
+        }
     }
 
     #[test]
