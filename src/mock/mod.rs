@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use crate::capture::body::{BodyObserver, RecordingBody};
 use crate::capture::model::{self, EventBody};
 use crate::capture::reader::{media_type, Capture};
-use crate::capture::{Direction, Record};
+use crate::capture::Direction;
 use crate::proxy::exchange::{ExchangeLog, Shared};
 use crate::proxy::forward::version_str;
 use crate::proxy::record::{Producer, RequestHead};
@@ -520,7 +520,6 @@ fn respond(
     };
     let recorder = shared.recorder.clone();
     let ex = log.ex;
-    let t = recorder.clock().us_at(log.started);
     log.record_request(RequestHead {
         conn,
         method: parts.method.to_string(),
@@ -531,12 +530,7 @@ fn respond(
         route: None,
     });
     if !body.is_empty() {
-        recorder.whole_frame(ex, Direction::Request, t, Bytes::copy_from_slice(body));
-        recorder.record(Record::BodyEnd {
-            ex,
-            dir: Direction::Request,
-            t,
-        });
+        log.record_request_body(Bytes::copy_from_slice(body));
         log.frame(Direction::Request, body.len(), log.started);
     }
     log.ended(Direction::Request, log.started);

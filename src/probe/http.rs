@@ -487,8 +487,6 @@ impl Http {
                 map.insert(HOST, v);
             }
         }
-        let recorder = &self.shared.recorder;
-        let t = recorder.clock().us_at(log.started);
         log.record_request(RequestHead {
             conn,
             method: out.method.to_string(),
@@ -498,14 +496,7 @@ impl Http {
             upstream: out.url.clone(),
             route: None,
         });
-        if !out.body.is_empty() {
-            recorder.whole_frame(log.ex, Direction::Request, t, Bytes::from(out.body.clone()));
-            recorder.record(Record::BodyEnd {
-                ex: log.ex,
-                dir: Direction::Request,
-                t,
-            });
-        }
+        log.record_request_body(Bytes::from(out.body.clone()));
     }
 }
 

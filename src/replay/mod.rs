@@ -761,7 +761,7 @@ async fn send(run: Arc<Run>, k: usize, built: Built) {
 
     let answered = Instant::now();
     let conn = connection(&run, &resp, log.started);
-    record_request(&run, &log, conn, &sent, resp.version());
+    record_request(&log, conn, &sent, resp.version());
     log.frame(Direction::Request, sent.body.len(), log.started);
     log.ended(Direction::Request, answered);
     let status = resp.status();
@@ -971,10 +971,7 @@ fn connection(run: &Run, resp: &http::Response<hyper::body::Incoming>, started: 
 }
 
 /// The `request` event and the request body, once the connection is known.
-fn record_request(run: &Run, log: &ExchangeLog, conn: u64, sent: &RequestRecord, version: Version) {
-    let recorder = &run.shared.recorder;
-    let ex = log.ex;
-    let t = recorder.clock().us_at(log.started);
+fn record_request(log: &ExchangeLog, conn: u64, sent: &RequestRecord, version: Version) {
     log.record_request(RequestHead {
         conn,
         method: sent.method.clone(),
@@ -984,14 +981,7 @@ fn record_request(run: &Run, log: &ExchangeLog, conn: u64, sent: &RequestRecord,
         upstream: sent.uri.clone(),
         route: None,
     });
-    if !sent.body.is_empty() {
-        recorder.whole_frame(ex, Direction::Request, t, Bytes::from(sent.body.clone()));
-        recorder.record(Record::BodyEnd {
-            ex,
-            dir: Direction::Request,
-            t,
-        });
-    }
+    log.record_request_body(Bytes::from(sent.body.clone()));
 }
 
 /// Records a request that got no response, and its `end`.
@@ -1005,7 +995,7 @@ fn finish_failed(
 ) {
     let x = run.exchange(k);
     // No connection carried it: conn 0.
-    record_request(run, log, 0, sent, Version::HTTP_11);
+    record_request(log, 0, sent, Version::HTTP_11);
     log.preset_outcome(outcome, why.clone());
     log.finish(outcome, None, Instant::now());
     lock(&run.results)[k] = Some(StepResult {

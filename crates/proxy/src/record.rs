@@ -5,7 +5,9 @@
 
 use std::time::Instant;
 
-use mcptap_capture::model::{self, EventBody, Headers};
+use bytes::Bytes;
+use mcptap_capture::model::{self, Direction, EventBody, Headers};
+use mcptap_capture::Record;
 
 use super::exchange::ExchangeLog;
 use super::upstream::ConnectFacts;
@@ -59,6 +61,22 @@ impl ExchangeLog {
                 route: head.route,
             }),
         );
+    }
+
+    /// Records a request body sent whole (by `replay`, `probe`) or received whole (by `mock`),
+    /// at the time the exchange started: one frame, then its end.
+    pub fn record_request_body(&self, body: Bytes) {
+        if body.is_empty() {
+            return;
+        }
+        let recorder = self.recorder();
+        let t = recorder.clock().us_at(self.started);
+        recorder.whole_frame(self.ex, Direction::Request, t, body);
+        recorder.record(Record::BodyEnd {
+            ex: self.ex,
+            dir: Direction::Request,
+            t,
+        });
     }
 
     /// Records the response head that arrived (or that the proxy made) at `at`: the
