@@ -3,13 +3,13 @@
 //! the negotiations that fail, each recorded through the real `mcptap` binary and explained.
 
 use std::io::{BufRead, BufReader};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use mcptap_fixture::client::{self, ClientEra, ClientOptions, ClientOutcome};
+use mcptap_fixture::client::{ClientEra, ClientOptions};
 use mcptap_fixture::server::{Faults, FixtureServer};
 use serde_json::Value;
 
-use crate::mock::MockServer;
+use crate::mock::{connector_sees_what_it_saw, MockServer};
 use crate::peers::{
     error_findings, explain, field, may_skip, peers_dir, stage_status, Peer, TEST_BUDGET,
 };
@@ -291,21 +291,7 @@ async fn a_modern_session_replays_and_mocks() {
     assert_eq!(error_findings(&report), Vec::<String>::new());
 
     let mock = MockServer::start(&recorded.path, &[]);
-    let report = tokio::time::timeout(Duration::from_secs(30), client::run(&mock.origin, &modern))
-        .await
-        .expect("the fixture client finished");
-    assert_eq!(
-        report.outcome,
-        ClientOutcome::Completed,
-        "{:#?}",
-        report.steps
-    );
-    let steps: Vec<String> = report
-        .steps
-        .iter()
-        .map(|s| s.replace(&mock.origin, &recorded.origin))
-        .collect();
-    assert_eq!(steps, recorded.report.steps);
+    connector_sees_what_it_saw(&mock, &recorded, &modern).await;
 }
 
 /// `diff` of a 2026-07-28 session against a 2025 one names the era change first, and each

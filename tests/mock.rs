@@ -134,6 +134,31 @@ async fn slow_count(origin: &str) -> Vec<(Instant, Value)> {
     events
 }
 
+/// The fixture connector, run against the mock of `recorded` with the options it was
+/// recorded with, completes, and every step sees what it saw through the proxy: the same
+/// metadata (naming the mock), client id, session id, tools, results and notifications.
+pub(crate) async fn connector_sees_what_it_saw(
+    mock: &MockServer,
+    recorded: &crate::replay::Recorded,
+    options: &ClientOptions,
+) {
+    let report = tokio::time::timeout(Duration::from_secs(30), client::run(&mock.origin, options))
+        .await
+        .expect("the fixture client finished");
+    assert_eq!(
+        report.outcome,
+        ClientOutcome::Completed,
+        "{:#?}",
+        report.steps
+    );
+    let steps: Vec<String> = report
+        .steps
+        .iter()
+        .map(|s| s.replace(&mock.origin, &recorded.origin))
+        .collect();
+    assert_eq!(steps, recorded.report.steps);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_fixture_connector_completes_against_the_mock() {
     let recorded = record_session().await;
@@ -143,26 +168,7 @@ async fn the_fixture_connector_completes_against_the_mock() {
         &recorded.path,
         &["--capture", mock_capture.to_str().unwrap()],
     );
-    let report = tokio::time::timeout(
-        Duration::from_secs(30),
-        client::run(&mock.origin, &ClientOptions::default()),
-    )
-    .await
-    .expect("the fixture client finished");
-    assert_eq!(
-        report.outcome,
-        ClientOutcome::Completed,
-        "{:#?}",
-        report.steps
-    );
-    // Every step saw what it saw through the proxy: the same metadata (naming the mock),
-    // client id, session id, tools, results and progress notifications.
-    let steps: Vec<String> = report
-        .steps
-        .iter()
-        .map(|s| s.replace(&mock.origin, &recorded.origin))
-        .collect();
-    assert_eq!(steps, recorded.report.steps);
+    connector_sees_what_it_saw(&mock, &recorded, &ClientOptions::default()).await;
 
     assert_eq!(mock.stop(), 0);
     let served = Capture::load(&mock_capture);
