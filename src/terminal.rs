@@ -283,7 +283,9 @@ impl Terminal {
             .or(line.status)
             .map(|s| s.to_string())
             .unwrap_or_else(|| "---".into());
-        let rpc = rpc_method(&line.body)
+        let method = rpc_method(&line.body);
+        let rpc = method
+            .as_deref()
             .map(|m| format!(" {m}"))
             .unwrap_or_default();
         let stage = stage()
@@ -303,7 +305,7 @@ impl Terminal {
                 }
             }
         };
-        let era = self.era_seen(&line, end);
+        let era = self.era_seen(&line, end, method.as_deref());
         if line.stream {
             print(format_args!(
                 "{time} {}{} {} event stream closed after {took}, {} events, {}{outcome}{stage}{era}",
@@ -328,14 +330,14 @@ impl Terminal {
     /// The protocol era, said once on the line of the exchange that settles it: a modern
     /// request answered (2026-07-28), or an initialize answered (2025, after a refused probe
     /// or not). The full negotiation analysis is `explain`'s.
-    fn era_seen(&mut self, line: &Line, end: &End) -> String {
+    fn era_seen(&mut self, line: &Line, end: &End, method: Option<&str>) -> String {
         if matches!(self.era, EraSeen::Announced) {
             return String::new();
         }
         let Some(status) = end.status.or(line.status) else {
             return String::new();
         };
-        let Some(method) = rpc_method(&line.body) else {
+        let Some(method) = method else {
             return String::new();
         };
         if matches!(status, 401 | 403) {

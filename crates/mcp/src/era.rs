@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::jsonrpc::Message;
-use super::session::{Call, Role, Step};
+use super::session::{snippet, Call, Role, Step};
 
 /// The protocol revisions of the modern era that mcptap knows.
 pub const MODERN_VERSIONS: &[&str] = &["2026-07-28"];
@@ -198,16 +198,6 @@ fn auth_gate(step: &Step<'_>) -> bool {
     matches!(step.x.status(), Some(401 | 403))
 }
 
-/// A body cut for quoting in a sentence.
-pub fn quote_body(text: &str) -> String {
-    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() > 120 {
-        format!("{}…", one_line.chars().take(119).collect::<String>())
-    } else {
-        one_line
-    }
-}
-
 /// How the probe `step` was answered, from its status and the answer paired with it.
 fn probe_answer(step: &Step<'_>, calls: &[Call]) -> ProbeAnswer {
     let Some(status) = step.x.status() else {
@@ -226,7 +216,7 @@ fn probe_answer(step: &Step<'_>, calls: &[Call]) -> ProbeAnswer {
                 .find(|m| matches!(m, Message::Error { .. }))
                 .cloned()
         });
-    let body = quote_body(&step.x.response_body.text());
+    let body = snippet(&step.x.response_body.text());
     match (answer, status) {
         (Some(Message::Result { .. }), _) => ProbeAnswer::Result { status },
         (Some(Message::Error { code, message, .. }), _) if is_modern_error(status, code) => {

@@ -259,6 +259,16 @@ fn bearer_of(value: &str) -> Option<String> {
         .then(|| token_key(rest))
 }
 
+/// The first 120 characters of a body, on one line, for quoting in a finding.
+pub fn snippet(text: &str) -> String {
+    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 120 {
+        format!("{}…", one.chars().take(120).collect::<String>())
+    } else {
+        one
+    }
+}
+
 /// The path of a URL or path string.
 pub fn url_path(url: &str) -> String {
     let rest = match url.find("://") {

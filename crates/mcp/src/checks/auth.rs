@@ -447,15 +447,7 @@ fn prm_fetch_ok(session: &Session<'_>) -> Vec<Finding> {
     out
 }
 
-/// The first 120 characters of a body, on one line.
-pub fn snippet(text: &str) -> String {
-    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one.chars().count() > 120 {
-        format!("{}…", one.chars().take(120).collect::<String>())
-    } else {
-        one
-    }
-}
+pub use crate::session::snippet;
 
 /// The MCP URL the client uses, as (origin host, path), and the exchange that shows it.
 fn client_mcp_url<'s>(

@@ -235,7 +235,7 @@ fn discover_result(session: &Session<'_>) -> Vec<Finding> {
         }
         let evidence = vec![format!(
             "result: {}",
-            crate::era::quote_body(&result.to_string())
+            crate::session::snippet(&result.to_string())
         )];
         if !errors.is_empty() {
             findings.push(finding(
