@@ -55,44 +55,6 @@ async fn varied_upstream() -> Upstream {
     .await
 }
 
-/// The events of a capture with what differs between two runs taken out: times, addresses
-/// and ports, `date` values, frame timings and the byte counts of the connection (the two
-/// paths spell the framing headers they add differently).
-fn comparable(cap: &Capture) -> Vec<Value> {
-    cap.events
-        .iter()
-        .filter(|e| e["kind"] != "session" && e["kind"] != "session_end")
-        .map(|e| {
-            let mut e = e.clone();
-            let o = e.as_object_mut().unwrap();
-            for key in [
-                "t",
-                "ts",
-                "peer",
-                "local",
-                "listener",
-                "frames",
-                "duration_us",
-                "bytes_in",
-                "bytes_out",
-                "timings",
-                // Which path served it: the one thing that differs by design.
-                "served_by",
-            ] {
-                o.remove(key);
-            }
-            if let Some(headers) = o.get_mut("headers").and_then(Value::as_array_mut) {
-                for pair in headers.iter_mut() {
-                    if pair[0] == "date" {
-                        pair[1] = Value::from("…");
-                    }
-                }
-            }
-            e
-        })
-        .collect()
-}
-
 async fn run_sequence(up: &Upstream, extra: &[&str]) -> Capture {
     let proxy = TestProxy::to(&up.url()).args(extra).start();
     // One client connection, one request after another: both runs make the same exchanges.
@@ -167,7 +129,7 @@ async fn both_paths_record_the_same_events() {
             assert_eq!(end["served_by"], path, "{end:#}");
         }
     }
-    let (fast, general) = (comparable(&fast), comparable(&general));
+    let (fast, general) = (comparable_events(&fast), comparable_events(&general));
     assert_eq!(fast.len(), general.len(), "{fast:#?}\n{general:#?}");
     for (f, g) in fast.iter().zip(&general) {
         assert_eq!(f, g, "fast path (left) and general path (right) differ");

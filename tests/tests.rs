@@ -9,6 +9,8 @@ mod acme;
 mod demo;
 /// `mcptap diff` on pairs of recorded sessions: alignment, noise suppression, first divergence.
 mod diff;
+/// The two HTTP/1.1 data paths on a corpus of well-formed and malformed messages.
+mod differential;
 /// The two protocol eras (2026-07-28 and 2025) with the TypeScript SDK v2 on both sides.
 mod eras;
 /// `mcptap explain` on sessions recorded through the proxy, one test per rule.

@@ -446,3 +446,41 @@ pub async fn raw_upstream(answer: &'static [u8]) -> Upstream {
     });
     Upstream::from_task(addr, task)
 }
+
+/// The events of a capture with what differs between two runs taken out: times, addresses
+/// and ports, `date` values, frame timings and the byte counts of the connection (the two
+/// paths spell the framing headers they add differently).
+pub fn comparable_events(cap: &Capture) -> Vec<Value> {
+    cap.events
+        .iter()
+        .filter(|e| e["kind"] != "session" && e["kind"] != "session_end")
+        .map(|e| {
+            let mut e = e.clone();
+            let o = e.as_object_mut().unwrap();
+            for key in [
+                "t",
+                "ts",
+                "peer",
+                "local",
+                "listener",
+                "frames",
+                "duration_us",
+                "bytes_in",
+                "bytes_out",
+                "timings",
+                // Which path served it: the one thing that differs by design.
+                "served_by",
+            ] {
+                o.remove(key);
+            }
+            if let Some(headers) = o.get_mut("headers").and_then(Value::as_array_mut) {
+                for pair in headers.iter_mut() {
+                    if pair[0] == "date" {
+                        pair[1] = Value::from("…");
+                    }
+                }
+            }
+            e
+        })
+        .collect()
+}

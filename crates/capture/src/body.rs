@@ -230,7 +230,13 @@ where
                             this.tap.arrived(data.len(), at);
                             this.pending = Some((frame, at));
                         }
-                        // Trailers and empty frames pass straight through.
+                        // Trailers are a body's last frame (a reader may stop there), so
+                        // the body ends with them.
+                        _ if frame.is_trailers() => {
+                            this.tap.end(at);
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                        // Empty frames pass straight through.
                         _ => return Poll::Ready(Some(Ok(frame))),
                     }
                 }

@@ -249,20 +249,7 @@ pub async fn handle(
                 )
                 .await);
             }
-            let text = format!(
-                "mcptap: the upstream {} could not be reached or failed: {cause}\n",
-                ctx.route.upstream
-            );
-            log.preset_outcome(Outcome::UpstreamError, cause);
-            return Ok(proxy_answer(
-                &ctx,
-                &log,
-                StatusCode::BAD_GATEWAY,
-                &text,
-                None,
-                client_version,
-            )
-            .await);
+            return Ok(upstream_failed(&ctx, &log, cause, client_version).await);
         }
         Err(limit) => {
             let why = format!(
@@ -284,7 +271,16 @@ pub async fn handle(
     let at = Instant::now();
     let connect = resp.extensions().get::<ConnectFacts>().copied();
     let status = resp.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none() {
+        // Relayed, it would leave the client with a switch it never asked for and no
+        // protocol to speak.
+        let cause = "the upstream switched protocols (101) on a request that asked for no upgrade";
+        return Ok(upstream_failed(&ctx, &log, cause.to_string(), client_version).await);
+    }
     let switching = status == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_some();
+    // RFC 9112 §6.3: a body read by its Transfer-Encoding makes a Content-Length beside it
+    // meaningless; it stays on the record but must not reach the client, who would frame by it.
+    let coded = resp.headers().contains_key(http::header::TRANSFER_ENCODING);
     headers::remove_hop_by_hop(resp.headers_mut(), switching);
     let (mut resp_parts, resp_body) = resp.into_parts();
     let mut places: Vec<(String, usize)> = Vec::new();
@@ -336,6 +332,9 @@ pub async fn handle(
         Producer::Upstream,
         connect,
     );
+    if coded {
+        resp.headers_mut().remove(http::header::CONTENT_LENGTH);
+    }
     notes.rewritten("response", &places);
     if switching {
         let protocol = resp
@@ -432,6 +431,21 @@ where
         Collected::Partial { .. } => None,
     };
     Forwarded::from_collected(collected, data)
+}
+
+/// The 502 for an upstream that failed before its answer began, `cause` on the record.
+async fn upstream_failed(
+    ctx: &ConnContext,
+    log: &Arc<ExchangeLog>,
+    cause: String,
+    version: Version,
+) -> Response<ClientBody> {
+    let text = format!(
+        "mcptap: the upstream {} could not be reached or failed: {cause}\n",
+        ctx.route.upstream
+    );
+    log.preset_outcome(Outcome::UpstreamError, cause);
+    proxy_answer(ctx, log, StatusCode::BAD_GATEWAY, &text, None, version).await
 }
 
 /// An answer the proxy makes itself (plain text, one line), recorded like any response.

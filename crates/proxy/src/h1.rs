@@ -39,7 +39,7 @@ pub const MAX_BODY_IN_HAND: usize = 64 * 1024;
 /// Header lines a message may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
 /// The largest upstream response head read (hyper's client reads about as much).
-const MAX_RESPONSE_HEAD: usize = 400 * 1024;
+pub const MAX_RESPONSE_HEAD: usize = 400 * 1024;
 /// Bytes a client may send ahead (pipelined) while its last request is being answered.
 const MAX_PIPELINED: usize = 128 * 1024;
 /// A buffer larger than this is not kept by an idle connection.
@@ -245,6 +245,10 @@ fn take(
     for field in req.headers.iter() {
         let name = field.name;
         if name.eq_ignore_ascii_case("content-length") {
+            // A list ("5, 5") is hyper's to refuse, as it does.
+            if field.value.contains(&b',') {
+                return None;
+            }
             let n = content_length(field.value)?;
             if body_len.is_some_and(|m| m != n) {
                 return None;
@@ -746,6 +750,9 @@ async fn read_head(raw: &mut Raw, head_request: bool) -> Result<Answer, NoAnswer
             let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut resp = httparse::Response::new(&mut fields);
             match resp.parse(&raw.buf) {
+                Ok(httparse::Status::Complete(n)) if n > MAX_RESPONSE_HEAD => {
+                    return Err(too_large_head())
+                }
                 Ok(httparse::Status::Complete(n)) => {
                     let status = resp.code.unwrap_or(0);
                     if (100..200).contains(&status) && status != 101 {
@@ -757,12 +764,7 @@ async fn read_head(raw: &mut Raw, head_request: bool) -> Result<Answer, NoAnswer
                     return Ok(answer);
                 }
                 Ok(httparse::Status::Partial) if raw.buf.len() < MAX_RESPONSE_HEAD => {}
-                Ok(httparse::Status::Partial) => {
-                    return Err(NoAnswer::Failed(format!(
-                        "the upstream's response head is larger than {} KiB",
-                        MAX_RESPONSE_HEAD >> 10
-                    )))
-                }
+                Ok(httparse::Status::Partial) => return Err(too_large_head()),
                 Err(e) => {
                     return Err(NoAnswer::Failed(format!(
                         "the upstream's response is not HTTP/1.1: {e}"
@@ -787,6 +789,13 @@ async fn read_head(raw: &mut Raw, head_request: bool) -> Result<Answer, NoAnswer
             Err(e) => return Err(NoAnswer::Stale(e.to_string())),
         }
     }
+}
+
+fn too_large_head() -> NoAnswer {
+    NoAnswer::Failed(format!(
+        "the upstream's response head is larger than {} KiB",
+        MAX_RESPONSE_HEAD >> 10
+    ))
 }
 
 /// The response head as recorded and as the client gets it.
@@ -1255,7 +1264,10 @@ impl ChunkReader {
                         }
                         return Ok((at, false));
                     };
-                    let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
+                    // CRLF only, as hyper reads it: a bare LF would reach the client as sent.
+                    let Some(line) = rest[..end].strip_suffix(b"\r") else {
+                        return Err("a chunk-size or trailer line ends in a bare LF");
+                    };
                     at += end + 1;
                     if self.state == ChunkState::Trailers {
                         if line.is_empty() {
@@ -1302,8 +1314,6 @@ impl ChunkReader {
                     let rest = &buf[at..];
                     if rest.starts_with(b"\r\n") {
                         at += 2;
-                    } else if rest.starts_with(b"\n") {
-                        at += 1;
                     } else if rest.is_empty() || rest == b"\r" {
                         return Ok((at, false));
                     } else {
@@ -1555,6 +1565,8 @@ mod tests {
     fn bad_chunk_sizes_are_errors() {
         assert!(ChunkReader::default().feed(b"zz\r\n").is_err());
         assert!(ChunkReader::default().feed(b"3\r\nabcX").is_err());
+        assert!(ChunkReader::default().feed(b"3\nabc\r\n").is_err());
+        assert!(ChunkReader::default().feed(b"3\r\nabc\n0\r\n").is_err());
         assert!(ChunkReader::default()
             .feed(&vec![b'1'; MAX_CHUNK_LINE + 10])
             .is_err());

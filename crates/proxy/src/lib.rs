@@ -680,10 +680,13 @@ async fn serve_http<S>(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(listener.limits.header_timeout)
-        .max_buf_size(listener.limits.max_header_bytes);
+        .max_buf_size(listener.limits.max_header_bytes)
+        // The client gets the upstream's `Date`, or none: never one the upstream did not send.
+        .auto_date_header(false);
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
+        .auto_date_header(false)
         .max_header_list_size(listener.limits.max_header_bytes as u32);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);

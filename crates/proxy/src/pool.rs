@@ -317,6 +317,8 @@ impl Pool {
             Ok(Fresh::H2(self.start_h2(io).await?))
         } else {
             let (sender, conn) = http1::Builder::new()
+                // The same response-head limit as the fast path's.
+                .max_buf_size(crate::h1::MAX_RESPONSE_HEAD)
                 .handshake(io)
                 .await
                 .map_err(SendError::Http)?;
