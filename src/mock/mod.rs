@@ -27,17 +27,17 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::capture::body::{BodyObserver, RecordingBody};
 use crate::capture::model::{self, EventBody};
 use crate::capture::reader::{media_type, Capture};
 use crate::capture::Direction;
-use crate::proxy::exchange::{ExchangeLog, Shared};
 use crate::proxy::forward::version_str;
+use crate::proxy::record::body::{BodyObserver, RecordingBody};
+use crate::proxy::record::standalone::{self as recording, Recording, RecordingSetup};
+use crate::proxy::record::{ExchangeLog, Shared};
 use crate::proxy::record::{Producer, RequestHead};
 use crate::proxy::upstream::{self, UpstreamClient, UpstreamTls};
 use crate::proxy::{headers, CaptureTarget, ConnEnd, CountingStream};
 use crate::replay::origins;
-use crate::replay::recording::{self, Recording, RecordingSetup};
 use matcher::{Book, Pick, Unmatched};
 use respond::{Rewrite, Speed, TimedBody};
 

@@ -15,14 +15,14 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::net::{Connector, NetError};
-use crate::capture::body::BodyObserver;
 use crate::capture::model::{self, EventBody};
 use crate::capture::reader::media_type;
 use crate::capture::{Direction, Outcome, Record};
 use crate::mcp::jsonrpc::{self, Message};
-use crate::proxy::exchange::{ExchangeLog, Shared};
 use crate::proxy::forward::version_str;
 use crate::proxy::headers;
+use crate::proxy::record::body::BodyObserver;
+use crate::proxy::record::{ExchangeLog, Shared};
 use crate::proxy::record::{Producer, RequestHead};
 use crate::sse::{SseEvent, SseParser};
 

@@ -17,11 +17,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::capture::body::BodyObserver;
 use crate::capture::model::{self, EventBody};
 use crate::capture::{Direction, Record};
-use crate::proxy::exchange::{ExchangeLog, Shared};
 use crate::proxy::headers;
+use crate::proxy::record::body::BodyObserver;
+use crate::proxy::record::{ExchangeLog, Shared};
 use crate::proxy::record::{Producer, RequestHead};
 
 /// The path the authorization server redirects the browser to.

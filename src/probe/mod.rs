@@ -34,8 +34,8 @@ use crate::mcp::checks::{self, auth::challenge_params, finding as own, Severity}
 use crate::mcp::era::{is_modern_error, META_PROTOCOL_VERSION, MODERN_VERSIONS};
 use crate::mcp::jsonrpc::Message;
 use crate::mcp::session::Session;
+use crate::proxy::record::standalone::{self as recording, Recording, RecordingSetup};
 use crate::proxy::upstream::UpstreamTls;
-use crate::replay::recording::{self, Recording, RecordingSetup};
 use checklist::{Checklist, Step};
 use http::{Http, Outgoing, Until};
 use net::{AddrKind, Connector};

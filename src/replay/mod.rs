@@ -11,7 +11,6 @@
 pub mod fill;
 pub mod origins;
 pub mod plan;
-pub mod recording;
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write as _};
@@ -30,19 +29,19 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::body::BodyObserver;
 use crate::capture::model::{self, EventBody, Headers};
 use crate::capture::reader::{media_type, Capture, Exchange};
 use crate::capture::{Direction, Outcome, Record};
-use crate::proxy::exchange::{ExchangeLog, Shared};
 use crate::proxy::forward::version_str;
+use crate::proxy::record::body::BodyObserver;
+use crate::proxy::record::standalone::{self as recording, Recording, RecordingSetup};
+use crate::proxy::record::{ExchangeLog, Shared};
 use crate::proxy::record::{Producer, RequestHead};
 use crate::proxy::upstream::{self, ConnectFacts, UpstreamClient, UpstreamTls};
 use crate::proxy::{headers, CaptureTarget};
 use crate::sse::SseParser;
 use fill::{Built, Learned, Missing, Values};
 use plan::{Phase, Plan, Selection};
-use recording::{Recording, RecordingSetup};
 
 const REPLAY_EXAMPLES: &str = "\
 Examples:

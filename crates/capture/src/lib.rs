@@ -4,7 +4,6 @@
 //!
 //! The lowest layer: it knows nothing of MCP, of the proxy or of any command.
 
-pub mod body;
 pub mod file;
 pub mod headers;
 mod line;

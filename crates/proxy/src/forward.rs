@@ -13,15 +13,15 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-use super::exchange::{ExchangeLog, Shared};
 use super::headers;
 use super::origins::OriginMap;
 use super::pool::{Pool, Slot, UpstreamIncoming};
+use super::record::{ExchangeLog, Shared};
 use super::record::{Producer, RequestHead};
 use super::rewrite::{self, BodyKind, Collected, Forwarded, Notes, Rewriting};
 use super::upgrade;
 use super::upstream::{self, ConnectFacts};
-use mcptap_capture::body::RecordingBody;
+use crate::record::body::RecordingBody;
 use mcptap_capture::headers::media_type;
 use mcptap_capture::model::ServedBy;
 

@@ -21,13 +21,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{StatusCode, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::exchange::ExchangeLog;
 use super::forward::ConnContext;
 use super::headers::HOP_BY_HOP_NAMES as HOP_BY_HOP;
 use super::pool::{Raw, RawConnect, SendError};
+use super::record::ExchangeLog;
 use super::record::{Producer, RequestHead};
 use super::upstream;
-use mcptap_capture::body::Tap;
+use crate::record::body::Tap;
 use mcptap_capture::headers::is_event_stream;
 use mcptap_capture::model::Headers;
 use mcptap_capture::model::ServedBy;

@@ -4,7 +4,6 @@
 //!
 //! Built on `mcptap-capture`; it knows nothing of MCP or of the commands that read captures.
 
-pub mod exchange;
 pub mod forward;
 pub mod h1;
 pub mod headers;
@@ -35,7 +34,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::tls::{AcmeConfig, AcmeEvent, RejectKind, ReloadSummary, TlsSetup};
-use exchange::Shared;
 use forward::{ConnContext, Route};
 pub use mcptap_capture::file::CaptureTarget;
 use mcptap_capture::file::{open_capture, short_id};
@@ -43,6 +41,7 @@ use mcptap_capture::model::{self, ConnClose, ConnOpen, EventBody, SessionOptions
 use mcptap_capture::redact::Redactor;
 use mcptap_capture::writer::{self, OnFull, WriterConfig, WriterStats};
 use mcptap_capture::{Clock, Observers, Record, SessionStart};
+use record::Shared;
 
 /// How the listener speaks.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use hyper_util::rt::TokioIo;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::exchange::Shared;
+use super::record::Shared;
 use super::CountingStream;
 use mcptap_capture::model::{EventBody, Upgrade};
 

@@ -1,7 +1,7 @@
 //! A capture written by a command other than the proxy (`replay` records what it sent and
 //! got, `mock` what it served): the same file rules as the proxy's (created 0600, never
 //! overwritten, `/dev/null` accepted), the same `session` line, writer thread and `end`
-//! bookkeeping ([`Shared`], [`crate::proxy::exchange::ExchangeLog`]).
+//! bookkeeping ([`Shared`], [`super::ExchangeLog`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::capture::file::{open_capture, short_id};
-use crate::capture::model::{self, EventBody, SessionOptions};
-use crate::capture::redact::Redactor;
-use crate::capture::writer::{self, OnFull, WriterConfig, WriterStats};
-use crate::capture::{Clock, Record, Recorder};
-use crate::proxy::exchange::Shared;
-use crate::proxy::CaptureTarget;
+use super::Shared;
+use crate::CaptureTarget;
+use mcptap_capture::file::{open_capture, short_id};
+use mcptap_capture::model::{self, EventBody, SessionOptions};
+use mcptap_capture::redact::Redactor;
+use mcptap_capture::writer::{self, OnFull, WriterConfig, WriterStats};
+use mcptap_capture::{Clock, Record, Recorder};
 
 /// What the session line says and how the capture is written.
 pub struct RecordingSetup {
@@ -116,7 +116,7 @@ impl Recording {
 pub fn options(
     max_body: u64,
     timeout: Option<Duration>,
-    tls: &crate::proxy::upstream::UpstreamTls,
+    tls: &crate::upstream::UpstreamTls,
 ) -> SessionOptions {
     SessionOptions {
         max_body,

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio_util::sync::PollSemaphore;
 
-use super::model::Direction;
-use super::writer::{OnFull, Record, Recorder};
+use mcptap_capture::model::Direction;
+use mcptap_capture::writer::{OnFull, Record, Recorder};
 
 /// Learns how a recorded body progressed and ended.
 pub trait BodyObserver: Send + Sync + 'static {
