@@ -43,6 +43,29 @@ pub fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     }
 }
 
+/// The capture at `path`, or only its client flow `flow` (numbered from 1, as `explain`'s flow
+/// table numbers them).
+pub fn open_capture(
+    path: &std::path::Path,
+    flow: Option<usize>,
+) -> anyhow::Result<crate::capture::reader::Capture> {
+    let capture = crate::capture::reader::Capture::open(path)?;
+    let Some(n) = flow else {
+        return Ok(capture);
+    };
+    let split = crate::mcp::flows::split(&crate::mcp::session::Session::analyze(&capture));
+    match split.flows.get(n.wrapping_sub(1)) {
+        Some(f) => Ok(capture.subset(&f.exchanges)),
+        None => anyhow::bail!(
+            "--flow {n}: {} has {} client flow{} (numbered from 1; `mcptap explain {}` lists them)",
+            path.display(),
+            split.flows.len(),
+            if split.flows.len() == 1 { "" } else { "s" },
+            path.display()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,14 @@ const EXPLAIN_EXAMPLES: &str = "\
 Examples:
   mcptap explain captures/20261126T224832Z-3e9b4017.jsonl
   mcptap explain capture.jsonl --json | jq '.findings[] | select(.severity==\"error\")'
+  mcptap explain capture.jsonl --flow 2      a flow other than the one chosen
+  mcptap explain capture.jsonl --all         every flow in full
+
+A capture with several clients (retries, reconnects, other users, scanners) is split into
+client flows by token lineage, client id, Mcp-Session-Id, connection, and address with
+User-Agent and time (docs/explain.md, \"Flows\"). explain lists them, one line each, then explains
+the latest that went silent or failed (else the latest), saying why it chose it. Requests that
+belong to no MCP flow are counted as other traffic.
 
 Exit status: 0 when the capture was read (whatever it shows; with --exit-code, 1 when a
 finding of severity error was reported), 2 when it could not be read.";
@@ -102,9 +110,18 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Exit with status 1 when an error-severity finding is reported.
+    /// Exit with status 1 when an error-severity finding is reported (in the flows shown).
     #[arg(long)]
     pub exit_code: bool,
+
+    /// Explain client flow N (numbered from 1 in the flow table) instead of the one chosen.
+    /// With --json: that flow's explanation alone.
+    #[arg(long, value_name = "N", conflicts_with = "all")]
+    pub flow: Option<usize>,
+
+    /// Explain every client flow in full, one after another.
+    #[arg(long)]
+    pub all: bool,
 }
 
 const PROXY_EXAMPLES: &str = "\

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use crate::capture::reader::Capture;
 use crate::mcp::checks::Severity;
 use crate::mcp::era::Era;
-pub use crate::mcp::explanation::{explain, explain_file, Explanation, StageReport};
-use crate::mcp::session::{Reached, Session, StageId};
+pub use crate::mcp::explanation::{explain, explain_file, Explanation, FlowReport, StageReport};
+use crate::mcp::session::{Reached, ServerFacts, Session, StageId};
 use crate::style::wrap;
 pub use crate::style::Style;
 
@@ -15,9 +15,162 @@ fn secs(t: u64) -> String {
     format!("+{:.3}s", t as f64 / 1e6)
 }
 
-/// The one-screen human report.
+/// Which flows the human report explains in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// The flow `explain` chose (the top-level fields').
+    Chosen,
+    /// Flow N (1-based).
+    Number(usize),
+    /// Every flow, one after another.
+    All,
+}
+
+/// The one-screen human report: with several client flows, a line per flow, then the chosen
+/// flow in full.
 pub fn render(capture: &Capture, report: &Explanation, style: Style) -> String {
-    let session = Session::analyze(capture);
+    render_flows(capture, report, Which::Chosen, style)
+}
+
+/// The human report, explaining `which` flows in full.
+pub fn render_flows(capture: &Capture, report: &Explanation, which: Which, style: Style) -> String {
+    if report.flows.is_empty() {
+        let mut out = render_one(capture, Session::analyze(capture), report, style);
+        if !report.other_traffic.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{} {} exchanges belong to no MCP flow: {}.",
+                style.bold("Other traffic"),
+                report.other_traffic.len(),
+                other_sample(capture, &report.other_traffic)
+            );
+        }
+        return out;
+    }
+    let facts = ServerFacts::of(capture);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {} · {} client flows{} · {} exchanges in all",
+        style.bold("capture"),
+        capture.session.session_id,
+        report.flows.len(),
+        if report.other_traffic.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " and {} exchanges of other traffic",
+                report.other_traffic.len()
+            )
+        },
+        capture.exchanges.len()
+    );
+    let _ = writeln!(out, "\n{}", style.bold("Flows"));
+    let _ = writeln!(
+        out,
+        "  flow {:<44} {:<10} {:<17} {:<15} {:<26} errors",
+        "client", "era", "from – to", "furthest", "silent after"
+    );
+    for f in &report.flows {
+        let e = &f.explanation;
+        let silence = e
+            .silence
+            .as_ref()
+            .map(|s| s.after_stage.id().to_string())
+            .unwrap_or_else(|| "–".into());
+        let line = format!(
+            "  {:<4} {:<44} {:<10} {:<17} {:<15} {:<26} {}",
+            format!(
+                "{}{}",
+                f.number,
+                if report.flow.as_ref().is_some_and(|c| c.number == f.number) {
+                    "*"
+                } else {
+                    ""
+                }
+            ),
+            f.client,
+            e.era.short(),
+            format!(
+                "{:.1}–{:.1}s",
+                f.first_t as f64 / 1e6,
+                f.last_t as f64 / 1e6
+            ),
+            f.furthest_stage.unwrap_or("–"),
+            silence,
+            f.errors
+        );
+        let line = if f.errors > 0 || e.silence.is_some() {
+            style.yellow(line.trim_end())
+        } else {
+            line.trim_end().to_string()
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    if !report.other_traffic.is_empty() {
+        let _ = writeln!(
+            out,
+            "  other traffic: {} exchanges in no flow ({})",
+            report.other_traffic.len(),
+            other_sample(capture, &report.other_traffic)
+        );
+    }
+    let shown: Vec<&FlowReport> = match which {
+        Which::Chosen => report
+            .flow
+            .as_ref()
+            .and_then(|c| report.flows.get(c.number - 1))
+            .into_iter()
+            .collect(),
+        Which::Number(n) => report.flows.get(n.wrapping_sub(1)).into_iter().collect(),
+        Which::All => report.flows.iter().collect(),
+    };
+    for f in shown {
+        let why = match (&report.flow, which) {
+            (Some(c), Which::Chosen) => format!(" — {}", c.why),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "\n{}",
+            style.bold(&format!("━━ Flow {} · {}{why}", f.number, f.client))
+        );
+        let part = capture.subset(&f.exchange_ids);
+        let session = Session::analyze_with(&part, facts.clone());
+        out.push_str(&render_one(&part, session, &f.explanation, style));
+    }
+    if which == Which::Chosen {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            style.dim("Another flow: mcptap explain CAPTURE --flow N; every flow: --all.")
+        );
+    }
+    out
+}
+
+/// A few of the other traffic's requests, for the reader to recognise it.
+fn other_sample(capture: &Capture, exs: &[u64]) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for x in exs.iter().filter_map(|ex| capture.exchange(*ex)) {
+        let what = format!("{} {}", x.method(), x.path());
+        if !seen.contains(&what) {
+            seen.push(what);
+        }
+        if seen.len() == 4 {
+            break;
+        }
+    }
+    seen.join(", ")
+}
+
+/// One client's report.
+fn render_one(
+    capture: &Capture,
+    session: Session<'_>,
+    report: &Explanation,
+    style: Style,
+) -> String {
     let name_of = |ex: u64| {
         capture
             .exchange(ex)

@@ -43,6 +43,10 @@ pub struct ExportArgs {
     #[arg(value_name = "CAPTURE")]
     pub capture: PathBuf,
 
+    /// Only client flow N of the capture (numbered from 1, as `mcptap explain` lists them).
+    #[arg(long, value_name = "N")]
+    pub flow: Option<usize>,
+
     /// Write an HTTP Archive (HAR 1.2) to this file (`-` for stdout). An existing file is replaced.
     #[arg(long, value_name = "FILE")]
     pub har: Option<PathBuf>,
@@ -67,7 +71,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let capture = Capture::open(&args.capture)?;
+    let capture = crate::args::open_capture(&args.capture, args.flow)?;
     for warning in &capture.warnings {
         eprintln!("mcptap: warning: {warning}");
     }

@@ -64,22 +64,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain(args) => {
+            use mcptap::explain::Which;
             let (capture, report) = mcptap::explain::explain_file(&args.capture)?;
             for warning in &capture.warnings {
                 eprintln!("mcptap: warning: {warning}");
             }
+            let which = match (args.flow, args.all) {
+                (Some(n), _) => {
+                    let count = report.flows.len().max(1);
+                    if n == 0 || n > count {
+                        anyhow::bail!(
+                            "--flow {n}: {} has {count} client flow{} (numbered from 1)",
+                            args.capture.display(),
+                            if count == 1 { "" } else { "s" }
+                        );
+                    }
+                    Which::Number(n)
+                }
+                (None, true) => Which::All,
+                (None, false) => Which::Chosen,
+            };
+            // The findings `--exit-code` looks at: the flows shown.
+            let shown: Vec<&mcptap::explain::Explanation> = match which {
+                Which::Number(n) if !report.flows.is_empty() => {
+                    vec![&report.flows[n - 1].explanation]
+                }
+                Which::All if !report.flows.is_empty() => {
+                    report.flows.iter().map(|f| &f.explanation).collect()
+                }
+                _ => vec![&report],
+            };
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                match which {
+                    Which::Number(n) if !report.flows.is_empty() => {
+                        println!("{}", serde_json::to_string_pretty(&report.flows[n - 1])?)
+                    }
+                    _ => println!("{}", serde_json::to_string_pretty(&report)?),
+                }
             } else {
                 print!(
                     "{}",
-                    mcptap::explain::render(&capture, &report, mcptap::explain::Style::detect())
+                    mcptap::explain::render_flows(
+                        &capture,
+                        &report,
+                        which,
+                        mcptap::explain::Style::detect()
+                    )
                 );
             }
-            let has_error = report
-                .findings
-                .iter()
-                .any(|f| f.severity == mcptap::mcp::checks::Severity::Error);
+            let has_error = shown.iter().any(|e| {
+                e.findings
+                    .iter()
+                    .any(|f| f.severity == mcptap::mcp::checks::Severity::Error)
+            });
             Ok(if args.exit_code && has_error {
                 ExitCode::from(1)
             } else {

@@ -537,6 +537,158 @@ fn python_sdk_oauth_session_explains_clean() {
     assert_explains_clean(&capture);
 }
 
+/// One capture, several real clients at once against the SDK's OAuth example: the TypeScript
+/// SDK and the Python SDK each going the whole way, a TypeScript SDK client that stops after its
+/// token (the connector of ../shared/CASE.md), a client refused at its first request, and a
+/// scanner. `explain` tells the flows apart, each with its own furthest stage and silence, and
+/// explains the silent one first.
+#[test]
+fn several_sdk_clients_in_one_capture_are_explained_flow_by_flow() {
+    let dir = peers_or_skip!();
+    if !dir.join(".venv/bin/python").is_file() && may_skip("the Python MCP peer") {
+        return;
+    }
+    let deadline = Instant::now() + TEST_BUDGET;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Peer::node(
+        "oauth-server",
+        &dir,
+        &["oauth-server.mjs", "--as", "same"],
+        &[],
+    );
+    let listening = server.wait_for("mcptap-peer: listening", deadline);
+    let upstream = field(&listening, "mcp=")
+        .strip_suffix("/mcp")
+        .unwrap()
+        .to_string();
+    let capture = tmp.path().join("capture.jsonl");
+    let proxy = TestProxy::to(&upstream).capture_to(&capture).start();
+    let mcp_url = proxy.url("/mcp");
+    server.send_line(&mcp_url);
+    server.wait_for("mcptap-peer: ready", deadline);
+
+    // Refused at its first request: a bearer token this server never issued.
+    let refused = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", &mcp_url])
+        .args(["-H", "authorization: Bearer a-token-from-elsewhere"])
+        .args(["-H", "content-type: application/json"])
+        .args(["-H", "accept: application/json, text/event-stream"])
+        .args(["-A", "refused-client/1"])
+        .args(["-d", r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"r","version":"1"}}}"#])
+        .output()
+        .unwrap();
+    // The SDK example answers a token it does not know with a 500, not RFC 6750's 401: a
+    // refusal either way.
+    let status = String::from_utf8_lossy(&refused.stdout).to_string();
+    assert!(
+        status.starts_with('4') || status.starts_with('5'),
+        "{status}"
+    );
+    let scanner = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-A", "scanner/1"])
+        .arg(proxy.url("/wp-login.php"))
+        .arg(proxy.url("/favicon.ico"))
+        .status()
+        .unwrap();
+    assert!(scanner.success());
+
+    // Three SDK clients at once.
+    let python = dir.join(".venv/bin/python");
+    let clients = [
+        Peer::spawn(
+            "oauth-flow.mjs (whole)",
+            "node",
+            &dir,
+            &["oauth-flow.mjs", &mcp_url],
+            &[],
+        ),
+        Peer::spawn(
+            "oauth_flow.py",
+            python.to_str().unwrap(),
+            &dir,
+            &["oauth_flow.py", &mcp_url],
+            &[],
+        ),
+        Peer::spawn(
+            "oauth-flow.mjs (stops after token)",
+            "node",
+            &dir,
+            &["oauth-flow.mjs", &mcp_url, "--stop-after-token"],
+            &[],
+        ),
+    ];
+    for client in clients {
+        let (code, out) = client.finish(deadline);
+        assert_eq!(code, 0, "{out}");
+    }
+    drop(proxy.finish());
+    drop(server);
+
+    let report = explain(&capture);
+    let flows = report["flows"].as_array().expect("flows[]");
+    let summary: Vec<String> = flows
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {} furthest={} silent={} exchanges={}",
+                f["number"],
+                f["client"],
+                f["furthest_stage"],
+                f["silence"]["after_stage"],
+                f["exchange_ids"].as_array().unwrap().len()
+            )
+        })
+        .collect();
+    assert_eq!(flows.len(), 4, "{summary:#?}");
+    let reached_call = |f: &Value| {
+        f["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == "call" && s["reached"] == true)
+    };
+    let whole: Vec<&Value> = flows.iter().filter(|f| reached_call(f)).collect();
+    assert_eq!(
+        whole.len(),
+        2,
+        "the two SDK clients that went the whole way: {summary:#?}"
+    );
+    for f in &whole {
+        assert_eq!(f["silence"], Value::Null, "{summary:#?}");
+        assert_eq!(
+            f["tokens"].as_array().unwrap().len(),
+            1,
+            "{:#}",
+            f["tokens"]
+        );
+        assert_eq!(f["tokens"][0]["accepted"], true);
+    }
+    let silent: Vec<&Value> = flows
+        .iter()
+        .filter(|f| f["silence"]["after_stage"] == "token")
+        .collect();
+    assert_eq!(silent.len(), 1, "{summary:#?}");
+    assert_eq!(
+        silent[0]["tokens"][0]["accepted"],
+        Value::Null,
+        "never presented"
+    );
+    let refused: Vec<&Value> = flows
+        .iter()
+        .filter(|f| f["client"].as_str().unwrap().contains("refused-client/1"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{summary:#?}");
+    assert_eq!(refused[0]["exchange_ids"].as_array().unwrap().len(), 1);
+    assert_eq!(report["other_traffic"].as_array().unwrap().len(), 2);
+    // The silent one is explained, and the top level is its.
+    assert_eq!(
+        report["flow"]["number"], silent[0]["number"],
+        "{:#}",
+        report["flow"]
+    );
+    assert_eq!(report["silence"]["after_stage"], "token");
+}
+
 /// As in the SDK example, the authorization server on its own port: the client reaches it
 /// directly, so the proxy sees challenge and resource metadata, then the authorized MCP
 /// traffic; explain must call the OAuth stages in between not observed, not missing.

@@ -21,6 +21,8 @@ mod export;
 mod fastpath;
 /// Faults from either side, crashes and limits: sensible answers, the record in words.
 mod faults;
+/// Client flows: several clients in one capture, told apart and explained one by one.
+mod flows;
 /// `mcptap mock`: recorded sessions served back to an unchanged client, SSE timing included.
 mod mock;
 /// Real MCP peers (TypeScript and Python SDKs, server-everything) through the proxy; tests/peers/setup installs them.

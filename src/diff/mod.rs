@@ -10,7 +10,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::capture::reader::Capture;
 use crate::style::Style;
 pub use mcptap_mcp::diff::*;
 pub use render::render;
@@ -23,6 +22,7 @@ Examples:
   mcptap diff a.jsonl b.jsonl --strict          everything, dates and ids included
   mcptap diff a.jsonl b.jsonl --timing --timing-threshold 250
   mcptap diff working.jsonl failing.jsonl --html compare.html   the same as a page, side by side
+  mcptap diff cap.jsonl cap.jsonl --flow-a 2 --flow-b 3   two client flows of one capture
 
 Noise suppressed by default: Date, Age, ETag, Last-Modified, Expires, request and trace ids,
 hop-by-hop headers, Mcp-Session-Id values, Content-Length when the bodies compare equal,
@@ -45,6 +45,14 @@ pub struct DiffArgs {
     /// The capture to compare with it, e.g. the session that fails.
     #[arg(value_name = "B")]
     pub b: PathBuf,
+
+    /// Compare only client flow N of A (numbered from 1, as `mcptap explain A` lists them).
+    #[arg(long, value_name = "N")]
+    pub flow_a: Option<usize>,
+
+    /// Compare only client flow N of B. Two flows of one capture: give it as A and B.
+    #[arg(long, value_name = "N")]
+    pub flow_b: Option<usize>,
 
     /// Print one JSON object (summary, first divergence, every entry) instead of the
     /// side-by-side view.
@@ -119,14 +127,20 @@ pub fn terminal_width() -> usize {
 /// Runs `mcptap diff`.
 pub fn run(args: &DiffArgs) -> anyhow::Result<ExitCode> {
     let options = args.options()?;
-    let a = Capture::open(&args.a)?;
-    let b = Capture::open(&args.b)?;
+    let a = crate::args::open_capture(&args.a, args.flow_a)?;
+    let b = crate::args::open_capture(&args.b, args.flow_b)?;
     for (side, capture) in [("A", &a), ("B", &b)] {
         for warning in &capture.warnings {
             eprintln!("mcptap: warning: {side}: {warning}");
         }
     }
-    let report = diff(&a, &display(&args.a), &b, &display(&args.b), &options);
+    // A flow is named with its capture: `a.jsonl (flow 2)`.
+    let label = |path: &std::path::Path, flow: Option<usize>| match flow {
+        Some(n) => format!("{} (flow {n})", display(path)),
+        None => display(path),
+    };
+    let (name_a, name_b) = (label(&args.a, args.flow_a), label(&args.b, args.flow_b));
+    let report = diff(&a, &name_a, &b, &name_b, &options);
     if let Some(html) = &args.html {
         for input in [&args.a, &args.b] {
             if crate::args::same_file(input, html) {
@@ -137,8 +151,8 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let page = crate::report::render_diff(
-            (&a, &display(&args.a)),
-            (&b, &display(&args.b)),
+            (&a, &name_a),
+            (&b, &name_b),
             &crate::report::Options::default(),
         );
         std::fs::write(html, page.as_bytes())

@@ -74,6 +74,10 @@ pub struct MockArgs {
     #[arg(value_name = "CAPTURE")]
     pub capture: PathBuf,
 
+    /// Only client flow N of the capture (numbered from 1, as `mcptap explain` lists them).
+    #[arg(long, value_name = "N")]
+    pub flow: Option<usize>,
+
     /// Address to listen on (port 0 picks a free port; the chosen one is printed).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: String,
@@ -140,7 +144,7 @@ pub fn run(args: &MockArgs) -> anyhow::Result<ExitCode> {
         (None, UnmatchedArg::Forward) => bail!("--unmatched forward needs --upstream URL"),
         (None, UnmatchedArg::NotFound) => None,
     };
-    let capture = Capture::open(&args.capture)?;
+    let capture = crate::args::open_capture(&args.capture, args.flow)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(serve(args, listen, upstream, capture))
 }

@@ -79,6 +79,10 @@ pub struct ReplayArgs {
     #[arg(value_name = "CAPTURE")]
     pub capture: PathBuf,
 
+    /// Only client flow N of the capture (numbered from 1, as `mcptap explain` lists them).
+    #[arg(long, value_name = "N")]
+    pub flow: Option<usize>,
+
     /// Where every request goes (http:// or https://, with an optional path prefix).
     #[arg(long, value_name = "URL")]
     pub target: String,
@@ -211,7 +215,7 @@ impl ReplayArgs {
                 bail!("--target-ca {}: no such file", ca.display());
             }
         }
-        let capture = Capture::open(&self.capture)?;
+        let capture = crate::args::open_capture(&self.capture, self.flow)?;
         Ok(Config {
             capture_path: self.capture.clone(),
             capture,

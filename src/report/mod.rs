@@ -22,7 +22,7 @@ use crate::capture::reader::{BodyData, Capture, Exchange};
 use crate::mcp::diff;
 use crate::mcp::explanation::{self as explain, Explanation};
 use crate::mcp::jsonrpc::{self, Message};
-use crate::mcp::session::{Reached, Role, Session};
+use crate::mcp::session::{Reached, Role, ServerFacts, Session};
 
 const CSS: &str = include_str!("page.css");
 const JS: &str = include_str!("page.js");
@@ -312,10 +312,30 @@ struct SessionData<'a> {
     era_label: &'static str,
     stages: Vec<StageData>,
     silence: Option<SilenceData>,
+    /// The capture's client flows (empty for a capture of one client); the stages, silence,
+    /// tokens and findings are those of the chosen one.
+    flows: Vec<FlowData<'a>>,
+    flow_choice: Option<&'a str>,
+    other_traffic: usize,
     tokens: &'a [crate::mcp::session::TokenLine],
     findings: &'a [crate::mcp::checks::Finding],
     conns: Vec<ConnData<'a>>,
     exchanges: Vec<ExchangeData<'a>>,
+}
+
+/// One line of the flow table.
+#[derive(Serialize)]
+struct FlowData<'a> {
+    number: usize,
+    client: &'a str,
+    era_label: &'static str,
+    first_t: u64,
+    last_t: u64,
+    exchanges: usize,
+    furthest_stage: Option<&'static str>,
+    silent_after: Option<&'static str>,
+    errors: usize,
+    chosen: bool,
 }
 
 #[derive(Serialize)]
@@ -382,6 +402,9 @@ struct ConnCloseData<'a> {
 struct ExchangeData<'a> {
     ex: u64,
     conn: u64,
+    /// The client flow it belongs to (none: other traffic, or a capture of one client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flow: Option<usize>,
     t: u64,
     method: &'a str,
     target: &'a str,
@@ -480,8 +503,19 @@ impl<'a> SessionData<'a> {
         options: &Options,
     ) -> SessionData<'a> {
         let session = Session::analyze(capture);
-        let era = session.negotiation.era;
-        let stages = session
+        // With several client flows the stages and silence are the chosen flow's, as the
+        // explanation's are; the sequence shows every exchange, each tagged with its flow.
+        let chosen = report
+            .flow
+            .as_ref()
+            .and_then(|c| report.flows.get(c.number - 1))
+            .map(|f| capture.subset(&f.exchange_ids));
+        let flow_session = chosen
+            .as_ref()
+            .map(|part| Session::analyze_with(part, ServerFacts::of(capture)));
+        let ladder = flow_session.as_ref().unwrap_or(&session);
+        let era = ladder.negotiation.era;
+        let stages = ladder
             .stages
             .iter()
             .filter(|s| s.id.in_era(era) || s.reached == Reached::Reached)
@@ -493,11 +527,11 @@ impl<'a> SessionData<'a> {
                 t: s.t,
             })
             .collect();
-        let silence = session.silence.as_ref().map(|s| SilenceData {
+        let silence = ladder.silence.as_ref().map(|s| SilenceData {
             after_stage: s.after_stage.id(),
             after_title: s.after_stage.title(),
             at_t: s.at_t,
-            at_exchange: session.stage(s.after_stage).first_exchange,
+            at_exchange: ladder.stage(s.after_stage).first_exchange,
             expected_next: s.expected_next.clone(),
             quiet_for_s: s.quiet_for_s,
             other_requests: s.other_requests.clone(),
@@ -516,7 +550,29 @@ impl<'a> SessionData<'a> {
                 } else {
                     (&[][..], &[][..])
                 };
-                exchange_data(step.x, step.role, sent, received, options)
+                let mut data = exchange_data(step.x, step.role, sent, received, options);
+                data.flow = report
+                    .flows
+                    .iter()
+                    .find(|f| f.exchange_ids.binary_search(&step.x.ex).is_ok())
+                    .map(|f| f.number);
+                data
+            })
+            .collect();
+        let flows = report
+            .flows
+            .iter()
+            .map(|f| FlowData {
+                number: f.number,
+                client: &f.client,
+                era_label: f.explanation.era.label(),
+                first_t: f.first_t,
+                last_t: f.last_t,
+                exchanges: f.exchange_ids.len(),
+                furthest_stage: f.furthest_stage,
+                silent_after: f.explanation.silence.as_ref().map(|s| s.after_stage.id()),
+                errors: f.errors,
+                chosen: report.flow.as_ref().is_some_and(|c| c.number == f.number),
             })
             .collect();
         SessionData {
@@ -557,6 +613,9 @@ impl<'a> SessionData<'a> {
             era_label: era.label(),
             stages,
             silence,
+            flows,
+            flow_choice: report.flow.as_ref().map(|c| c.why.as_str()),
+            other_traffic: report.other_traffic.len(),
             tokens: &report.tokens,
             findings: &report.findings,
             conns: capture
@@ -594,6 +653,7 @@ fn exchange_data<'a>(
     ExchangeData {
         ex: x.ex,
         conn: x.conn,
+        flow: None,
         t: x.t,
         method: x.method(),
         target: &x.request.target,

@@ -146,6 +146,30 @@
   for (const s of SESSIONS) sessionsEl.append(summary(s));
   if (DIFF) header.append(diffSummary());
 
+  // Several clients in one capture: a line per flow; a click shows that flow's sequence alone.
+  function flowTable(s) {
+    const box = el('div', { class: 'flows' });
+    box.append(el('h3', { text: 'Client flows' }));
+    const why = s.flow_choice ? ' Explained below: flow ' + s.flows.find((f) => f.chosen).number + ', ' + s.flow_choice + '.' : '';
+    box.append(el('p', { class: 'meta', text: s.flows.length + ' client flows' + (s.other_traffic ? ' and ' + s.other_traffic + ' exchanges of other traffic' : '') + '.' + why }));
+    const table = el('table', { class: 'flowtable' });
+    table.append(el('tr', {}, ['flow', 'client', 'era', 'from – to', 'exchanges', 'furthest', 'silent after', 'errors', ''].map((h) => el('th', { text: h }))));
+    for (const f of s.flows) {
+      const show = el('button', { type: 'button', class: 'flowbtn', 'data-flow': f.number, text: 'show its sequence' });
+      show.addEventListener('click', () => {
+        filter.value = 'flow:' + f.number;
+        state.terms = ['flow:' + f.number];
+        relayout();
+      });
+      const cells = [String(f.number) + (f.chosen ? ' *' : ''), f.client, f.era_label, dur(f.first_t) + ' – ' + dur(f.last_t), String(f.exchanges), f.furthest_stage || '–', f.silent_after || '–', String(f.errors)];
+      const tr = el('tr', { class: 'flow' + (f.silent_after || f.errors ? ' troubled' : ''), 'data-flow': f.number }, cells.map((c) => el('td', { text: c })));
+      tr.append(el('td', {}, [show]));
+      table.append(tr);
+    }
+    box.append(table);
+    return box;
+  }
+
   function summary(s) {
     const sec = el('section', { class: 'session', 'data-side': s.side });
     if (DIFF) sec.append(el('h2', { text: (s.side === 0 ? 'A' : 'B') + ': ' + s.name }));
@@ -162,7 +186,9 @@
     ]);
     sec.append(meta);
 
-    sec.append(el('h3', { text: 'Stages' }));
+    if (s.flows && s.flows.length) sec.append(flowTable(s));
+
+    sec.append(el('h3', { text: s.flows && s.flows.length ? 'Stages of flow ' + s.flows.find((f) => f.chosen).number : 'Stages' }));
     const ul = el('ul', { class: 'stages' });
     for (const st of s.stages) {
       const mark = { reached: '✓', missing: '✗', not_observed: '·', not_applicable: '–' }[st.status] || '·';
@@ -310,7 +336,7 @@
   const filter = el('input', {
     id: 'filter',
     type: 'search',
-    placeholder: 'Filter: method, path, status, JSON-RPC method, header, #id',
+    placeholder: 'Filter: method, path, status, JSON-RPC method, header, #id, flow:N',
     'aria-label': 'filter exchanges',
     autocomplete: 'off',
   });
@@ -345,6 +371,9 @@
     for (const term of state.terms) {
       if (/^#\d+$/.test(term)) {
         if ('#' + x.ex !== term) return false;
+      } else if (/^flow:(\d+|other)$/.test(term)) {
+        const n = term.slice(5);
+        if (n === 'other' ? x.flow !== undefined : String(x.flow) !== n) return false;
       } else if (!searchText(x).includes(term)) return false;
     }
     return true;

@@ -82,6 +82,7 @@ try {
       silence: [...document.querySelectorAll('.silence[data-silence]')].map((s) => ({ stage: s.dataset.silence, text: s.textContent })),
       silenceMarks: [...document.querySelectorAll('.silence-mark')].map((s) => s.getAttribute('data-silence')),
       bands: [...document.querySelectorAll('[data-stages]')].map((b) => b.getAttribute('data-stages')),
+      flows: [...document.querySelectorAll('tr.flow')].map((tr) => ({ flow: Number(tr.dataset.flow), troubled: tr.classList.contains('troubled'), text: tr.textContent })),
       findings: [...document.querySelectorAll('.findings .finding')].map((f) => ({
         check: f.dataset.check,
         link: f.querySelector('a.exlink')?.getAttribute('href') || null,

@@ -1,7 +1,7 @@
 // A connector driven by the TypeScript SDK's own client code: StreamableHTTPClientTransport
 // with an OAuthClientProvider, through the whole MCP authorization flow, without a browser.
 //
-// Usage:  node oauth-flow.mjs MCP_URL
+// Usage:  node oauth-flow.mjs MCP_URL [--stop-after-token]
 //
 // The SDK does the discovery (401 → RFC 9728 protected-resource metadata → RFC 8414 metadata),
 // dynamic client registration, PKCE and the token exchange. The one step a browser would do,
@@ -19,6 +19,9 @@ import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { LoggingMessageNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 
 const mcpUrl = new URL(process.argv[2] ?? '');
+// --stop-after-token: the connector of ../../shared/CASE.md, which gets its token and then
+// sends nothing more (prints {"ok":true,"stopped_after_token":true,...}).
+const stopAfterToken = process.argv.includes('--stop-after-token');
 const REDIRECT_URL = 'http://127.0.0.1:1/callback'; // never contacted: the code is read off the Location
 
 const fail = (stage, error) => {
@@ -133,6 +136,10 @@ if (challenged) {
         fail('token', error);
     }
     await transport.close().catch(() => {});
+    if (stopAfterToken) {
+        console.log(JSON.stringify({ ok: true, stopped_after_token: true, challenged, token_type: provider.tokens()?.token_type, contacted }));
+        process.exit(0);
+    }
     client = newClient();
     transport = newTransport();
     try {

@@ -287,6 +287,35 @@ impl Capture {
         }
     }
 
+    /// The part of the capture made of the exchanges `exs` (sorted ids) and their connections:
+    /// one client flow of it, say. The session, its end and the notes stay; failed TLS
+    /// handshakes, which belong to no exchange, do not.
+    pub fn subset(&self, exs: &[u64]) -> Capture {
+        let exchanges: Vec<Exchange> = self
+            .exchanges
+            .iter()
+            .filter(|x| exs.binary_search(&x.ex).is_ok())
+            .cloned()
+            .collect();
+        let conns: std::collections::BTreeSet<u64> = exchanges.iter().map(|x| x.conn).collect();
+        Capture {
+            session: self.session.clone(),
+            started: self.started.clone(),
+            connections: self
+                .connections
+                .iter()
+                .filter(|(id, _)| conns.contains(id))
+                .map(|(id, c)| (*id, c.clone()))
+                .collect(),
+            exchanges,
+            tls_errors: Vec::new(),
+            notes: self.notes.clone(),
+            session_end: self.session_end.clone(),
+            last_t: self.last_t,
+            warnings: self.warnings.clone(),
+        }
+    }
+
     /// The exchange with this id.
     pub fn exchange(&self, ex: u64) -> Option<&Exchange> {
         self.exchanges

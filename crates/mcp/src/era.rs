@@ -71,6 +71,17 @@ impl Era {
         }
     }
 
+    /// The era in a table's column: `2026-07-28`, `2025`, `fallback`, `failed`, `–`.
+    pub fn short(self) -> &'static str {
+        match self {
+            Era::Modern => "2026-07-28",
+            Era::Legacy => "2025",
+            Era::Fallback => "fallback",
+            Era::FailedNegotiation => "failed",
+            Era::Unknown => "–",
+        }
+    }
+
     /// The flow runs, or tried to run, the 2025 lifecycle.
     pub fn is_legacy(self) -> bool {
         matches!(self, Era::Legacy | Era::Fallback)

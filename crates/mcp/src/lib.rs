@@ -8,6 +8,7 @@ pub mod checks;
 pub mod diff;
 pub mod era;
 pub mod explanation;
+pub mod flows;
 pub mod jsonrpc;
 pub mod oauth;
 pub mod rounds;

@@ -290,9 +290,19 @@ fn is_json(x: &Exchange, response: bool) -> bool {
     mt.is_some_and(|m| m == "application/json" || m.ends_with("+json"))
 }
 
-impl<'a> Session<'a> {
-    /// Analyzes a capture.
-    pub fn analyze(capture: &'a Capture) -> Session<'a> {
+/// What a capture says of its server, whichever client flow learned it: the authorization
+/// server's endpoints, the MCP paths, the legacy transport's message paths. A flow analysed
+/// on its own is analysed with the facts of the whole capture: a client that kept the
+/// metadata from an earlier visit fetches none.
+#[derive(Debug, Clone, Default)]
+pub struct ServerFacts {
+    pub as_endpoints: AsEndpoints,
+    pub mcp_paths: BTreeSet<String>,
+    pub legacy_post_paths: BTreeSet<String>,
+}
+
+impl ServerFacts {
+    pub fn of(capture: &Capture) -> ServerFacts {
         let as_endpoints = find_as_endpoints(capture);
         let legacy_post_paths = find_legacy_endpoints(capture);
         let mut mcp_paths = BTreeSet::new();
@@ -321,7 +331,28 @@ impl<'a> Session<'a> {
                 }
             }
         }
+        ServerFacts {
+            as_endpoints,
+            mcp_paths,
+            legacy_post_paths,
+        }
+    }
+}
 
+impl<'a> Session<'a> {
+    /// Analyzes a capture.
+    pub fn analyze(capture: &'a Capture) -> Session<'a> {
+        Session::analyze_with(capture, ServerFacts::of(capture))
+    }
+
+    /// Analyzes a capture (one client flow of a larger one, say) with what is known of its
+    /// server.
+    pub fn analyze_with(capture: &'a Capture, facts: ServerFacts) -> Session<'a> {
+        let ServerFacts {
+            as_endpoints,
+            mcp_paths,
+            legacy_post_paths,
+        } = facts;
         let steps: Vec<Step<'a>> = capture
             .exchanges
             .iter()

@@ -5,7 +5,7 @@ pub mod auth;
 pub mod era;
 pub mod rounds;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 pub mod transport;
 
 use serde::Serialize;

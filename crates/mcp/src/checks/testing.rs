@@ -257,9 +257,14 @@ impl Cap {
         self
     }
 
-    pub(crate) fn run(&self, check: fn(&Session<'_>) -> Vec<Finding>) -> Vec<Finding> {
+    /// The capture as `explain` reads it.
+    pub(crate) fn capture(&self) -> Capture {
         let text = self.lines.join("\n") + "\n";
-        let capture = Capture::from_reader(text.as_bytes(), "test.jsonl").unwrap();
+        Capture::from_reader(text.as_bytes(), "test.jsonl").unwrap()
+    }
+
+    pub(crate) fn run(&self, check: fn(&Session<'_>) -> Vec<Finding>) -> Vec<Finding> {
+        let capture = self.capture();
         assert!(
             capture.warnings.iter().all(|w| w.contains("session_end")),
             "{:?}",

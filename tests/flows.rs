@@ -1,0 +1,341 @@
+//! Client flows: one capture holding several clients at once — one that completes, one that
+//! goes silent after its token, one refused at its first step, and a scanner — told apart,
+//! listed one line each, and the silent one explained first.
+
+use std::time::Duration;
+
+use hyper::Request;
+use mcptap_fixture::client::{self, ClientOptions, ClientOutcome};
+use mcptap_fixture::server::{Faults, FixtureServer};
+use serde_json::Value;
+
+use crate::explain::explain_json;
+use crate::util::*;
+
+/// Runs `mcptap explain` with `args` on `path`; its standard output.
+fn explain_text(path: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .arg("explain")
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "explain {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn send(req: Request<UpBody>) -> u16 {
+    let resp = h1_client().request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    read_all(resp).await;
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_clients_are_told_apart_and_the_silent_one_is_explained_first() {
+    // The server of ../shared/CASE.md: its resource metadata names the base URL, not the MCP
+    // endpoint. A strict connector stops after its token; a lenient one carries on.
+    let server = FixtureServer::start(
+        Faults {
+            prm_resource_base_url: true,
+            ..Faults::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let proxy = TestProxy::to(&server.url()).start();
+    let base = format!("http://{}", proxy.addr);
+    server.set_public_base(base.clone());
+
+    // A client refused at its first step: a bearer token this server never issued.
+    let refused = send(
+        Request::post(format!("{base}/mcp"))
+            .header("authorization", "Bearer a-token-from-somewhere-else")
+            .header("user-agent", "refused-client/1")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(full(
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"r","version":"1"}}}"#,
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(refused, 401);
+    // A scanner knocking.
+    for path in ["/favicon.ico", "/wp-login.php", "/healthz"] {
+        send(
+            Request::get(format!("{base}{path}"))
+                .header("user-agent", "scanner/1")
+                .body(full(""))
+                .unwrap(),
+        )
+        .await;
+    }
+    // Two connectors at once, their requests interleaved.
+    let lenient = ClientOptions {
+        user_agent: "connector-lenient/1".into(),
+        stop_after_token_on_resource_mismatch: false,
+        ..ClientOptions::default()
+    };
+    let strict = ClientOptions {
+        user_agent: "connector-strict/1".into(),
+        ..ClientOptions::default()
+    };
+    let (done, silent) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(client::run(&base, &lenient), client::run(&base, &strict))
+    })
+    .await
+    .expect("both connectors finished");
+    assert!(
+        matches!(done.outcome, ClientOutcome::Completed),
+        "{:?}",
+        done.outcome
+    );
+    assert!(
+        matches!(silent.outcome, ClientOutcome::StoppedAfterToken { .. }),
+        "{:?}",
+        silent.outcome
+    );
+
+    let capture = proxy.finish();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &capture.raw).unwrap();
+    let report = explain_json(file.path());
+
+    let flows = report["flows"].as_array().expect("flows[]");
+    assert_eq!(flows.len(), 3, "{:#}", report["flows"]);
+    let flow = |agent: &str| -> &Value {
+        flows
+            .iter()
+            .find(|f| f["client"].as_str().unwrap().contains(agent))
+            .unwrap_or_else(|| panic!("no flow of {agent}: {:#}", report["flows"]))
+    };
+    // Every exchange is in exactly one flow or in the other traffic.
+    let mut seen: Vec<u64> = flows
+        .iter()
+        .flat_map(|f| f["exchange_ids"].as_array().unwrap())
+        .chain(report["other_traffic"].as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, capture.exchanges());
+    let other: Vec<&str> = report["other_traffic"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ex| {
+            capture.one(ex.as_u64().unwrap(), "request")["target"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(other, ["/favicon.ico", "/wp-login.php", "/healthz"]);
+
+    // Each flow's own ladder: the whole way, silent after the token, refused at the start.
+    let lenient = flow("connector-lenient");
+    assert_eq!(lenient["silence"], Value::Null, "{lenient:#}");
+    assert!(lenient["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["id"] == "call" && s["reached"] == true));
+    let strict = flow("connector-strict");
+    assert_eq!(strict["furthest_stage"], "token", "{strict:#}");
+    assert_eq!(strict["silence"]["after_stage"], "token");
+    assert_eq!(strict["tokens"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        strict["tokens"][0]["accepted"],
+        Value::Null,
+        "never presented"
+    );
+    // The lenient client's token was presented: the two lineages were not mixed.
+    assert_eq!(
+        lenient["tokens"][0]["accepted"], true,
+        "{:#}",
+        lenient["tokens"]
+    );
+    let refused = flow("refused-client");
+    assert_eq!(refused["exchange_ids"].as_array().unwrap().len(), 1);
+
+    // The silent flow is the one explained, and the top-level fields are its.
+    assert_eq!(
+        report["flow"]["number"], strict["number"],
+        "{:#}",
+        report["flow"]
+    );
+    assert!(
+        report["flow"]["why"].as_str().unwrap().contains("silent"),
+        "{}",
+        report["flow"]["why"]
+    );
+    assert_eq!(report["silence"]["after_stage"], "token");
+    assert!(report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["check"] == "post-token-silence"));
+
+    // The screen: a line per flow, then the chosen flow in full.
+    let text = explain_text(file.path(), &[]);
+    assert!(
+        text.contains("3 client flows and 3 exchanges of other traffic"),
+        "{text}"
+    );
+    for agent in [
+        "connector-lenient/1",
+        "connector-strict/1",
+        "refused-client/1",
+    ] {
+        assert!(text.contains(agent), "{agent} missing:\n{text}");
+    }
+    let header = format!("━━ Flow {} ·", strict["number"]);
+    assert_eq!(text.matches("━━ Flow").count(), 1, "{text}");
+    assert!(text.contains(&header), "{text}");
+    assert!(text.contains("Went quiet after token"), "{text}");
+    // Another flow on request, and every flow.
+    let number = lenient["number"].to_string();
+    let text = explain_text(file.path(), &["--flow", &number]);
+    assert!(
+        text.contains("none: the session reached tools/call"),
+        "{text}"
+    );
+    let text = explain_text(file.path(), &["--all"]);
+    assert_eq!(text.matches("━━ Flow").count(), 3, "{text}");
+
+    // diff: two flows of the one capture, the first divergence named.
+    let (whole, silent) = numbers(&report);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .arg("diff")
+        .args([file.path(), file.path()])
+        .args([
+            "--flow-a",
+            &whole.to_string(),
+            "--flow-b",
+            &silent.to_string(),
+            "--json",
+        ])
+        // Two clients: their User-Agents differ by nature.
+        .args(["--ignore", "user-agent"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cmp: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        cmp["a"]["exchanges"],
+        lenient["exchange_ids"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        cmp["b"]["exchanges"],
+        strict["exchange_ids"].as_array().unwrap().len()
+    );
+    assert!(cmp["a"]["capture"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("(flow {whole})")));
+    let first = &cmp["first_divergence"];
+    assert_eq!(first["kind"], "deleted", "{first:#}");
+    assert!(
+        first["sentence"].as_str().unwrap().contains("initialize"),
+        "the silent flow stops where the whole one goes on to initialize: {first:#}"
+    );
+    // export: one flow's exchanges, no other.
+    let har = tempfile::NamedTempFile::new().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .arg("export")
+        .arg(file.path())
+        .args(["--flow", &silent.to_string(), "--har"])
+        .arg(har.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let har: Value = serde_json::from_slice(&std::fs::read(har.path()).unwrap()).unwrap();
+    let urls: Vec<&str> = har["log"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["request"]["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls.len(),
+        strict["exchange_ids"].as_array().unwrap().len(),
+        "{urls:#?}"
+    );
+    assert!(urls.last().unwrap().ends_with("/token"), "{urls:#?}");
+
+    // report: the flow table, and one flow's sequence alone on request.
+    if crate::report::browser_ready("interleaved_clients_are_told_apart") {
+        let dir = tempfile::tempdir().unwrap();
+        let html = dir.path().join("flows.html");
+        crate::report::mcptap_ok(&[
+            "report".as_ref(),
+            file.path().as_os_str(),
+            "-o".as_ref(),
+            html.as_os_str(),
+        ]);
+        let png = crate::report::artifacts().join("report-flows.png");
+        let filter = format!("--filter=flow:{silent}");
+        let page = crate::report::render(&html, &png, &[&filter]);
+        let listed: Vec<u64> = page["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["flow"].as_u64().unwrap())
+            .collect();
+        assert_eq!(listed, [1, 2, 3], "{:#}", page["flows"]);
+        let shown = page["filtered"]["shown"].as_u64().unwrap();
+        assert_eq!(
+            shown as usize,
+            strict["exchange_ids"].as_array().unwrap().len(),
+            "{:#}",
+            page["filtered"]
+        );
+        // The stages on the page are the silent flow's.
+        assert!(
+            page["silence"][0]["stage"] == "token",
+            "{:#}",
+            page["silence"]
+        );
+    }
+
+    let one = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .arg("explain")
+        .arg(file.path())
+        .args(["--flow", "9"])
+        .output()
+        .unwrap();
+    assert!(!one.status.success());
+    assert!(
+        String::from_utf8_lossy(&one.stderr).contains("has 3 client flows"),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+}
+
+/// The numbers of the lenient (whole) and strict (silent) connectors' flows, as `explain`
+/// lists them.
+fn numbers(report: &Value) -> (u64, u64) {
+    let of = |agent: &str| {
+        report["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["client"].as_str().unwrap().contains(agent))
+            .unwrap()["number"]
+            .as_u64()
+            .unwrap()
+    };
+    (of("connector-lenient"), of("connector-strict"))
+}
