@@ -632,9 +632,16 @@ fn response(x: &Exchange) -> HarResponse {
         comments.push(note);
     }
     if let Some(ce) = resp.headers.get("content-encoding") {
-        comments.push(format!(
-            "content-encoding {ce}: the text is the body as it crossed the proxy, not decoded"
-        ));
+        comments.push(match &x.response_body.decoded_from {
+            Some(coding) => format!(
+                "content-encoding {ce}: the text is the body decoded from {coding} ({} bytes on the wire)",
+                x.response_body.len
+            ),
+            None => format!("content-encoding {ce}: the body was not decoded"),
+        });
+    }
+    if let Some(why) = &x.response_body.omitted {
+        comments.push(format!("the body is not in the capture: {why}"));
     }
     let body_size = x
         .end

@@ -520,6 +520,8 @@ mod tests {
             len: bytes.len() as u64,
             frames: vec![(1, bytes.len() as u64)],
             truncated: false,
+            encoding: None,
+            omitted: None,
         })
     }
 

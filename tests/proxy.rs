@@ -1297,7 +1297,7 @@ async fn origin_naming_upstream(
                 "/gzip" => Response::builder()
                     .header("content-type", "application/json")
                     .header("content-encoding", "gzip")
-                    .body(full(format!(r#"{{"resource":"{me}/mcp"}}"#)))
+                    .body(full(gzip(format!(r#"{{"resource":"{me}/mcp"}}"#).as_bytes())))
                     .unwrap(),
                 _ => {
                     let target = req.uri().to_string();
@@ -1471,7 +1471,8 @@ async fn rewrite_origins_keeps_the_client_at_the_proxy_and_notes_every_rewrite()
     let gz = read_all(client.request(get("/gzip")).await.unwrap()).await;
     assert_eq!(
         gz,
-        format!(r#"{{"resource":"{}/mcp"}}"#, up.url()).as_bytes()
+        gzip(format!(r#"{{"resource":"{}/mcp"}}"#, up.url()).as_bytes()),
+        "a compressed body goes through as it came"
     );
 
     let cap = proxy.finish();
@@ -1800,4 +1801,12 @@ async fn concurrent_http2_streams_get_upstream_connections_that_later_streams_re
     drop(client);
     let cap = proxy.finish();
     assert_eq!(cap.kind("end").len(), 8);
+}
+
+/// `data` gzip-compressed.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
 }

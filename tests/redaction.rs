@@ -132,3 +132,198 @@ async fn no_redact_records_secrets_and_says_so() {
     assert_eq!(cap.events[0]["redaction"], "off");
     assert!(cap.contains_bytes(&format!("Bearer {TOKEN}")));
 }
+
+/// `data` in a content coding, as a server would send it.
+fn encode(coding: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match coding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "br" => {
+            let mut out = Vec::new();
+            {
+                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                w.write_all(data).unwrap();
+            }
+            out
+        }
+        "zstd" => {
+            ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+        }
+        // Not a coding mcptap decodes: the bytes as they are.
+        _ => data.to_vec(),
+    }
+}
+
+/// Every base64 field of a capture, decoded, with the raw text: where a secret could hide.
+fn readable(cap: &Capture) -> String {
+    use base64::Engine as _;
+    let mut all = String::from_utf8_lossy(&cap.raw).into_owned();
+    for e in &cap.events {
+        if let Some(b64) = e["b64"].as_str() {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap();
+            all.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    all
+}
+
+/// A token endpoint and an MCP endpoint that answer in `coding` and take a coded request body.
+async fn coded_upstream(coding: &'static str) -> Upstream {
+    Upstream::start(move |req| async move {
+        let path = req.uri().path().to_string();
+        let _ = req.into_body().collect().await;
+        let body = if path == "/token" {
+            format!("{{\"access_token\":\"{TOKEN}\",\"token_type\":\"Bearer\",\"refresh_token\":\"{REFRESH}\"}}")
+        } else {
+            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.to_string()
+        };
+        Response::builder()
+            .header("content-type", "application/json")
+            .header("content-encoding", coding)
+            .body(full(encode(coding, body.as_bytes())))
+            .unwrap()
+    })
+    .await
+}
+
+/// Each coding, each data path and HTTP/2: a coded token response and a coded request body
+/// carrying a client secret are recorded decoded and redacted; the client gets the coded
+/// bytes untouched; the token's lineage holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_bodies_are_recorded_decoded_and_redacted() {
+    for coding in ["gzip", "deflate", "br", "zstd"] {
+        for (path_args, http2) in [
+            (&[][..], false),
+            (&["--no-fast-path"][..], false),
+            (&[][..], true),
+        ] {
+            let what = format!("{coding}, {path_args:?}, http2={http2}");
+            let up = coded_upstream(coding).await;
+            let proxy = TestProxy::to(&up.url()).args(path_args).start();
+            let client = if http2 { h2_client() } else { h1_client() };
+            let form =
+                format!("grant_type=authorization_code&code={CODE}&client_secret={VERIFIER}");
+            let resp = client
+                .request(
+                    Request::post(proxy.url("/token"))
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .header("content-encoding", coding)
+                        .body(full(encode(coding, form.as_bytes())))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(resp.headers()["content-encoding"], coding, "{what}");
+            let got = read_all(resp).await;
+            // The client got the coded bytes as the server sent them.
+            let sent = format!("{{\"access_token\":\"{TOKEN}\",\"token_type\":\"Bearer\",\"refresh_token\":\"{REFRESH}\"}}");
+            assert_eq!(&got[..], &encode(coding, sent.as_bytes())[..], "{what}");
+            let resp = client
+                .request(
+                    Request::post(proxy.url("/mcp"))
+                        .header("authorization", format!("Bearer {TOKEN}"))
+                        .header("content-type", "application/json")
+                        .header("accept", "application/json, text/event-stream")
+                        .body(full(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            read_all(resp).await;
+            let cap = proxy.finish();
+            let all = readable(&cap);
+            for secret in [TOKEN, REFRESH, CODE, VERIFIER] {
+                assert!(!all.contains(secret), "{what}: {secret} in the capture");
+            }
+            let token_ex = cap.exchanges()[0];
+            let body = cap.body_text(token_ex, "response");
+            let issued = fp_after(&body, "access_token");
+            let bodies: Vec<&serde_json::Value> = cap
+                .kind("body")
+                .into_iter()
+                .filter(|b| b["ex"] == token_ex)
+                .collect();
+            assert!(
+                !bodies.is_empty() && bodies.iter().all(|b| b["encoding"] == coding),
+                "{what}: {bodies:#?}"
+            );
+            assert!(
+                cap.body_text(token_ex, "request")
+                    .contains("grant_type=authorization_code"),
+                "{what}"
+            );
+            let presented = fp_after(
+                cap.one(cap.exchanges()[1], "request")["headers"]
+                    .to_string()
+                    .as_str(),
+                "Bearer",
+            );
+            assert_eq!(issued, presented, "{what}: one token, one fingerprint");
+            if coding == "gzip" && !http2 {
+                // explain follows the token from its compressed issue to its use.
+                let file = tempfile::NamedTempFile::new().unwrap();
+                std::fs::write(file.path(), &cap.raw).unwrap();
+                let report = crate::explain::explain_json(file.path());
+                assert_eq!(
+                    report["tokens"][0]["fp"],
+                    issued.as_str(),
+                    "{:#}",
+                    report["tokens"]
+                );
+                assert_eq!(
+                    report["tokens"][0]["accepted"], true,
+                    "{:#}",
+                    report["tokens"]
+                );
+            }
+        }
+    }
+}
+
+/// A coding mcptap does not decode: the bytes are left out (they could hide anything), with
+/// the reason; the client still gets them.
+#[tokio::test]
+async fn a_body_in_an_unknown_coding_is_left_out() {
+    let up = coded_upstream("compress").await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let resp = h1_client()
+        .request(
+            Request::post(proxy.url("/token"))
+                .body(full("grant_type=x"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let got = read_all(resp).await;
+    assert!(
+        String::from_utf8_lossy(&got).contains(TOKEN),
+        "the client gets the body"
+    );
+    let cap = proxy.finish();
+    assert!(!readable(&cap).contains(TOKEN));
+    let body = cap
+        .kind("body")
+        .into_iter()
+        .find(|b| b["dir"] == "response")
+        .unwrap()
+        .clone();
+    assert!(
+        body["omitted"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Encoding"),
+        "{body:#}"
+    );
+    assert_eq!(body["len"], got.len());
+}

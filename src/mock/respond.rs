@@ -221,6 +221,10 @@ pub fn serve(x: &Exchange, rewrite: &Rewrite<'_>, speed: Speed) -> Served {
         .headers
         .iter()
         .filter(|(n, _)| !NOT_SERVED.contains(&n.to_ascii_lowercase().as_str()))
+        // The capture holds a compressed body decoded: it is served as it is recorded.
+        .filter(|(n, _)| {
+            !(x.response_body.decoded_from.is_some() && n.eq_ignore_ascii_case("content-encoding"))
+        })
         .map(|(n, v)| {
             let mut v = rewrite.text(v);
             if n.eq_ignore_ascii_case("location") || n.eq_ignore_ascii_case("content-location") {

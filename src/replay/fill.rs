@@ -235,9 +235,12 @@ pub fn build(
     let mut overridden = Vec::new();
     for (name, value) in &x.request.headers {
         let lower = name.to_ascii_lowercase();
+        // A compressed body is in the capture decoded, and is re-sent as it is recorded.
+        let decoded = lower == "content-encoding" && x.request_body.decoded_from.is_some();
         if HOP_BY_HOP_NAMES.contains(&lower.as_str())
             || NOT_RESENT.contains(&lower.as_str())
             || named.contains(&lower)
+            || decoded
         {
             continue;
         }

@@ -4,6 +4,7 @@
 //!
 //! The lowest layer: it knows nothing of MCP, of the proxy or of any command.
 
+pub mod coding;
 pub mod file;
 pub mod headers;
 mod line;

@@ -93,6 +93,14 @@ fn body_event(out: &mut Vec<u8>, body: &Body) {
     if body.truncated {
         out.extend_from_slice(b",\"truncated\":true");
     }
+    if let Some(encoding) = &body.encoding {
+        out.extend_from_slice(b",\"encoding\":");
+        string(out, encoding);
+    }
+    if let Some(omitted) = &body.omitted {
+        out.extend_from_slice(b",\"omitted\":");
+        string(out, omitted);
+    }
     out.push(b'}');
 }
 
@@ -459,19 +467,24 @@ mod tests {
                 proptest::collection::vec((number(), number()), 0..4),
                 any::<bool>(),
             ),
+            (proptest::option::of(text()), proptest::option::of(text())),
         )
-            .prop_map(|((ex, dir, seq), (text, b64), (len, frames, truncated))| {
-                EventBody::Body(Body {
-                    ex,
-                    dir,
-                    seq,
-                    text,
-                    b64,
-                    len,
-                    frames,
-                    truncated,
-                })
-            })
+            .prop_map(
+                |((ex, dir, seq), (text, b64), (len, frames, truncated), (encoding, omitted))| {
+                    EventBody::Body(Body {
+                        ex,
+                        dir,
+                        seq,
+                        text,
+                        b64,
+                        len,
+                        frames,
+                        truncated,
+                        encoding,
+                        omitted,
+                    })
+                },
+            )
     }
 
     fn sse() -> impl Strategy<Value = EventBody> {

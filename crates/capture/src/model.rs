@@ -220,6 +220,14 @@ pub struct Body {
     /// The recording stopped at `--max-body`; the message went on (see `end`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// The content coding (`gzip`, `deflate`, `br`, `zstd`) the body crossed in: `text` or
+    /// `b64` hold the decoded content (redacted like any), `len` and `frames` count the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    /// Why the body's bytes are left out: a coding that cannot be decoded, whose bytes cannot
+    /// be shown free of secrets (`--no-redact` records them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omitted: Option<String>,
 }
 
 /// One block of an event stream (see [`crate::sse::SseEvent`]).

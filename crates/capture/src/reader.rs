@@ -39,6 +39,10 @@ pub struct BodyData {
     pub frames: Vec<(u64, u64)>,
     /// Whether any body event was seen.
     pub present: bool,
+    /// The content coding the body crossed in, when `bytes` are its decoded content.
+    pub decoded_from: Option<String>,
+    /// Why the bytes were left out of the capture, when they were.
+    pub omitted: Option<String>,
 }
 
 impl BodyData {
@@ -68,6 +72,12 @@ impl BodyData {
         self.len += body.len;
         self.truncated |= body.truncated;
         self.frames.extend_from_slice(&body.frames);
+        if body.encoding.is_some() {
+            self.decoded_from.clone_from(&body.encoding);
+        }
+        if body.omitted.is_some() {
+            self.omitted.clone_from(&body.omitted);
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::PollSemaphore;
 
+use super::coding::{self, Coded, Decoder};
 use super::line;
 use super::model::*;
 use super::observer::Observer;
@@ -263,10 +264,25 @@ pub fn write_line(file: &mut File, clock: &Clock, t: u64, body: EventBody) -> st
 enum BodyKind {
     /// Joined and written once at the end, redacted by its content type.
     /// `form`: the content type is `application/x-www-form-urlencoded`, redacted as a form.
-    Message { form: bool },
+    Message { form: bool, coded: Coded },
     /// `text/event-stream`: written as it arrives, cut at line ends, parsed into `sse` events.
-    EventStream,
+    EventStream { coded: Coded },
 }
+
+impl BodyKind {
+    fn coded(self) -> Coded {
+        match self {
+            BodyKind::Message { coded, .. } | BodyKind::EventStream { coded } => coded,
+        }
+    }
+
+    fn is_stream(self) -> bool {
+        matches!(self, BodyKind::EventStream { .. })
+    }
+}
+
+/// The most an event stream's frame may decode to at once (a compressed stream's bomb stops there).
+const STREAM_DECODE_LIMIT: usize = 16 << 20;
 
 struct BodyState {
     kind: BodyKind,
@@ -284,12 +300,38 @@ struct BodyState {
     truncated: bool,
     sse: Option<SseParser>,
     sse_seq: u64,
+    /// A compressed body's decoder: what is recorded and parsed is what it decodes to.
+    decoder: Option<Decoder>,
+    /// Why the bytes are left out (a coding that cannot be decoded, with redaction on).
+    omitted: Option<String>,
 }
 
 impl BodyState {
-    fn new(kind: BodyKind) -> Self {
-        let sse = matches!(kind, BodyKind::EventStream).then(SseParser::new);
+    fn new(kind: BodyKind, max_body: u64, redacting: bool) -> Self {
+        let sse = kind.is_stream().then(SseParser::new);
+        let (decoder, omitted) = match kind.coded() {
+            Coded::Plain => (None, None),
+            Coded::By(coding) => {
+                let limit = if kind.is_stream() {
+                    STREAM_DECODE_LIMIT
+                } else {
+                    usize::try_from(max_body).unwrap_or(usize::MAX)
+                };
+                (Some(Decoder::new(coding, limit, kind.is_stream())), None)
+            }
+            Coded::Unsupported if redacting => (
+                None,
+                Some(
+                    "its Content-Encoding is not one mcptap decodes (gzip, deflate, br, zstd), so \
+                     its bytes cannot be shown free of secrets (--no-redact records them)"
+                        .to_string(),
+                ),
+            ),
+            Coded::Unsupported => (None, None),
+        };
         BodyState {
+            decoder,
+            omitted,
             kind,
             seq: 0,
             buf: Vec::new(),
@@ -553,12 +595,13 @@ impl Writer {
 
     fn state(&mut self, ex: u64, dir: Direction) -> &mut BodyState {
         let kinds = &mut self.kinds;
+        let (max_body, redacting) = (self.max_body, self.redactor.enabled());
         self.bodies.entry((ex, dir)).or_insert_with(|| {
-            let kind = kinds
-                .get(&(ex, dir))
-                .copied()
-                .unwrap_or(BodyKind::Message { form: false });
-            BodyState::new(kind)
+            let kind = kinds.get(&(ex, dir)).copied().unwrap_or(BodyKind::Message {
+                form: false,
+                coded: Coded::Plain,
+            });
+            BodyState::new(kind, max_body, redacting)
         })
     }
 
@@ -567,12 +610,30 @@ impl Writer {
         let state = self.state(ex, dir);
         state.wire_len += len;
         state.pending_len += len;
+        // What is recorded and parsed: the decoded content of a compressed body, nothing of
+        // one whose bytes are left out.
+        let decoded;
+        let wire = bytes;
+        let bytes: &[u8] = match &mut state.decoder {
+            Some(decoder) => {
+                decoded = decoder.feed(wire);
+                // The proxy hands over the wire bytes up to --max-body: a cut stream decodes
+                // only so far.
+                if decoder.over_limit() || (wire.len() as u64) < len {
+                    state.truncated = true;
+                }
+                &decoded
+            }
+            None if state.omitted.is_some() => &[],
+            None => wire,
+        };
         let room = max_body.saturating_sub(state.recorded + state.buf.len() as u64) as usize;
         let kept = bytes.len().min(room);
-        if (kept as u64) < len {
+        let plain = state.decoder.is_none() && state.omitted.is_none();
+        if kept < bytes.len() || (plain && (kept as u64) < len) {
             state.truncated = true;
         }
-        if kept > 0 || state.frames.is_empty() {
+        if kept > 0 || state.frames.is_empty() || state.decoder.is_some() {
             state.frames.push((t, len));
         }
         state.buf.extend_from_slice(&bytes[..kept]);
@@ -580,7 +641,7 @@ impl Writer {
         if let Some(parser) = &mut state.sse {
             events = parser.push(bytes);
         }
-        if state.kind == BodyKind::EventStream {
+        if state.kind.is_stream() {
             self.flush_stream_lines(ex, dir, t, false);
             for event in events {
                 self.sse_event(ex, dir, t, event, true);
@@ -654,6 +715,11 @@ impl Writer {
             len: state.pending_len,
             frames: std::mem::take(&mut state.frames),
             truncated: state.truncated,
+            encoding: state
+                .decoder
+                .as_ref()
+                .map(|d| d.coding().name().to_string()),
+            omitted: state.omitted.clone(),
         };
         state.seq += 1;
         state.pending_len = 0;
@@ -682,11 +748,64 @@ impl Writer {
     }
 
     fn body_end(&mut self, ex: u64, dir: Direction, t: u64) {
+        let max_body = self.max_body;
+        let Some(state) = self.bodies.get_mut(&(ex, dir)) else {
+            return;
+        };
+        // The decoder's last bytes, and its failure on the record.
+        let mut undecodable = None;
+        if let Some(decoder) = &mut state.decoder {
+            let tail = decoder.finish();
+            let room = max_body.saturating_sub(state.recorded + state.buf.len() as u64) as usize;
+            let kept = tail.len().min(room);
+            if kept < tail.len() || decoder.over_limit() {
+                state.truncated = true;
+            }
+            state.buf.extend_from_slice(&tail[..kept]);
+            if let Some(parser) = &mut state.sse {
+                let events = parser.push(&tail);
+                if !events.is_empty() {
+                    for event in events {
+                        self.sse_event(ex, dir, t, event, true);
+                    }
+                }
+            }
+            let Some(state) = self.bodies.get_mut(&(ex, dir)) else {
+                return;
+            };
+            // A body cut at --max-body ends mid-stream: that is its truncation, not a fault.
+            let cut = state.truncated;
+            if let Some(error) = state
+                .decoder
+                .as_ref()
+                .and_then(Decoder::error)
+                .filter(|_| !cut)
+            {
+                let coding = state.decoder.as_ref().map_or("", |d| d.coding().name());
+                state.truncated = true;
+                undecodable = Some(format!(
+                    "the {} body of exchange {ex} could not be decoded ({coding}) past its first {} bytes: {error}",
+                    dir.as_str(),
+                    state.decoder.as_ref().map_or(0, Decoder::decoded)
+                ));
+            }
+        }
+        if let Some(message) = undecodable {
+            self.push(
+                t,
+                EventBody::Note(Note {
+                    code: "body_undecodable".into(),
+                    message,
+                    count: None,
+                    ex: Some(ex),
+                }),
+            );
+        }
         let Some(state) = self.bodies.get(&(ex, dir)) else {
             return;
         };
         match state.kind {
-            BodyKind::EventStream => {
+            BodyKind::EventStream { .. } => {
                 self.flush_stream_lines(ex, dir, t, true);
                 let tail = self
                     .bodies
@@ -697,11 +816,12 @@ impl Writer {
                     self.sse_event(ex, dir, t, event, false);
                 }
             }
-            BodyKind::Message { form } => {
+            BodyKind::Message { form, .. } => {
                 let Some(state) = self.bodies.get_mut(&(ex, dir)) else {
                     return;
                 };
                 let bytes = std::mem::take(&mut state.buf);
+                let omitted = state.omitted.clone();
                 let event = Body {
                     ex,
                     dir,
@@ -711,8 +831,17 @@ impl Writer {
                     len: state.wire_len,
                     frames: std::mem::take(&mut state.frames),
                     truncated: state.truncated,
+                    encoding: state
+                        .decoder
+                        .as_ref()
+                        .map(|d| d.coding().name().to_string()),
+                    omitted: omitted.clone(),
                 };
-                let event = self.fill_body(event, bytes, form);
+                let event = if omitted.is_some() {
+                    event
+                } else {
+                    self.fill_body(event, bytes, form)
+                };
                 self.push(t, EventBody::Body(event));
             }
         }
@@ -826,10 +955,12 @@ impl Writer {
 
 /// The recording kind of a body from its headers.
 fn body_kind(headers: &Headers) -> BodyKind {
+    let coded = coding::coded(headers.get("content-encoding"));
     match headers.get("content-type") {
-        Some(value) if super::headers::is_event_stream(value) => BodyKind::EventStream,
+        Some(value) if super::headers::is_event_stream(value) => BodyKind::EventStream { coded },
         value => BodyKind::Message {
             form: value.is_some_and(super::headers::is_form),
+            coded,
         },
     }
 }
@@ -837,6 +968,7 @@ fn body_kind(headers: &Headers) -> BodyKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coding::Coding;
     use proptest::prelude::*;
 
     #[test]
@@ -985,6 +1117,53 @@ mod tests {
     /// Records one exchange whose every redacted place holds `secret`, the bodies cut into
     /// frames at `cuts`; returns the capture bytes.
     fn record(secret: &str, cuts: &[usize]) -> String {
+        record_coded(secret, cuts, None)
+    }
+
+    /// `data` in a content coding, as a server would send it.
+    fn encode(coding: Coding, data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        match coding {
+            Coding::Gzip => {
+                let mut e =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
+            Coding::Deflate => {
+                let mut e =
+                    flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
+            Coding::Br => {
+                let mut out = Vec::new();
+                {
+                    let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                    w.write_all(data).unwrap();
+                }
+                out
+            }
+            Coding::Zstd => {
+                ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+            }
+        }
+    }
+
+    /// [`record`] with both bodies in `coding` (their `Content-Encoding` says so).
+    fn record_coded(secret: &str, cuts: &[usize], coding: Option<Coding>) -> String {
+        let coded = |text: String| -> Vec<u8> {
+            match coding {
+                Some(c) => encode(c, text.as_bytes()),
+                None => text.into_bytes(),
+            }
+        };
+        let encoding = |mut headers: Vec<(&'static str, String)>| {
+            if let Some(c) = coding {
+                headers.push(("content-encoding", c.name().to_string()));
+            }
+            Headers::from_iter(headers)
+        };
         let mut records = Vec::new();
         let enc: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
         let json = serde_json::to_string(secret).unwrap();
@@ -998,7 +1177,7 @@ mod tests {
             method: "POST".into(),
             target: format!("/token?code={enc}&x=1"),
             version: "HTTP/1.1".into(),
-            headers: Headers::from_iter([
+            headers: encoding(vec![
                 ("authorization", format!("Bearer {secret}")),
                 ("cookie", format!("sid={secret}")),
                 ("content-type", "application/x-www-form-urlencoded".into()),
@@ -1006,18 +1185,20 @@ mod tests {
             upstream: format!("http://u/token?code={enc}"),
             route: None,
         })));
-        let form = format!("grant_type=authorization_code&code={enc}&code_verifier={enc}");
-        let frames = |text: &str| -> Vec<Bytes> {
+        let form = coded(format!(
+            "grant_type=authorization_code&code={enc}&code_verifier={enc}"
+        ));
+        let frames = |text: &[u8]| -> Vec<Bytes> {
             let mut out = Vec::new();
             let mut last = 0;
             for &c in cuts {
                 let c = c % (text.len() + 1);
                 if c > last {
-                    out.push(Bytes::copy_from_slice(&text.as_bytes()[last..c]));
+                    out.push(Bytes::copy_from_slice(&text[last..c]));
                     last = c;
                 }
             }
-            out.push(Bytes::copy_from_slice(&text.as_bytes()[last..]));
+            out.push(Bytes::copy_from_slice(&text[last..]));
             out
         };
         for b in frames(&form) {
@@ -1040,12 +1221,12 @@ mod tests {
             ex: 1,
             status: 200,
             version: "HTTP/1.1".into(),
-            headers: Headers::from_iter([("content-type", "text/event-stream")]),
+            headers: encoding(vec![("content-type", "text/event-stream".into())]),
             producer: "upstream".into(),
         })));
-        let stream = format!(
+        let stream = coded(format!(
             "data: {{\"result\":{{\"deep\":[{{\"access_token\":{json}}}]}}}}\n\ndata: {{\"refresh_token\": {json}}}\n\n"
-        );
+        ));
         for b in frames(&stream) {
             records.push(Record::Frame {
                 ex: 1,
@@ -1151,15 +1332,17 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
-        /// No secret reaches the file, whatever it holds and however the bodies are cut, and
-        /// one secret has one fingerprint everywhere.
+        /// No secret reaches the file, whatever it holds, however the bodies are cut and
+        /// whichever content coding they cross in, and one secret has one fingerprint everywhere.
         #[test]
         fn secrets_never_reach_the_capture(
             secret in "[A-Za-z0-9+/=_.~ -]{12,40}",
             cuts in proptest::collection::vec(0usize..400, 0..6),
         ) {
             prop_assume!(secret.trim() == secret);
-            let text = record(&secret, &cuts);
+            let coding = [None, Some(Coding::Gzip), Some(Coding::Deflate), Some(Coding::Br), Some(Coding::Zstd)]
+                [cuts.len() % 5];
+            let text = record_coded(&secret, &cuts, coding);
             let enc: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
             prop_assert!(!text.contains(&secret), "clear secret in:\n{}", text);
             prop_assert!(!text.contains(&enc), "encoded secret in:\n{}", text);
