@@ -92,29 +92,59 @@ async fn json_post_round_trips_byte_exact_and_is_recorded() {
 }
 
 #[tokio::test]
-async fn binary_bodies_round_trip_and_are_recorded_as_base64() {
-    let up = echo_upstream().await;
-    let proxy = TestProxy::to(&up.url()).start();
-    let payload: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
-    let req = Request::post(proxy.url("/blob"))
-        .header("content-type", "application/octet-stream")
-        .body(full(payload.clone()))
-        .unwrap();
-    let resp = h1_client().request(req).await.unwrap();
-    assert_eq!(read_all(resp).await, payload);
-    let cap = proxy.finish();
-    let ex = cap.exchanges()[0];
-    use base64::Engine as _;
-    let body = cap
-        .exchange(ex)
-        .into_iter()
-        .find(|e| e["kind"] == "body" && e["dir"] == "response")
-        .unwrap()
-        .clone();
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(body["b64"].as_str().unwrap())
-        .unwrap();
-    assert_eq!(decoded, payload);
+async fn binary_bodies_round_trip_and_are_recorded_as_their_length_and_hash() {
+    // Bytes that are not text cannot be shown free of secrets: redacted, the capture holds
+    // their length and a keyed hash; with --no-redact, the bytes in base64.
+    for redact in [true, false] {
+        let up = echo_upstream().await;
+        let args: &[&str] = if redact { &[] } else { &["--no-redact"] };
+        let proxy = TestProxy::to(&up.url()).args(args).start();
+        let payload: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+        let req = Request::post(proxy.url("/blob"))
+            .header("content-type", "application/octet-stream")
+            .body(full(payload.clone()))
+            .unwrap();
+        let resp = h1_client().request(req).await.unwrap();
+        assert_eq!(
+            read_all(resp).await,
+            payload,
+            "the client gets the bytes whole"
+        );
+        let cap = proxy.finish();
+        let ex = cap.exchanges()[0];
+        let bodies: Vec<serde_json::Value> = cap
+            .exchange(ex)
+            .into_iter()
+            .filter(|e| e["kind"] == "body")
+            .cloned()
+            .collect();
+        assert_eq!(bodies.len(), 2, "request and response");
+        for body in &bodies {
+            assert_eq!(body["len"], 5000);
+            if redact {
+                assert!(body["b64"].is_null(), "{body}");
+                let why = body["omitted"].as_str().unwrap();
+                assert!(
+                    why.contains("not UTF-8") && why.contains("5000 bytes") && why.contains("fp="),
+                    "{why}"
+                );
+            } else {
+                use base64::Engine as _;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(body["b64"].as_str().unwrap())
+                    .unwrap();
+                assert_eq!(decoded, payload);
+            }
+        }
+        if redact {
+            // One body, one hash: the request and the echoed response say so.
+            let fp = |b: &serde_json::Value| {
+                let why = b["omitted"].as_str().unwrap();
+                why[why.find("fp=").unwrap()..][..11].to_string()
+            };
+            assert_eq!(fp(&bodies[0]), fp(&bodies[1]));
+        }
+    }
 }
 
 #[tokio::test]

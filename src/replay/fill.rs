@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::origins::replace_origins;
 use crate::capture::model::Headers;
 use crate::capture::reader::{media_type, Exchange};
-use crate::capture::redact::SECRET_KEYS;
+use crate::capture::redact::is_secret_key;
 use crate::proxy::headers::HOP_BY_HOP_NAMES;
 
 /// How every redacted value starts.
@@ -76,8 +76,7 @@ pub fn whole_placeholder(text: &str) -> Option<&str> {
 
 /// Names under which a response hands out a value the client sends back later.
 fn is_live_key(name: &str) -> bool {
-    name.eq_ignore_ascii_case("client_id")
-        || SECRET_KEYS.iter().any(|k| k.eq_ignore_ascii_case(name))
+    name.eq_ignore_ascii_case("client_id") || is_secret_key(name)
 }
 
 /// Where a value sits in a request (for messages).

@@ -3,10 +3,14 @@
 //! fingerprint is keyed with a per-session random key so that nobody holding the capture can guess a secret back.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use super::swar;
 
-/// Query/form parameter names and JSON object keys whose values are secrets (compared case-insensitively).
+/// Query/form parameter names and JSON object keys whose values are secrets, as written in
+/// the specs. A name matches in any case and any style (`access_token`, `accessToken`,
+/// `Access-Token`): see [`is_secret_key`], which also takes any name holding `token`,
+/// `secret`, `password` or `key`, less the known-safe ones of [`SAFE_NAMES`].
 pub const SECRET_KEYS: &[&str] = &[
     "access_token",
     "refresh_token",
@@ -20,6 +24,123 @@ pub const SECRET_KEYS: &[&str] = &[
     "subject_token",
     "actor_token",
     "device_code",
+    "api_key",
+    "token",
+    "secret",
+];
+
+/// Names that hold `token`, `secret`, `password` or `key` but no secret, in the folded form of
+/// [`fold`]: analysis reads them (token types, endpoints, JWKS key sets, MCP progress tokens).
+const SAFE_NAMES: &[&str] = &[
+    "tokentype",
+    "tokentypehint",
+    "tokenendpoint",
+    "tokenendpointauthmethod",
+    "tokenendpointauthsigningalg",
+    "keys",
+    "keyops",
+    "keyid",
+    "keytype",
+    "publickey",
+    "jwkskey",
+    "idempotencykey",
+    "progresstoken",
+    "nexttoken",
+    "pagetoken",
+    "nextpagetoken",
+    "tokencount",
+    "tokens",
+    "maxtokens",
+    "inputtokens",
+    "outputtokens",
+    "totaltokens",
+];
+
+/// Words that make a name secret wherever they stand in it (folded).
+const SECRET_WORDS: &[&str] = &[
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "apikey",
+    "privatekey",
+];
+
+/// A name lowercased, with `_`, `-`, `.` and spaces left out: `Access-Token`, `access_token`
+/// and `accessToken` all fold to `accesstoken`. At most 64 bytes are kept (longer names are
+/// folded from their first 64).
+fn fold(name: &[u8], out: &mut [u8; 64]) -> usize {
+    let mut n = 0;
+    for &b in name {
+        if matches!(b, b'_' | b'-' | b'.' | b' ') {
+            continue;
+        }
+        if n == out.len() {
+            break;
+        }
+        out[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    n
+}
+
+/// Whether a parameter, JSON key or header name names a secret.
+pub fn is_secret_key(name: &str) -> bool {
+    is_secret_name(name.as_bytes())
+}
+
+fn is_secret_name(name: &[u8]) -> bool {
+    let mut buf = [0u8; 64];
+    let n = fold(name, &mut buf);
+    let folded = &buf[..n];
+    if folded.is_empty() || SAFE_NAMES.iter().any(|safe| safe.as_bytes() == folded) {
+        return false;
+    }
+    // Metadata that names endpoints, methods and what is supported is not a secret.
+    if [
+        &b"endpoint"[..],
+        b"supported",
+        b"type",
+        b"types",
+        b"uri",
+        b"url",
+        b"hint",
+        b"method",
+        b"methods",
+        b"expiresin",
+        b"expiry",
+        b"lifetime",
+        b"length",
+    ]
+    .iter()
+    .any(|end| folded.ends_with(end))
+    {
+        return false;
+    }
+    SECRET_KEYS.iter().any(|key| {
+        let mut k = [0u8; 64];
+        let m = fold(key.as_bytes(), &mut k);
+        &k[..m] == folded
+    }) || SECRET_WORDS
+        .iter()
+        .any(|word| contains(folded, word.as_bytes()))
+        || folded.ends_with(b"key")
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.len() >= needle.len() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Header names whose whole value is a credential, besides any name [`is_secret_name`] takes:
+/// DPoP proofs (RFC 9449) and the API-key headers of the common gateways.
+const SECRET_HEADERS: &[&str] = &["dpop", "x-goog-api-key", "ocp-apim-subscription-key"];
+
+/// Headers that look secret by name but are not, and that analysis reads.
+const SAFE_HEADERS: &[&str] = &[
+    "sec-websocket-key",
+    "idempotency-key",
+    "x-idempotency-key",
+    "www-authenticate",
 ];
 
 /// How many times JSON escaped inside a JSON string (a tool result quoting a token response) is looked into;
@@ -34,7 +155,20 @@ const MAX_RAW_KEY: usize = 6 * 32;
 pub struct Redactor {
     key: [u8; 32],
     enabled: bool,
+    /// The secrets redacted so far this session, scrubbed wherever they appear again.
+    known: Arc<Mutex<Known>>,
 }
+
+/// Secrets seen, most recent last (at most [`MAX_KNOWN`]).
+#[derive(Default)]
+struct Known {
+    secrets: std::collections::VecDeque<String>,
+}
+
+/// How many secrets are remembered for scrubbing: a long session's oldest are let go.
+const MAX_KNOWN: usize = 256;
+/// Shorter values are not scrubbed wherever they appear: they would match ordinary text.
+const MIN_KNOWN: usize = 8;
 
 /// Never prints the key: a capture's fingerprints must not be reversible by whoever sees a log line.
 impl fmt::Debug for Redactor {
@@ -59,12 +193,20 @@ impl Redactor {
                 "mcptap: cannot draw a random redaction key: {err}"
             );
         }
-        Self { key, enabled }
+        Self {
+            key,
+            enabled,
+            known: Arc::default(),
+        }
     }
 
     /// A redactor with a fixed key (tests, and reading back a capture never needs the key).
     pub fn with_key(key: [u8; 32]) -> Self {
-        Self { key, enabled: true }
+        Self {
+            key,
+            enabled: true,
+            known: Arc::default(),
+        }
     }
 
     /// Whether secrets are redacted at all.
@@ -82,11 +224,66 @@ impl Redactor {
     }
 
     /// `<redacted fp=XXXXXXXX>`; when disabled, `secret` itself, as it would be recorded.
+    /// The secret is remembered, for [`Redactor::scrub`].
     pub fn placeholder(&self, secret: &str) -> String {
         if !self.enabled {
             return secret.to_owned();
         }
+        self.remember(secret);
         format!("<redacted fp={}>", self.fingerprint(secret))
+    }
+
+    fn remember(&self, secret: &str) {
+        if secret.len() < MIN_KNOWN || secret.starts_with("<redacted fp=") {
+            return;
+        }
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.secrets.iter().any(|s| s == secret) {
+            return;
+        }
+        if known.secrets.len() == MAX_KNOWN {
+            known.secrets.pop_front();
+        }
+        known.secrets.push_back(secret.to_owned());
+    }
+
+    /// Text with every secret redacted earlier in the session replaced wherever it appears
+    /// (as written, percent-encoded or JSON-escaped): a token that slips past the rules for
+    /// names and syntax — in an SSE `id:`, a line split in two, a header of its own — is still
+    /// caught. `None` when the text holds none.
+    pub fn scrub(&self, text: &str) -> Option<String> {
+        if !self.enabled || text.len() < MIN_KNOWN {
+            return None;
+        }
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Option<String> = None;
+        for secret in known.secrets.iter().rev() {
+            let encoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+            let escaped = serde_json::to_string(secret).unwrap_or_default();
+            let escaped = escaped.trim_matches('"');
+            for form in [secret.as_str(), encoded.as_str(), escaped] {
+                let current = out.as_deref().unwrap_or(text);
+                if memchr::memmem::find(current.as_bytes(), form.as_bytes()).is_some() {
+                    let fp = format!("<redacted fp={}>", self.fingerprint(secret));
+                    out = Some(current.replace(form, &fp));
+                }
+            }
+        }
+        out
+    }
+
+    /// `text` scrubbed of known secrets ([`Redactor::scrub`]), without a copy when it holds none.
+    pub fn scrubbed(&self, text: String) -> String {
+        self.scrub(&text).unwrap_or(text)
+    }
+
+    /// The keyed fingerprint of raw bytes: a body recorded as its length and hash only.
+    pub fn fingerprint_bytes(&self, bytes: &[u8]) -> String {
+        let hash = blake3::keyed_hash(&self.key, bytes);
+        hash.as_bytes()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// A header value as it may be recorded. `name` is matched case-insensitively.
@@ -129,8 +326,10 @@ impl Redactor {
             Some(self.target(value))
         } else if is("link") {
             Some(self.link(value))
-        } else if is("x-api-key") || is("api-key") || is("x-auth-token") || is("x-access-token") {
-            // API keys sent as their own header are as secret as a bearer token.
+        } else if SAFE_HEADERS.iter().any(|h| is(h)) {
+            None
+        } else if SECRET_HEADERS.iter().any(|h| is(h)) || is_secret_name(name.as_bytes()) {
+            // API keys, tokens and proofs sent as their own header are as secret as a bearer token.
             Some(self.placeholder(value.trim()))
         } else {
             None
@@ -155,7 +354,8 @@ impl Redactor {
     /// [`Redactor::target`], or `None` when the target is recorded as it is (a path or URL with
     /// neither query nor fragment, as most are).
     pub(crate) fn target_redacted(&self, target: &str) -> Option<String> {
-        let plain = !target.contains(['?', '#']) && (target.starts_with('/') || has_scheme(target));
+        let plain =
+            !target.contains(['?', '#', ';']) && (target.starts_with('/') || has_scheme(target));
         if !self.enabled || plain {
             return None;
         }
@@ -199,7 +399,13 @@ impl Redactor {
             match (text.get(done..hit.start), hit.end >= hit.start) {
                 (Some(kept), true) => {
                     out.push_str(kept);
-                    out.push_str(&self.placeholder(&hit.secret));
+                    if hit.quote {
+                        out.push('"');
+                        out.push_str(&self.placeholder(&hit.secret));
+                        out.push('"');
+                    } else {
+                        out.push_str(&self.placeholder(&hit.secret));
+                    }
                     done = hit.end;
                 }
                 _ => continue,
@@ -212,21 +418,75 @@ impl Redactor {
     /// A body by its content type: `application/x-www-form-urlencoded` (parameters ignored, case-insensitive)
     /// goes to `form`; everything else to `json_text`.
     pub fn body(&self, content_type: Option<&str>, text: &str) -> String {
-        if content_type.is_some_and(super::headers::is_form) {
-            self.form(text)
-        } else {
-            self.json_text(text)
-        }
+        self.body_owned(
+            content_type.is_some_and(super::headers::is_form),
+            text.to_owned(),
+        )
     }
 
-    /// `body` on text the caller owns, `form` telling whether its content type is a form:
-    /// text with no secret in it comes back as it is, without a copy.
+    /// A body by its syntax, whatever its content type says (`curl -d` labels JSON a form;
+    /// forms arrive with no type at all): JSON is scanned as JSON, a form as a form, a
+    /// multipart body part by part; anything else as text that may hold JSON. Text with no
+    /// secret in it comes back as it is, without a copy.
     pub fn body_owned(&self, form: bool, text: String) -> String {
-        if form {
-            self.form(&text)
-        } else {
-            self.json_redacted(&text).unwrap_or(text)
+        if !self.enabled {
+            return text;
         }
+        let start = text.trim_start();
+        if start.starts_with(['{', '[', '"']) {
+            return self.json_redacted(&text).unwrap_or(text);
+        }
+        if let Some(redacted) = self.multipart(&text) {
+            return self.json_redacted(&redacted).unwrap_or(redacted);
+        }
+        if form || looks_like_form(start) {
+            let redacted = self.pairs(&text);
+            return self.json_redacted(&redacted).unwrap_or(redacted);
+        }
+        self.json_redacted(&text).unwrap_or(text)
+    }
+
+    /// A `multipart/form-data` body with the values of secret fields redacted, if it is one.
+    fn multipart(&self, text: &str) -> Option<String> {
+        let boundary_line = text.trim_start().lines().next()?.trim_end();
+        if !boundary_line.starts_with("--") || boundary_line.len() < 3 {
+            return None;
+        }
+        if !text.to_ascii_lowercase().contains("content-disposition:") {
+            return None;
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut parts = text.split(boundary_line);
+        out.push_str(parts.next().unwrap_or(""));
+        for part in parts {
+            out.push_str(boundary_line);
+            let Some(head_end) = part
+                .find("\r\n\r\n")
+                .map(|i| i + 4)
+                .or_else(|| part.find("\n\n").map(|i| i + 2))
+            else {
+                out.push_str(part);
+                continue;
+            };
+            let head = &part[..head_end];
+            let name = head
+                .to_ascii_lowercase()
+                .find("name=\"")
+                .map(|i| &head[i + 6..])
+                .and_then(|rest| rest.split('"').next());
+            let value = &part[head_end..];
+            let value_end =
+                value.len() - (value.len() - value.trim_end_matches(['\r', '\n']).len());
+            match name {
+                Some(name) if is_secret_key(name) && value_end > 0 => {
+                    out.push_str(head);
+                    out.push_str(&self.placeholder(&value[..value_end]));
+                    out.push_str(&value[value_end..]);
+                }
+                _ => out.push_str(part),
+            }
+        }
+        Some(out)
     }
 
     /// `Scheme credential` -> `Scheme <placeholder>`; the credential is fingerprinted trimmed, so that it
@@ -302,22 +562,52 @@ impl Redactor {
     /// The part of a URL before or after '#': its query (after '?'), or all of it when it is a bare query.
     fn url_part(&self, part: &str) -> String {
         if let Some((before, query)) = part.split_once('?') {
-            format!("{before}?{}", self.pairs(query))
+            format!("{}?{}", self.path_params(before), self.pairs(query))
         } else if part.starts_with('/') || has_scheme(part) {
-            // A path or a URL without a query has no parameters, whatever '=' or '&' it contains.
-            part.to_owned()
+            self.path_params(part)
         } else {
             self.pairs(part)
         }
     }
 
+    /// A path's matrix parameters (`/p;access_token=…`, RFC 3986 §3.3): each segment's
+    /// `;k=v` redacted as a query's pairs are.
+    fn path_params(&self, path: &str) -> String {
+        if !path.contains(';') {
+            return path.to_owned();
+        }
+        path.split('/')
+            .map(|segment| match segment.split_once(';') {
+                Some((name, params)) => format!("{name};{}", self.pairs(params)),
+                None => segment.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
     /// `k=v&k=v` with the values of secret keys redacted; separators and every other byte kept.
     fn pairs(&self, query: &str) -> String {
         let mut out = String::with_capacity(query.len());
-        for (i, pair) in query.split('&').enumerate() {
-            if i > 0 {
-                out.push('&');
+        let mut rest = query;
+        // `&`, and `;` as older forms and some servers separate pairs.
+        while !rest.is_empty() || out.is_empty() {
+            let (pair, separator, after) = match rest.find(['&', ';']) {
+                Some(at) => (&rest[..at], &rest[at..at + 1], &rest[at + 1..]),
+                None => (rest, "", ""),
+            };
+            self.pair(pair, &mut out);
+            out.push_str(separator);
+            rest = after;
+            if separator.is_empty() {
+                break;
             }
+        }
+        out
+    }
+
+    /// One `k=v`, its value redacted when `k` names a secret.
+    fn pair(&self, pair: &str, out: &mut String) {
+        {
             match (
                 pair.split_once('='),
                 form_urlencoded::parse(pair.as_bytes()).next(),
@@ -332,7 +622,6 @@ impl Redactor {
                 _ => out.push_str(pair),
             }
         }
-        out
     }
 }
 
@@ -341,6 +630,8 @@ struct Hit {
     start: usize,
     end: usize,
     secret: String,
+    /// The raw value is not a string: the placeholder goes in quotes.
+    quote: bool,
 }
 
 /// Finds the string values of secret keys in `text`.
@@ -362,6 +653,31 @@ fn scan_json(text: &str, depth: u8, hits: &mut Vec<Hit>) {
             return;
         };
         let raw_key = &text[open + 1..close];
+        // A secret key with a number, object or array for its value (`"password": 12345678`):
+        // the whole value goes, as a string. Not `code`, whose numbers are error codes
+        // (JSON-RPC's -32600), and never true, false or null, which hold nothing.
+        if let Some(start) = other_value_after(bytes, close) {
+            if raw_key.len() <= MAX_RAW_KEY
+                && !raw_key.eq_ignore_ascii_case("code")
+                && is_secret_raw_key(raw_key)
+            {
+                if let Some(end) = other_value_end(bytes, start) {
+                    hits.push(Hit {
+                        start,
+                        end,
+                        secret: text[start..end].to_string(),
+                        quote: true,
+                    });
+                    match next_quote(bytes, end) {
+                        Some(next) => {
+                            open = next;
+                            continue;
+                        }
+                        None => return,
+                    }
+                }
+            }
+        }
         if let Some(value_quote) = value_quote_after(bytes, close) {
             if raw_key.len() <= MAX_RAW_KEY && is_secret_raw_key(raw_key) {
                 let value_end = next_quote(bytes, value_quote + 1);
@@ -372,6 +688,7 @@ fn scan_json(text: &str, depth: u8, hits: &mut Vec<Hit>) {
                         start: value_quote + 1,
                         end: stop,
                         secret,
+                        quote: false,
                     });
                 }
                 match value_end {
@@ -407,6 +724,7 @@ fn scan_embedded(text: &str, start: usize, end: usize, depth: u8, hits: &mut Vec
                 start: start + s,
                 end: start + e,
                 secret: hit.secret,
+                quote: hit.quote,
             });
         }
     }
@@ -440,45 +758,21 @@ fn may_hold_secret(text: &[u8]) -> bool {
 fn may_open_secret(text: &[u8], at: usize) -> bool {
     match text[at] {
         b'\\' => matches!(text.get(at + 1), Some(b'u' | b'U')),
-        b'"' => {
-            // The first four letters, lowercased (other bytes may alias: only a false alarm),
-            // rule out nearly every quote.
-            let Some(prefix) = text.get(at + 1..at + 5) else {
-                return false;
-            };
-            let prefix = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
-            matches!(
-                prefix | 0x2020_2020,
-                ACCE | ACTO | CLIE | CODE | DEVI | ID_T | PASS | REFR | REGI | SUBJ
-            ) && opens_secret_key(&text[at + 1..])
-        }
+        b'"' => opens_secret_key(&text[at + 1..]),
         _ => false,
     }
 }
 
-/// The first four bytes of each secret key, lowercased as [`may_open_secret`] lowercases.
-const fn key_prefix(key: &[u8; 4]) -> u32 {
-    u32::from_le_bytes(*key) | 0x2020_2020
-}
-const ACCE: u32 = key_prefix(b"acce");
-const ACTO: u32 = key_prefix(b"acto");
-const CLIE: u32 = key_prefix(b"clie");
-const CODE: u32 = key_prefix(b"code");
-const DEVI: u32 = key_prefix(b"devi");
-const ID_T: u32 = key_prefix(b"id_t");
-const PASS: u32 = key_prefix(b"pass");
-const REFR: u32 = key_prefix(b"refr");
-const REGI: u32 = key_prefix(b"regi");
-const SUBJ: u32 = key_prefix(b"subj");
-
-/// Whether `rest` starts with a secret key (any case) and the byte that may close its quote.
-#[cold]
+/// Whether `rest` starts with a secret name (any case, any style) and then the byte that may
+/// close its quote (`"`, or `\` for a quote escaped in embedded JSON).
 fn opens_secret_key(rest: &[u8]) -> bool {
-    SECRET_KEYS.iter().any(|key| {
-        rest.len() > key.len()
-            && rest[..key.len()].eq_ignore_ascii_case(key.as_bytes())
-            && matches!(rest[key.len()], b'"' | b'\\')
-    })
+    // Names are short: one that runs on past 64 bytes is not looked at.
+    let window = &rest[..rest.len().min(65)];
+    match memchr::memchr2(b'"', b'\\', window) {
+        // A key needs a letter of a secret word or name; most quotes open values, words, ids.
+        Some(end) if end > 0 => is_secret_name(&rest[..end]),
+        _ => false,
+    }
 }
 
 /// The next '"' at or after `from` that is not escaped by a backslash (`from` is never inside an escape).
@@ -503,6 +797,53 @@ fn value_quote_after(bytes: &[u8], close: usize) -> Option<usize> {
     }
     i = skip_json_ws(bytes, i + 1);
     (bytes.get(i) == Some(&b'"')).then_some(i)
+}
+
+/// If the string closing at `close` is followed by `:` and a value that is not a string, where
+/// that value starts.
+fn other_value_after(bytes: &[u8], close: usize) -> Option<usize> {
+    let mut i = skip_json_ws(bytes, close + 1);
+    if bytes.get(i) != Some(&b':') {
+        return None;
+    }
+    i = skip_json_ws(bytes, i + 1);
+    matches!(bytes.get(i), Some(b'-' | b'0'..=b'9' | b'{' | b'[')).then_some(i)
+}
+
+/// Where a number, object or array starting at `start` ends (the end of the text, if it is cut
+/// off there); `None` for anything else.
+fn other_value_end(bytes: &[u8], start: usize) -> Option<usize> {
+    match bytes.get(start)? {
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    b'"' => match next_quote(bytes, i + 1) {
+                        Some(end) => i = end,
+                        None => return Some(bytes.len()),
+                    },
+                    _ => {}
+                }
+                i += 1;
+            }
+            Some(bytes.len())
+        }
+        _ => {
+            let len = bytes[start..]
+                .iter()
+                .position(|b| !matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                .unwrap_or(bytes.len() - start);
+            Some(start + len)
+        }
+    }
 }
 
 fn skip_json_ws(bytes: &[u8], mut i: usize) -> usize {
@@ -582,8 +923,15 @@ fn is_secret_raw_key(raw: &str) -> bool {
     }
 }
 
-fn is_secret_key(name: &str) -> bool {
-    SECRET_KEYS.iter().any(|key| key.eq_ignore_ascii_case(name))
+/// Whether text reads as `k=v&k=v`: a name of URL-safe characters, then `=`, before any space,
+/// quote or bracket.
+fn looks_like_form(text: &str) -> bool {
+    let name_end = text
+        .find(|c: char| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '%' | '[' | ']' | '+'))
+        })
+        .unwrap_or(text.len());
+    name_end > 0 && text[name_end..].starts_with('=')
 }
 
 /// HTTP optional whitespace.
@@ -601,6 +949,93 @@ fn has_scheme(s: &str) -> bool {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         }
         None => false,
+    }
+}
+
+/// The redaction property, on any input: a secret planted in a body of any syntax, under a
+/// secret name in any style, never survives. Used by the property test below and by the
+/// `redact` fuzz target.
+pub mod properties {
+    use super::Redactor;
+
+    /// Secret names in the styles clients write them.
+    const NAMES: &[&str] = &[
+        "access_token",
+        "accessToken",
+        "Access-Token",
+        "refreshToken",
+        "refresh_token",
+        "client_secret",
+        "clientSecret",
+        "apiKey",
+        "api_key",
+        "API_KEY",
+        "password",
+        "db_password",
+        "code",
+        "code_verifier",
+        "id_token",
+        "token",
+        "secret",
+        "sessionToken",
+        "private_key",
+    ];
+
+    /// Builds a body from `data` (name, syntax, secret, noise around it) and checks that the
+    /// secret is gone from what would be recorded.
+    pub fn planted_secret_never_survives(data: &[u8]) {
+        let Some((&pick, rest)) = data.split_first() else {
+            return;
+        };
+        let name = NAMES[usize::from(pick) % NAMES.len()];
+        let syntax = usize::from(pick / 32);
+        // The secret: URL-safe characters (as tokens are), long enough to be one.
+        let secret: String = rest
+            .iter()
+            .take(32)
+            .map(|b| {
+                char::from(
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+                        [usize::from(*b) % 66],
+                )
+            })
+            .collect();
+        if secret.len() < 12 {
+            return;
+        }
+        let secret = format!("zz{secret}");
+        let noise: String = rest
+            .iter()
+            .skip(32)
+            .take(40)
+            .map(|b| char::from(b"abcdefghij klmnop"[usize::from(*b) % 17]))
+            .collect();
+        let body = match syntax {
+            0 => format!(r#"{{"note":"{noise}","{name}":"{secret}"}}"#),
+            1 => format!(r#"{{"result":{{"content":[{{"text":"{{\"{name}\":\"{secret}\"}}"}}]}}}}"#),
+            2 => format!("a=1&{name}={secret}&b={}", noise.replace(' ', "+")),
+            3 => format!("a=1;{name}={secret}"),
+            4 => format!(
+                "--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{secret}\r\n--b--\r\n"
+            ),
+            5 => format!("{noise} {{\"{name}\": \"{secret}\"}}"),
+            6 => format!(r#"[{{"{name}" : "{secret}"}}]"#),
+            _ => format!("{name}={secret}"),
+        };
+        let r = Redactor::with_key([7; 32]);
+        for form in [false, true] {
+            let out = r.body_owned(form, body.clone());
+            assert!(!out.contains(&secret), "{name} ({syntax}): {body} -> {out}");
+        }
+        let url = format!(
+            "/p?{}",
+            if syntax == 3 {
+                format!("x=1;{name}={secret}")
+            } else {
+                format!("{name}={secret}")
+            }
+        );
+        assert!(!r.target(&url).contains(&secret), "{url}");
     }
 }
 
@@ -921,15 +1356,99 @@ mod tests {
     }
 
     #[test]
-    fn json_non_string_values_untouched() {
-        let text = r#"{"access_token": null, "password": {"code": 1}, "id_token": ["a"], "code": true, "device_code": ""}"#;
+    fn json_values_that_hold_nothing_are_untouched() {
+        let text =
+            r#"{"access_token": null, "refresh_token": false, "code": -32600, "device_code": ""}"#;
         assert_eq!(r().json_text(text), text);
     }
 
     #[test]
+    fn json_numbers_objects_and_arrays_of_secret_keys_go_whole() {
+        assert_eq!(
+            r().json_text(
+                r#"{"password": 12345678, "id_token": ["a", "b"], "apiKey": {"v": "k"}, "n": 1}"#
+            ),
+            format!(
+                r#"{{"password": "{}", "id_token": "{}", "apiKey": "{}", "n": 1}}"#,
+                ph("12345678"),
+                ph(r#"["a", "b"]"#),
+                ph(r#"{"v": "k"}"#)
+            )
+        );
+    }
+
+    #[test]
     fn json_non_secret_keys_and_values_untouched() {
-        let text = r#"{"token_type":"access_token","note":"code","codes":"x","Code_Challenge":"y","access_token_x":"z"}"#;
+        let text = r#"{"token_type":"access_token","note":"code","codes":"x","Code_Challenge":"y","token_endpoint":"https://a/token","progressToken":"p1","keys":[{"kty":"RSA"}],"code_challenge_methods_supported":["S256"]}"#;
         assert_eq!(r().json_text(text), text);
+    }
+
+    #[test]
+    fn secret_names_match_in_every_style() {
+        for name in [
+            "access_token",
+            "accessToken",
+            "AccessToken",
+            "access-token",
+            "ACCESS_TOKEN",
+            "refreshToken",
+            "clientSecret",
+            "apiKey",
+            "api_key",
+            "x-api-key",
+            "token",
+            "secret",
+            "sessionToken",
+            "private_key",
+            "db_password",
+            "authToken",
+        ] {
+            assert!(is_secret_key(name), "{name}");
+            let text = format!(r#"{{"{name}":"s3cr3t-value"}}"#);
+            assert!(!r().json_text(&text).contains("s3cr3t-value"), "{name}");
+            let form = format!("{name}=s3cr3t-value&x=1");
+            assert!(!r().form(&form).contains("s3cr3t-value"), "{name}");
+        }
+        for name in [
+            "token_type",
+            "tokenType",
+            "token_endpoint",
+            "keys",
+            "key_ops",
+            "progressToken",
+            "code_challenge",
+            "grant_type",
+            "expires_in",
+        ] {
+            assert!(!is_secret_key(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn api_key_and_proof_headers_are_redacted_whole() {
+        for name in [
+            "Apikey",
+            "X-Goog-Api-Key",
+            "Private-Token",
+            "X-Amz-Security-Token",
+            "Ocp-Apim-Subscription-Key",
+            "X-Vault-Token",
+            "DPoP",
+            "X-Api-Key",
+            "X-Auth-Token",
+        ] {
+            let recorded = r().header_value(name, "s3cr3t-value");
+            assert!(!recorded.contains("s3cr3t-value"), "{name}: {recorded}");
+        }
+        for name in [
+            "Idempotency-Key",
+            "Sec-WebSocket-Key",
+            "Mcp-Session-Id",
+            "WWW-Authenticate",
+            "Content-Type",
+        ] {
+            assert_eq!(r().header_value(name, "v a l u e"), "v a l u e", "{name}");
+        }
     }
 
     #[test]
@@ -1032,7 +1551,7 @@ mod tests {
     }
 
     #[test]
-    fn body_dispatches_on_content_type() {
+    fn body_goes_by_its_syntax_whatever_its_content_type() {
         let form = "code=abc";
         let redacted_form = format!("code={}", ph("abc"));
         assert_eq!(
@@ -1046,16 +1565,52 @@ mod tests {
             ),
             redacted_form
         );
-        assert_eq!(r().body(Some("application/json"), form), form);
-        assert_eq!(r().body(None, form), form);
+        // A form labelled JSON, or not labelled at all, is still a form.
+        assert_eq!(r().body(Some("application/json"), form), redacted_form);
+        assert_eq!(r().body(None, form), redacted_form);
         let json = r#"{"code":"abc"}"#;
         let redacted_json = format!(r#"{{"code":"{}"}}"#, ph("abc"));
         assert_eq!(r().body(Some("application/json"), json), redacted_json);
         assert_eq!(r().body(Some("text/event-stream"), json), redacted_json);
         assert_eq!(r().body(None, json), redacted_json);
+        // JSON labelled a form (`curl -d`), and `;` between a form's pairs.
+        assert_eq!(
+            r().body(Some("application/x-www-form-urlencoded"), json),
+            redacted_json
+        );
+        assert_eq!(
+            r().body(None, "a=1;code=abc"),
+            format!("a=1;code={}", ph("abc"))
+        );
+        // Prose with an `=` in it is not a form.
+        let prose = "the answer is x = code";
+        assert_eq!(r().body(None, prose), prose);
+    }
+
+    #[test]
+    fn multipart_fields_and_path_parameters() {
+        let body = "--XyZ\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nann\r\n--XyZ\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\nhunter2-secret\r\n--XyZ--\r\n";
+        let out = r().body(Some("multipart/form-data; boundary=XyZ"), body);
+        assert!(!out.contains("hunter2-secret"), "{out}");
+        assert!(
+            out.contains("ann") && out.contains(&ph("hunter2-secret")),
+            "{out}"
+        );
+        assert_eq!(
+            r().target("/p;access_token=abc/q?x=1"),
+            format!("/p;access_token={}/q?x=1", ph("abc"))
+        );
     }
 
     // ---- property tests ----
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn a_planted_secret_never_survives(data in proptest::collection::vec(any::<u8>(), 0..100)) {
+            properties::planted_secret_never_survives(&data);
+        }
+    }
 
     /// Printable secrets, no surrounding whitespace (headers are trimmed), with characters that need
     /// JSON escaping or percent-encoding.

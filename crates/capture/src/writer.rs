@@ -573,6 +573,12 @@ impl Writer {
                 if let Some(upstream) = self.redactor.target_redacted(&req.upstream) {
                     req.upstream = upstream;
                 }
+                if let Some(target) = self.redactor.scrub(&req.target) {
+                    req.target = target;
+                }
+                if let Some(upstream) = self.redactor.scrub(&req.upstream) {
+                    req.upstream = upstream;
+                }
                 self.redact_headers(&mut req.headers);
             }
             EventBody::Response(resp) => {
@@ -590,7 +596,12 @@ impl Writer {
     }
 
     fn redact_headers(&self, headers: &mut Headers) {
-        headers.map_values(|name, value| self.redactor.header_value_redacted(name, value));
+        headers.map_values(
+            |name, value| match self.redactor.header_value_redacted(name, value) {
+                Some(redacted) => Some(self.redactor.scrubbed(redacted)),
+                None => self.redactor.scrub(value),
+            },
+        );
     }
 
     fn state(&mut self, ex: u64, dir: Direction) -> &mut BodyState {
@@ -642,9 +653,15 @@ impl Writer {
             events = parser.push(bytes);
         }
         if state.kind.is_stream() {
+            // The events are redacted first, so that the stream's lines, written before them,
+            // are scrubbed of what their redaction found (a data line split in two).
+            let events: Vec<Sse> = events
+                .into_iter()
+                .map(|event| self.sse_redacted(ex, dir, event, true))
+                .collect();
             self.flush_stream_lines(ex, dir, t, false);
-            for event in events {
-                self.sse_event(ex, dir, t, event, true);
+            for sse in events {
+                self.push(t, EventBody::Sse(sse));
             }
         }
     }
@@ -657,25 +674,42 @@ impl Writer {
         event: crate::sse::SseEvent,
         ended: bool,
     ) {
+        let sse = self.sse_redacted(ex, dir, event, ended);
+        self.push(t, EventBody::Sse(sse));
+    }
+
+    /// An event of a stream as it is recorded: numbered, redacted and scrubbed.
+    fn sse_redacted(
+        &mut self,
+        ex: u64,
+        dir: Direction,
+        event: crate::sse::SseEvent,
+        ended: bool,
+    ) -> Sse {
         let state = self.state(ex, dir);
         let seq = state.sse_seq;
         state.sse_seq += 1;
         let dispatched = ended && event.dispatched();
-        let data = event.data.map(|d| self.redactor.json_text(&d));
-        self.push(
-            t,
-            EventBody::Sse(Sse {
-                ex,
-                dir,
-                seq,
-                event: event.event,
-                id: event.id,
-                data,
-                retry: event.retry,
-                comments: event.comments,
-                dispatched,
-            }),
-        );
+        let redactor = &self.redactor;
+        let data = event
+            .data
+            .map(|d| redactor.scrubbed(redactor.json_text(&d)));
+        let scrub = |field: Option<String>| field.map(|f| redactor.scrubbed(f));
+        Sse {
+            ex,
+            dir,
+            seq,
+            event: scrub(event.event),
+            id: scrub(event.id),
+            data,
+            retry: event.retry,
+            comments: event
+                .comments
+                .into_iter()
+                .map(|c| redactor.scrubbed(c))
+                .collect(),
+            dispatched,
+        }
     }
 
     /// Writes the complete lines of an event stream (all of it at the end).
@@ -740,8 +774,28 @@ impl Writer {
             }
             Err(e) => Err(e.into_bytes()),
         };
+        // Text with NUL bytes is UTF-16 or binary: its secrets hide between the NULs.
+        let text = match text {
+            Ok(text) if self.redactor.enabled() && text.as_bytes().contains(&0) => {
+                Err(text.into_bytes())
+            }
+            other => other,
+        };
         match text {
-            Ok(text) => event.text = Some(self.redactor.body_owned(form, text)),
+            Ok(text) => {
+                event.text = Some(
+                    self.redactor
+                        .scrubbed(self.redactor.body_owned(form, text)),
+                )
+            }
+            // Bytes that are not text cannot be shown free of secrets: their length and hash.
+            Err(bytes) if self.redactor.enabled() => {
+                event.omitted = Some(format!(
+                    "not UTF-8 text without NUL bytes ({} bytes recorded, fp={}), so its bytes cannot be shown free of secrets (--no-redact records them)",
+                    bytes.len(),
+                    self.redactor.fingerprint_bytes(&bytes)
+                ))
+            }
             Err(bytes) => event.b64 = Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
         }
         event
@@ -806,14 +860,15 @@ impl Writer {
         };
         match state.kind {
             BodyKind::EventStream { .. } => {
-                self.flush_stream_lines(ex, dir, t, true);
                 let tail = self
                     .bodies
                     .get_mut(&(ex, dir))
                     .and_then(|s| s.sse.as_mut())
-                    .and_then(|p| p.finish());
-                if let Some(event) = tail {
-                    self.sse_event(ex, dir, t, event, false);
+                    .and_then(|p| p.finish())
+                    .map(|event| self.sse_redacted(ex, dir, event, false));
+                self.flush_stream_lines(ex, dir, t, true);
+                if let Some(sse) = tail {
+                    self.push(t, EventBody::Sse(sse));
                 }
             }
             BodyKind::Message { form, .. } => {
