@@ -159,10 +159,70 @@ pub struct Redactor {
     known: Arc<Mutex<Known>>,
 }
 
-/// Secrets seen, most recent last (at most [`MAX_KNOWN`]).
+/// Secrets seen, most recent last (at most [`MAX_KNOWN`]), and the matcher that finds any of
+/// them in any of their spellings, made again when a secret is added.
 #[derive(Default)]
 struct Known {
     secrets: std::collections::VecDeque<String>,
+    matcher: Option<(aho_corasick::AhoCorasick, Vec<usize>)>,
+}
+
+impl Known {
+    /// The matcher over every spelling of every known secret, and for each pattern the index
+    /// of its secret.
+    fn matcher(&mut self) -> Option<&(aho_corasick::AhoCorasick, Vec<usize>)> {
+        if self.matcher.is_none() && !self.secrets.is_empty() {
+            let mut patterns: Vec<String> = Vec::new();
+            let mut owners: Vec<usize> = Vec::new();
+            for (i, secret) in self.secrets.iter().enumerate() {
+                for form in spellings(secret) {
+                    if form.len() >= MIN_KNOWN && !patterns.contains(&form) {
+                        patterns.push(form);
+                        owners.push(i);
+                    }
+                }
+            }
+            let matcher = aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(&patterns)
+                .ok()?;
+            self.matcher = Some((matcher, owners));
+        }
+        self.matcher.as_ref()
+    }
+}
+
+/// The ways a secret may be written where no rule reads it: as it is, percent-encoded,
+/// JSON-escaped, and inside base64 (standard or URL-safe, at each of the three alignments, the
+/// characters that depend on the secret's bytes alone).
+fn spellings(secret: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let mut forms = vec![
+        secret.to_owned(),
+        form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
+        serde_json::to_string(secret)
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_owned(),
+    ];
+    for engine in [
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ] {
+        for lead in 0..3usize {
+            let mut bytes = vec![0u8; lead];
+            bytes.extend_from_slice(secret.as_bytes());
+            let encoded = engine.encode(&bytes);
+            // Characters of groups shared with unknown neighbours depend on them: drop the
+            // first group when it holds lead bytes and the last when it is not whole.
+            let start = if lead == 0 { 0 } else { 4 };
+            let whole = bytes.len() / 3 * 4;
+            if whole > start {
+                forms.push(encoded[start..whole].to_owned());
+            }
+        }
+    }
+    forms
 }
 
 /// How many secrets are remembered for scrubbing: a long session's oldest are let go.
@@ -245,31 +305,43 @@ impl Redactor {
             known.secrets.pop_front();
         }
         known.secrets.push_back(secret.to_owned());
+        known.matcher = None;
     }
 
     /// Text with every secret redacted earlier in the session replaced wherever it appears
-    /// (as written, percent-encoded or JSON-escaped): a token that slips past the rules for
-    /// names and syntax — in an SSE `id:`, a line split in two, a header of its own — is still
-    /// caught. `None` when the text holds none.
+    /// (as written, percent-encoded, JSON-escaped, or inside base64): a token that slips past
+    /// the rules for names and syntax — in an SSE `id:`, a line split in two, a header of its
+    /// own, an encoded payload — is still caught. `None` when the text holds none.
     pub fn scrub(&self, text: &str) -> Option<String> {
         if !self.enabled || text.len() < MIN_KNOWN {
             return None;
         }
-        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Option<String> = None;
-        for secret in known.secrets.iter().rev() {
-            let encoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-            let escaped = serde_json::to_string(secret).unwrap_or_default();
-            let escaped = escaped.trim_matches('"');
-            for form in [secret.as_str(), encoded.as_str(), escaped] {
-                let current = out.as_deref().unwrap_or(text);
-                if memchr::memmem::find(current.as_bytes(), form.as_bytes()).is_some() {
-                    let fp = format!("<redacted fp={}>", self.fingerprint(secret));
-                    out = Some(current.replace(form, &fp));
-                }
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let hits: Vec<(usize, usize, usize)> = {
+            let (matcher, owners) = known.matcher()?;
+            let hits = matcher
+                .find_iter(text)
+                .map(|m| (m.start(), m.end(), owners[m.pattern().as_usize()]))
+                .collect::<Vec<_>>();
+            if hits.is_empty() {
+                return None;
             }
+            hits
+        };
+        let secrets: Vec<String> = hits
+            .iter()
+            .map(|&(_, _, owner)| known.secrets[owner].clone())
+            .collect();
+        drop(known);
+        let mut out = String::with_capacity(text.len());
+        let mut done = 0;
+        for ((start, end, _), secret) in hits.into_iter().zip(secrets) {
+            out.push_str(&text[done..start]);
+            out.push_str(&format!("<redacted fp={}>", self.fingerprint(&secret)));
+            done = end;
         }
-        out
+        out.push_str(&text[done..]);
+        Some(out)
     }
 
     /// `text` scrubbed of known secrets ([`Redactor::scrub`]), without a copy when it holds none.
@@ -1585,6 +1657,34 @@ mod tests {
         // Prose with an `=` in it is not a form.
         let prose = "the answer is x = code";
         assert_eq!(r().body(None, prose), prose);
+    }
+
+    #[test]
+    fn a_secret_seen_once_is_scrubbed_everywhere_in_every_spelling() {
+        use base64::Engine as _;
+        let r = r();
+        let secret = "tok-1234567890abcdef";
+        // Nothing is known yet.
+        assert_eq!(r.scrub(&format!("id: {secret}")), None);
+        let _ = r.json_text(&format!(r#"{{"access_token":"{secret}"}}"#));
+        let fp = ph(secret);
+        assert_eq!(
+            r.scrub(&format!("id: {secret}")).unwrap(),
+            format!("id: {fp}")
+        );
+        let encoded: String = form_urlencoded::byte_serialize(b"a b").collect();
+        assert!(encoded.contains('+'));
+        for lead in ["", "x", "xy"] {
+            let payload = base64::engine::general_purpose::STANDARD
+                .encode(format!("{lead}{{\"t\":\"{secret}\"}}"));
+            let out = r
+                .scrub(&payload)
+                .unwrap_or_else(|| panic!("{lead:?}: {payload}"));
+            let left = out.replace(&fp, "");
+            // What is left of the payload no longer decodes to anything holding the secret.
+            assert!(!left.contains("dG9rLTEyMzQ1Njc4OTBhYmNkZWY"), "{out}");
+        }
+        assert_eq!(r.scrub("nothing here at all"), None);
     }
 
     #[test]
