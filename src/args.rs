@@ -22,6 +22,33 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{s}' is too large"))
 }
 
+/// `90s`, `30m`, `6h`, `1d`, or plain seconds → a duration.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (examples: 90s, 30m, 6h, 1d)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit '{other}' (use s, m, h or d)"
+            ))
+        }
+    };
+    std::time::Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("'{s}' is not a positive duration"))
+}
+
 /// A `--listen` address: an IP and port, or a name that resolves to one.
 pub fn resolve_listen(listen: &str) -> anyhow::Result<std::net::SocketAddr> {
     use std::net::ToSocketAddrs;

@@ -238,6 +238,16 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "DIR", default_value = "captures")]
     pub captures_dir: PathBuf,
 
+    /// Go on in a new file when the capture file reaches this size: capture.jsonl, then
+    /// capture.1.jsonl, capture.2.jsonl… Every reading command reads the parts as one
+    /// capture (name the first file, or their folder). Accepts a KiB/MiB/GiB suffix.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub rotate_size: Option<u64>,
+
+    /// Go on in a new file after this long in one (90s, 30m, 6h, 1d), as --rotate-size does.
+    #[arg(long, value_name = "DURATION", value_parser = crate::args::parse_duration)]
+    pub rotate_every: Option<Duration>,
+
     /// Record at most this much of each message body (forwarded whole regardless).
     /// Accepts plain bytes or a KiB/MiB/GiB suffix.
     #[arg(long, value_name = "BYTES", default_value = "10MiB", value_parser = parse_size)]
@@ -469,6 +479,8 @@ impl ProxyArgs {
                 None => CaptureTarget::Dir(self.captures_dir.clone()),
             },
             max_body: self.max_body,
+            rotate_size: self.rotate_size,
+            rotate_every: self.rotate_every,
             on_full: match self.on_full {
                 OnFullArg::Wait => OnFull::Wait,
                 OnFullArg::Drop => OnFull::Drop,

@@ -217,6 +217,8 @@ async fn session(
         extra_routes: Vec::new(),
         rewrite_origins: false,
         capture: CaptureTarget::File(capture.to_path_buf()),
+        rotate_size: None,
+        rotate_every: None,
         max_body: 10 << 20,
         on_full: OnFull::Wait,
         queue_bytes: 64 << 20,

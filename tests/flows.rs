@@ -339,3 +339,88 @@ fn numbers(report: &Value) -> (u64, u64) {
     };
     (of("connector-lenient"), of("connector-strict"))
 }
+
+/// `--rotate-size`: a long capture goes on in numbered files, each 0600 and beginning with the
+/// session line; every reading command reads them as one capture, named by the first file,
+/// their folder or a pattern, and a client flow that spans files is one flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_capture_reads_as_one_and_its_flow_spans_the_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = FixtureServer::start(Faults::default(), None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("cap.jsonl");
+    let proxy = TestProxy::to(&server.url())
+        .capture_to(&first)
+        .args(&["--rotate-size", "4KiB"])
+        .start();
+    let base = format!("http://{}", proxy.addr);
+    server.set_public_base(base.clone());
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        client::run(&base, &ClientOptions::default()),
+    )
+    .await
+    .expect("the connector finished");
+    assert!(
+        matches!(report.outcome, ClientOutcome::Completed),
+        "{:?}",
+        report.outcome
+    );
+    drop(proxy.finish());
+
+    let mut parts: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    parts.sort();
+    assert!(parts.len() >= 3, "{parts:?}");
+    let mut session_ids = Vec::new();
+    let mut requests = 0;
+    for part in &parts {
+        let mode = std::fs::metadata(part).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", part.display());
+        // Each part is a capture of its own, checked against the schema.
+        let cap = Capture::load(part);
+        assert_eq!(cap.events[0]["kind"], "session");
+        session_ids.push(cap.events[0]["session_id"].clone());
+        requests += cap.kind("request").len();
+    }
+    assert!(
+        session_ids.windows(2).all(|w| w[0] == w[1]),
+        "{session_ids:?}"
+    );
+    let later = Capture::load(&parts[1]);
+    assert_eq!(
+        later.events[1]["code"], "capture_part",
+        "{:#}",
+        later.events[1]
+    );
+
+    // Named by its first file, its folder, or a pattern: one capture, one flow, the whole way.
+    let pattern = dir.path().join("cap*.jsonl");
+    for name in [first.as_path(), dir.path(), pattern.as_path()] {
+        let report = explain_json(name);
+        assert_eq!(report["exchanges"], requests, "{}", name.display());
+        assert!(
+            report["flows"].is_null(),
+            "one client, one flow: {:#}",
+            report["flows"]
+        );
+        assert_eq!(report["silence"], Value::Null, "{}", name.display());
+        assert!(report["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == "call" && s["reached"] == true));
+    }
+    // A folder with two captures in it is refused in words.
+    std::fs::copy(&parts[0], dir.path().join("other.jsonl")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .arg("explain")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds 2 captures"), "{err}");
+}

@@ -76,3 +76,37 @@ pub fn open_capture(
         .with_context(|| format!("creating the capture file {}", path.display()))?;
     Ok((path, file))
 }
+
+/// The path of part `n` (1, 2, …) of a capture rotated with `--rotate-size`/`--rotate-every`:
+/// `capture.jsonl` → `capture.1.jsonl`, `capture.2.jsonl`, ….
+pub fn part_path(first: &std::path::Path, n: u32) -> PathBuf {
+    let name = first
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
+    first.with_file_name(format!("{stem}.{n}.jsonl"))
+}
+
+/// Creates a new file 0600 that must not exist yet (a rotated part).
+pub fn create_part(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// When a long-running capture goes on in a new file.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// The first file: parts are named after it ([`part_path`]).
+    pub first: PathBuf,
+    /// Its first line, the `session` event, which every part begins with.
+    pub session_line: Vec<u8>,
+    /// After this many bytes in a file.
+    pub max_bytes: Option<u64>,
+    /// After this long in a file.
+    pub every: Option<std::time::Duration>,
+}

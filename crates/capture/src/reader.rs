@@ -26,6 +26,14 @@ pub enum ReadError {
     NotACapture { path: String, detail: String },
     #[error("{path} is capture format v{found}; this mcptap reads v{FORMAT_VERSION} (a newer mcptap wrote it?)")]
     UnknownVersion { path: String, found: u64 },
+    #[error("{path} holds {count} captures, not the parts of one: {list}; name one of them")]
+    SeveralCaptures {
+        path: String,
+        count: usize,
+        list: String,
+    },
+    #[error("{path} matches no capture file")]
+    NoMatch { path: String },
 }
 
 /// A body as recorded: the bytes (joined across events), and how much the wire carried.
@@ -228,14 +236,47 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Reads a capture file.
+    /// Reads a capture: a file with the parts a rotating proxy continued it in
+    /// (`x.jsonl`, `x.1.jsonl`, `x.2.jsonl`…), a folder holding one capture's files, or a
+    /// `*` pattern naming them. The parts read as one capture.
     pub fn open(path: &Path) -> Result<Capture, ReadError> {
         let name = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|source| ReadError::Io {
-            path: name.clone(),
-            source,
-        })?;
-        Capture::from_reader(file, &name)
+        let parts = parts_of(path)?;
+        let io = |p: &Path| {
+            let path = p.display().to_string();
+            move |source| ReadError::Io { path, source }
+        };
+        if parts.len() == 1 {
+            let file = std::fs::File::open(&parts[0]).map_err(io(&parts[0]))?;
+            return Capture::from_reader(file, &name);
+        }
+        // The first part whole; each later part without its copy of the session line.
+        let mut chained: Box<dyn Read> = Box::new(std::io::empty());
+        let mut first_id: Option<String> = None;
+        for part in &parts {
+            let mut reader = BufReader::new(std::fs::File::open(part).map_err(io(part))?);
+            let mut line = Vec::new();
+            reader.read_until(b'\n', &mut line).map_err(io(part))?;
+            let id = session_id_of(&line);
+            match &first_id {
+                None => {
+                    first_id = id;
+                    chained = Box::new(chained.chain(std::io::Cursor::new(line)).chain(reader));
+                }
+                Some(first) if id.as_deref() == Some(first.as_str()) => {
+                    chained = Box::new(chained.chain(reader));
+                }
+                Some(_) => {
+                    return Err(ReadError::SeveralCaptures {
+                        path: name,
+                        count: 2,
+                        list: format!("{} and {}", parts[0].display(), part.display()),
+                    })
+                }
+            }
+        }
+        let label = format!("{name} ({} parts)", parts.len());
+        Capture::from_reader(chained, &label)
     }
 
     /// Reads a capture from any byte source; `name` is used in messages.
@@ -477,6 +518,116 @@ impl Builder {
             ));
         }
         self.capture
+    }
+}
+
+/// The session id of a capture's first line, if it is a session line.
+fn session_id_of(line: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(line).ok()?;
+    (value.get("kind")?.as_str()? == "session")
+        .then(|| value.get("session_id")?.as_str().map(String::from))
+        .flatten()
+}
+
+/// The files of the capture `path` names, first part first.
+fn parts_of(path: &Path) -> Result<Vec<std::path::PathBuf>, ReadError> {
+    let name = path.display().to_string();
+    if path.is_file() || (path.exists() && !path.is_dir()) {
+        let mut parts = vec![path.to_path_buf()];
+        for n in 1.. {
+            let next = super::file::part_path(path, n);
+            if !next.is_file() {
+                break;
+            }
+            parts.push(next);
+        }
+        return Ok(parts);
+    }
+    let (dir, pattern) = if path.is_dir() {
+        (path.to_path_buf(), "*.jsonl".to_string())
+    } else {
+        let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
+        match file.filter(|f| f.contains('*')) {
+            Some(pattern) => (
+                path.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf(),
+                pattern,
+            ),
+            // Not there: the error names the file.
+            None => return Ok(vec![path.to_path_buf()]),
+        }
+    };
+    let entries = std::fs::read_dir(&dir).map_err(|source| ReadError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    let mut files: Vec<std::path::PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|f| wildcard(&pattern, &f.to_string_lossy()))
+        })
+        .collect();
+    if files.is_empty() {
+        return Err(ReadError::NoMatch { path: name });
+    }
+    // The first parts: files that are not `<stem>.<n>.jsonl` of a `<stem>.jsonl` here.
+    let names: std::collections::HashSet<String> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let is_later_part = |f: &std::path::PathBuf| {
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+        name.as_deref()
+            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(|n| n.rsplit_once('.'))
+            .is_some_and(|(stem, n)| {
+                !n.is_empty()
+                    && n.bytes().all(|b| b.is_ascii_digit())
+                    && names.contains(&format!("{stem}.jsonl"))
+            })
+    };
+    let firsts: Vec<std::path::PathBuf> = files
+        .iter()
+        .filter(|f| !is_later_part(f))
+        .cloned()
+        .collect();
+    if firsts.len() > 1 {
+        return Err(ReadError::SeveralCaptures {
+            path: name,
+            count: firsts.len(),
+            list: firsts
+                .iter()
+                .take(5)
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    files.sort();
+    let first = firsts
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| files[0].clone());
+    parts_of(&first)
+}
+
+/// Whether `name` matches `pattern`, in which `*` stands for any run of characters.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len())
+                .filter(|&i| tail.is_char_boundary(i))
+                .any(|i| wildcard(rest, &tail[i..]))
+        }
     }
 }
 

@@ -68,9 +68,10 @@ const SECRET_WORDS: &[&str] = &[
 
 /// A name lowercased, with `_`, `-`, `.` and spaces left out: `Access-Token`, `access_token`
 /// and `accessToken` all fold to `accesstoken`. At most 64 bytes are kept (longer names are
-/// folded from their first 64).
-fn fold(name: &[u8], out: &mut [u8; 64]) -> usize {
+/// folded from their first 64). Also returns which letters `a`–`z` the name holds, as bits.
+fn fold(name: &[u8], out: &mut [u8; 64]) -> (usize, u32) {
     let mut n = 0;
+    let mut letters = 0u32;
     for &b in name {
         if matches!(b, b'_' | b'-' | b'.' | b' ') {
             continue;
@@ -78,11 +79,56 @@ fn fold(name: &[u8], out: &mut [u8; 64]) -> usize {
         if n == out.len() {
             break;
         }
-        out[n] = b.to_ascii_lowercase();
+        let lower = b.to_ascii_lowercase();
+        if lower.is_ascii_lowercase() {
+            letters |= 1 << (lower - b'a');
+        }
+        out[n] = lower;
         n += 1;
     }
-    n
+    (n, letters)
 }
+
+/// The letters of a word, as [`fold`] counts them.
+const fn letters(word: &[u8]) -> u32 {
+    let mut bits = 0;
+    let mut i = 0;
+    while i < word.len() {
+        bits |= 1 << (word[i] - b'a');
+        i += 1;
+    }
+    bits
+}
+
+/// Every secret name holds one of these words: a name lacking the letters of all of them (as
+/// most JSON keys do: `jsonrpc`, `method`, `params`, `content`) is ruled out at once.
+const NEEDED: [u32; 6] = [
+    letters(b"token"),
+    letters(b"secret"),
+    letters(b"passw"),
+    letters(b"key"),
+    letters(b"code"),
+    letters(b"assertion"),
+];
+
+/// [`SECRET_KEYS`] as [`fold`] folds them.
+const FOLDED_SECRET_KEYS: &[&[u8]] = &[
+    b"accesstoken",
+    b"refreshtoken",
+    b"idtoken",
+    b"code",
+    b"codeverifier",
+    b"clientsecret",
+    b"clientassertion",
+    b"password",
+    b"registrationaccesstoken",
+    b"subjecttoken",
+    b"actortoken",
+    b"devicecode",
+    b"apikey",
+    b"token",
+    b"secret",
+];
 
 /// Whether a parameter, JSON key or header name names a secret.
 pub fn is_secret_key(name: &str) -> bool {
@@ -91,9 +137,12 @@ pub fn is_secret_key(name: &str) -> bool {
 
 fn is_secret_name(name: &[u8]) -> bool {
     let mut buf = [0u8; 64];
-    let n = fold(name, &mut buf);
+    let (n, held) = fold(name, &mut buf);
+    if !NEEDED.iter().any(|need| held & need == *need) {
+        return false;
+    }
     let folded = &buf[..n];
-    if folded.is_empty() || SAFE_NAMES.iter().any(|safe| safe.as_bytes() == folded) {
+    if SAFE_NAMES.iter().any(|safe| safe.as_bytes() == folded) {
         return false;
     }
     // Metadata that names endpoints, methods and what is supported is not a secret.
@@ -117,13 +166,10 @@ fn is_secret_name(name: &[u8]) -> bool {
     {
         return false;
     }
-    SECRET_KEYS.iter().any(|key| {
-        let mut k = [0u8; 64];
-        let m = fold(key.as_bytes(), &mut k);
-        &k[..m] == folded
-    }) || SECRET_WORDS
-        .iter()
-        .any(|word| contains(folded, word.as_bytes()))
+    FOLDED_SECRET_KEYS.contains(&folded)
+        || SECRET_WORDS
+            .iter()
+            .any(|word| contains(folded, word.as_bytes()))
         || folded.ends_with(b"key")
 }
 
@@ -1453,6 +1499,26 @@ mod tests {
     fn json_non_secret_keys_and_values_untouched() {
         let text = r#"{"token_type":"access_token","note":"code","codes":"x","Code_Challenge":"y","token_endpoint":"https://a/token","progressToken":"p1","keys":[{"kty":"RSA"}],"code_challenge_methods_supported":["S256"]}"#;
         assert_eq!(r().json_text(text), text);
+    }
+
+    #[test]
+    fn the_folded_lists_are_the_lists_folded() {
+        let folded: Vec<Vec<u8>> = SECRET_KEYS
+            .iter()
+            .map(|k| {
+                let mut buf = [0u8; 64];
+                let (n, held) = fold(k.as_bytes(), &mut buf);
+                assert!(NEEDED.iter().any(|need| held & need == *need), "{k}");
+                buf[..n].to_vec()
+            })
+            .collect();
+        let listed: Vec<Vec<u8>> = FOLDED_SECRET_KEYS.iter().map(|k| k.to_vec()).collect();
+        assert_eq!(folded, listed);
+        for word in SECRET_WORDS {
+            let mut buf = [0u8; 64];
+            let (_, held) = fold(word.as_bytes(), &mut buf);
+            assert!(NEEDED.iter().any(|need| held & need == *need), "{word}");
+        }
     }
 
     #[test]

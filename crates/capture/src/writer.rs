@@ -203,6 +203,8 @@ impl Recorder {
 /// How the writer thread is set up.
 pub struct WriterConfig {
     pub file: File,
+    /// Go on in a new file by size or time (`--rotate-size`, `--rotate-every`).
+    pub rotation: Option<super::file::Rotation>,
     pub redactor: Redactor,
     pub max_body: u64,
     /// Bytes of body frames that may wait in the queue.
@@ -249,6 +251,11 @@ pub fn start(
 
 /// Writes a single event directly (the `session` line, before the queue exists).
 pub fn write_line(file: &mut File, clock: &Clock, t: u64, body: EventBody) -> std::io::Result<()> {
+    file.write_all(&line_of(clock, t, body)?)
+}
+
+/// One event as its capture line, newline included.
+pub fn line_of(clock: &Clock, t: u64, body: EventBody) -> std::io::Result<Vec<u8>> {
     let mut line = serde_json::to_vec(&Event {
         t,
         ts: clock.wall_at(t),
@@ -256,7 +263,7 @@ pub fn write_line(file: &mut File, clock: &Clock, t: u64, body: EventBody) -> st
     })
     .map_err(std::io::Error::other)?;
     line.push(b'\n');
-    file.write_all(&line)
+    Ok(line)
 }
 
 /// How a body is recorded.
@@ -349,6 +356,11 @@ impl BodyState {
 
 struct Writer {
     file: File,
+    rotation: Option<super::file::Rotation>,
+    /// The part being written (0: the first file), its bytes and when it was opened.
+    part: u32,
+    part_bytes: u64,
+    part_opened: std::time::Instant,
     clock: Arc<Clock>,
     redactor: Redactor,
     max_body: u64,
@@ -464,8 +476,16 @@ impl WallCache {
 
 impl Writer {
     fn new(config: WriterConfig, clock: Arc<Clock>, dropped: Arc<AtomicU64>) -> Self {
+        let part_bytes = config
+            .rotation
+            .as_ref()
+            .map_or(0, |r| r.session_line.len() as u64);
         Writer {
             file: config.file,
+            rotation: config.rotation,
+            part: 0,
+            part_bytes,
+            part_opened: std::time::Instant::now(),
             clock,
             redactor: config.redactor,
             max_body: config.max_body,
@@ -985,13 +1005,97 @@ impl Writer {
         }
     }
 
+    /// Goes on in the next part when this one is full or old enough: the old part's last line
+    /// says where the capture goes on; the new one begins with the session line, as the first
+    /// did, and says which capture it continues.
+    fn rotate_if_due(&mut self) {
+        let Some(rotation) = self.rotation.clone() else {
+            return;
+        };
+        let due = rotation.max_bytes.is_some_and(|m| self.part_bytes >= m)
+            || rotation
+                .every
+                .is_some_and(|e| self.part_opened.elapsed() >= e);
+        if !due {
+            return;
+        }
+        let next = self.part + 1;
+        let path = super::file::part_path(&rotation.first, next);
+        let name = |p: &std::path::Path| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let t = self.clock.now_us();
+        let note = |code: &str, message: String| {
+            line_of(
+                &self.clock,
+                t,
+                EventBody::Note(Note {
+                    code: code.into(),
+                    message,
+                    count: None,
+                    ex: None,
+                }),
+            )
+        };
+        let opening = note(
+            "capture_part",
+            format!(
+                "part {next} of the capture that begins in {}",
+                name(&rotation.first)
+            ),
+        );
+        let closing = note(
+            "capture_continues",
+            format!("the capture goes on in {} (part {next})", name(&path)),
+        );
+        let started = super::file::create_part(&path).and_then(|mut file| {
+            file.write_all(&rotation.session_line)?;
+            file.write_all(
+                opening
+                    .as_ref()
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            )?;
+            Ok(file)
+        });
+        match started {
+            Ok(file) => {
+                if let Ok(closing) = closing {
+                    let _ = self.file.write_all(&closing);
+                }
+                self.part_bytes = rotation.session_line.len() as u64
+                    + opening.as_ref().map_or(0, |l| l.len() as u64);
+                self.file = file;
+                self.part = next;
+                self.part_opened = std::time::Instant::now();
+            }
+            Err(e) => {
+                let current = match self.part {
+                    0 => rotation.first.clone(),
+                    n => super::file::part_path(&rotation.first, n),
+                };
+                eprintln!(
+                    "mcptap: could not start the capture's next part {} ({e}); it goes on in {}",
+                    path.display(),
+                    name(&current)
+                );
+                self.rotation = None;
+            }
+        }
+    }
+
     fn flush(&mut self) {
         if self.batch.is_empty() {
             return;
         }
         if self.stats.write_error.is_none() {
             match self.file.write_all(&self.batch) {
-                Ok(()) => self.stats.events_written += self.batch_lines,
+                Ok(()) => {
+                    self.stats.events_written += self.batch_lines;
+                    self.part_bytes += self.batch.len() as u64;
+                    self.rotate_if_due();
+                }
                 Err(e) => {
                     eprintln!(
                         "mcptap: writing the capture failed ({e}); traffic is still forwarded, but from now on events are lost"
@@ -1079,6 +1183,7 @@ mod tests {
         let (recorder, thread) = start(
             WriterConfig {
                 file: std::fs::File::create(&path).unwrap(),
+                rotation: None,
                 redactor: Redactor::new(true),
                 max_body,
                 queue_bytes: 1 << 20,

@@ -80,6 +80,10 @@ pub struct ProxyConfig {
     /// Rewrite upstream origins to the proxy's in responses, and back in requests.
     pub rewrite_origins: bool,
     pub capture: CaptureTarget,
+    /// Go on in a new capture file at this size (`--rotate-size`).
+    pub rotate_size: Option<u64>,
+    /// Go on in a new capture file after this long (`--rotate-every`).
+    pub rotate_every: Option<Duration>,
     pub max_body: u64,
     pub on_full: OnFull,
     pub queue_bytes: u32,
@@ -204,8 +208,23 @@ async fn serve_until(
         },
         redaction: if config.redact { "fingerprint" } else { "off" }.into(),
     };
-    writer::write_line(&mut file, &clock, 0, EventBody::Session(session.clone()))
+    let session_line = writer::line_of(&clock, 0, EventBody::Session(session.clone()))
+        .and_then(|line| {
+            use std::io::Write as _;
+            file.write_all(&line)?;
+            Ok(line)
+        })
         .with_context(|| format!("writing the capture {}", path.display()))?;
+    // Only a file is rotated (not /dev/null or a pipe).
+    let rotation = (config.rotate_size.is_some() || config.rotate_every.is_some())
+        .then(|| std::fs::metadata(&path).is_ok_and(|m| m.is_file()))
+        .filter(|file| *file)
+        .map(|_| mcptap_capture::file::Rotation {
+            first: path.clone(),
+            session_line,
+            max_bytes: config.rotate_size,
+            every: config.rotate_every,
+        });
     let observers = observers(&SessionStart {
         clock: &clock,
         capture: &path,
@@ -214,6 +233,7 @@ async fn serve_until(
     let (recorder, writer_thread) = writer::start(
         WriterConfig {
             file,
+            rotation,
             redactor,
             max_body: config.max_body,
             queue_bytes: config.queue_bytes,

@@ -58,6 +58,7 @@ impl Recording {
         let (recorder, writer) = writer::start(
             WriterConfig {
                 file,
+                rotation: None,
                 redactor: Redactor::new(setup.redact),
                 max_body,
                 queue_bytes: 64 << 20,
