@@ -371,6 +371,7 @@ fn hostile_requests() -> Vec<Hostile> {
     vec![
         ("JSON labelled a form", "/echo".into(), vec![form.clone()], format!("{{\"access_token\":\"{}\"}}", s(1)).into_bytes()),
         ("a form with no content type", "/echo".into(), vec![], format!("grant_type=x&code={}", s(2)).into_bytes()),
+        ("a form labelled JSON", "/echo".into(), vec![json.clone()], format!("grant_type=x&refresh_token={}", s(24)).into_bytes()),
         ("a form with ; separators", "/echo".into(), vec![form.clone()], format!("a=1;client_secret={}", s(3)).into_bytes()),
         ("a query with ; separators", format!("/echo?x=1;access_token={}", s(4)), vec![], Vec::new()),
         (

@@ -638,3 +638,39 @@ async fn a_hostile_capture_is_replayed_only_to_the_target_without_panicking() {
     assert!(seen.iter().all(|(_, _, h)| *h == authority), "{seen:?}");
     Capture::load(&out_path);
 }
+
+/// A request whose body the capture withheld (bytes that are not text) is not re-sent empty:
+/// the replay stops before it and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_whose_body_was_withheld_stops_the_replay_in_words() {
+    let up = Upstream::start(|_req| async { hyper::Response::new(full("ok")) }).await;
+    let proxy = TestProxy::to(&up.url()).start();
+    let client = h1_client();
+    for body in [&b"plain text"[..], &[0xffu8, 0xfe, 0x01, 0x02][..]] {
+        let resp = client
+            .request(
+                hyper::Request::post(proxy.url("/upload"))
+                    .header("content-type", "application/octet-stream")
+                    .body(full(body.to_vec()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        read_all(resp).await;
+    }
+    let capture = proxy.finish();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("withheld.jsonl");
+    std::fs::write(&path, &capture.raw).unwrap();
+    let out_path = dir.path().join("replayed.jsonl");
+    let out = replay(&path, &up.url(), &out_path, &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let words = stderr(&out);
+    assert!(
+        words.contains("its body is not in the capture") && words.contains("not UTF-8"),
+        "{words}"
+    );
+    // The text body went; the withheld one did not.
+    let replayed = Capture::load(&out_path);
+    assert_eq!(replayed.kind("request").len(), 1);
+}

@@ -145,6 +145,19 @@ pub fn run(args: &MockArgs) -> anyhow::Result<ExitCode> {
         (None, UnmatchedArg::NotFound) => None,
     };
     let capture = crate::args::open_capture(&args.capture, args.flow)?;
+    let withheld: Vec<String> = capture
+        .exchanges
+        .iter()
+        .filter(|x| x.response_body.omitted.is_some())
+        .map(|x| format!("#{}", x.ex))
+        .collect();
+    if !withheld.is_empty() {
+        eprintln!(
+            "mcptap: warning: {} recorded responses have no body in the capture (not text, or in a coding mcptap does not decode; {}): they are served empty. A capture made with --no-redact has them.",
+            withheld.len(),
+            withheld.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(serve(args, listen, upstream, capture))
 }

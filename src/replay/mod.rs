@@ -581,6 +581,17 @@ async fn drive(run: Arc<Run>, concurrent: bool) {
             run.publish(k, Phase::Done);
             break;
         }
+        if let Some(why) = &x.request_body.omitted {
+            // Its bytes were never recorded: sending an empty body would be a different request.
+            run.halt(format!(
+                "replay stopped before exchange {} ({}): its body is not in the capture ({why}); a capture made with --no-redact has it; {} earlier exchanges were replayed",
+                x.ex,
+                run.plan.steps[k].label,
+                run.replayed()
+            ));
+            run.publish(k, Phase::Done);
+            break;
+        }
         let built = {
             let values = lock(&run.values);
             fill::build(x, &values, &run.overrides, &run.plan.steps[k].scoped)
