@@ -9,23 +9,17 @@ use mcptap_fixture::client::{self, ClientOptions, ClientOutcome};
 use mcptap_fixture::server::{Faults, FixtureServer};
 use serde_json::Value;
 
+use std::ffi::OsStr;
+
 use crate::explain::explain_json;
+use crate::report::{mcptap, mcptap_ok};
 use crate::util::*;
 
 /// Runs `mcptap explain` with `args` on `path`; its standard output.
 fn explain_text(path: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
-        .arg("explain")
-        .arg(path)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "explain {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let mut all: Vec<&OsStr> = vec!["explain".as_ref(), path.as_os_str()];
+    all.extend(args.iter().map(OsStr::new));
+    String::from_utf8(mcptap_ok(&all).stdout).unwrap()
 }
 
 async fn send(req: Request<UpBody>) -> u16 {
@@ -209,25 +203,20 @@ async fn interleaved_clients_are_told_apart_and_the_silent_one_is_explained_firs
 
     // diff: two flows of the one capture, the first divergence named.
     let (whole, silent) = numbers(&report);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
-        .arg("diff")
-        .args([file.path(), file.path()])
-        .args([
-            "--flow-a",
-            &whole.to_string(),
-            "--flow-b",
-            &silent.to_string(),
-            "--json",
-        ])
+    let (whole_n, silent_n) = (whole.to_string(), silent.to_string());
+    let out = mcptap_ok(&[
+        "diff".as_ref(),
+        file.path().as_os_str(),
+        file.path().as_os_str(),
+        "--flow-a".as_ref(),
+        whole_n.as_ref(),
+        "--flow-b".as_ref(),
+        silent_n.as_ref(),
+        "--json".as_ref(),
         // Two clients: their User-Agents differ by nature.
-        .args(["--ignore", "user-agent"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        "--ignore".as_ref(),
+        "user-agent".as_ref(),
+    ]);
     let cmp: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         cmp["a"]["exchanges"],
@@ -249,18 +238,14 @@ async fn interleaved_clients_are_told_apart_and_the_silent_one_is_explained_firs
     );
     // export: one flow's exchanges, no other.
     let har = tempfile::NamedTempFile::new().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
-        .arg("export")
-        .arg(file.path())
-        .args(["--flow", &silent.to_string(), "--har"])
-        .arg(har.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    mcptap_ok(&[
+        "export".as_ref(),
+        file.path().as_os_str(),
+        "--flow".as_ref(),
+        silent_n.as_ref(),
+        "--har".as_ref(),
+        har.path().as_os_str(),
+    ]);
     let har: Value = serde_json::from_slice(&std::fs::read(har.path()).unwrap()).unwrap();
     let urls: Vec<&str> = har["log"]["entries"]
         .as_array()
@@ -310,12 +295,12 @@ async fn interleaved_clients_are_told_apart_and_the_silent_one_is_explained_firs
         );
     }
 
-    let one = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
-        .arg("explain")
-        .arg(file.path())
-        .args(["--flow", "9"])
-        .output()
-        .unwrap();
+    let one = mcptap(&[
+        "explain".as_ref(),
+        file.path().as_os_str(),
+        "--flow".as_ref(),
+        "9".as_ref(),
+    ]);
     assert!(!one.status.success());
     assert!(
         String::from_utf8_lossy(&one.stderr).contains("has 3 client flows"),
@@ -415,11 +400,7 @@ async fn a_rotated_capture_reads_as_one_and_its_flow_spans_the_files() {
     }
     // A folder with two captures in it is refused in words.
     std::fs::copy(&parts[0], dir.path().join("other.jsonl")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcptap"))
-        .arg("explain")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = mcptap(&["explain".as_ref(), dir.path().as_os_str()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("holds 2 captures"), "{err}");
