@@ -27,6 +27,10 @@ struct Line {
     response_type: Option<String>,
     /// A form POST: what a token request is.
     form_post: bool,
+    /// The client: its address and User-Agent.
+    client: String,
+    /// The access token in the response (as recorded: a `<redacted fp=…>` placeholder).
+    issued: Option<String>,
     /// The request names a 2026-07-28 protocol version (`MCP-Protocol-Version`).
     modern: bool,
 }
@@ -44,10 +48,15 @@ enum EraSeen {
     Announced,
 }
 
-/// A token was issued and no authenticated request has followed yet.
+/// A token was issued and no request has presented it yet.
 struct Waiting {
     since_t: u64,
+    /// `POST /token #6`.
     by: String,
+    /// The exchange that issued it.
+    ex: u64,
+    /// The client that asked for it: its address and User-Agent.
+    client: String,
     notified: bool,
 }
 
@@ -59,7 +68,11 @@ pub struct Terminal {
     lines: bool,
     silence_after_us: Option<u64>,
     capture: std::path::PathBuf,
-    waiting: Option<Waiting>,
+    /// Each token issued and not yet presented, by its recorded value: with several clients,
+    /// one that presents its token does not end the wait for another's.
+    waiting: HashMap<String, Waiting>,
+    /// Each open connection's client address.
+    peers: HashMap<u64, String, ExchangeKeys>,
     /// The upstream of each route, named on every line when there are several.
     routes: Vec<String>,
     /// Finds the token request's grant in a body; built once, as building it costs more than
@@ -81,7 +94,8 @@ impl Terminal {
             lines,
             silence_after_us: silence_after.map(|d| d.as_micros() as u64),
             capture,
-            waiting: None,
+            waiting: HashMap::new(),
+            peers: HashMap::default(),
             routes: Vec::new(),
             code_grant: memchr::memmem::Finder::new(b"grant_type=authorization_code"),
             era: EraSeen::default(),
@@ -98,47 +112,56 @@ impl Terminal {
     /// Called about once a second: the silence watchdog. The notice reads the capture back
     /// to add the explanation's errors, on a thread of its own: the writer waits for no one.
     pub fn tick(&mut self, now: u64) {
-        let (Some(limit), Some(w)) = (self.silence_after_us, self.waiting.as_mut()) else {
+        let Some(limit) = self.silence_after_us else {
             return;
         };
-        if w.notified || now.saturating_sub(w.since_t) < limit {
-            return;
-        }
-        w.notified = true;
-        let quiet = (now - w.since_t) as f64 / 1e6;
-        let by = w.by.clone();
-        let capture = self.capture.clone();
-        let notice = move || {
-            let summary = match crate::capture::reader::Capture::open(&capture) {
-                Ok(cap) => {
-                    let report = crate::explain::explain(&cap, &capture.display().to_string());
-                    let errors: Vec<String> = report
-                        .findings
-                        .iter()
-                        .filter(|f| f.severity == crate::mcp::checks::Severity::Error)
-                        // The notice itself says what that check would.
-                        .filter(|f| f.check != "post-token-silence")
-                        .map(|f| format!("  {}: {}", f.check, f.message))
-                        .collect();
-                    if errors.is_empty() {
-                        String::new()
-                    } else {
-                        format!("\n{}", errors.join("\n"))
+        for w in self.waiting.values_mut() {
+            if w.notified || now.saturating_sub(w.since_t) < limit {
+                continue;
+            }
+            w.notified = true;
+            let quiet = (now - w.since_t) as f64 / 1e6;
+            let (by, ex, client) = (w.by.clone(), w.ex, w.client.clone());
+            let capture = self.capture.clone();
+            let notice = move || {
+                let (flow, summary) = match crate::capture::reader::Capture::open(&capture) {
+                    Ok(cap) => {
+                        let report = crate::explain::explain(&cap, &capture.display().to_string());
+                        // With several clients, the flow the token belongs to.
+                        let flow = report.flows.iter().find(|f| f.exchange_ids.contains(&ex));
+                        let findings = flow.map_or(&report.findings, |f| &f.explanation.findings);
+                        let errors: Vec<String> = findings
+                            .iter()
+                            .filter(|f| f.severity == crate::mcp::checks::Severity::Error)
+                            // The notice itself says what that check would.
+                            .filter(|f| f.check != "post-token-silence")
+                            .map(|f| format!("  {}: {}", f.check, f.message))
+                            .collect();
+                        let summary = if errors.is_empty() {
+                            String::new()
+                        } else {
+                            format!("\n{}", errors.join("\n"))
+                        };
+                        (flow.map(|f| format!(" (flow {})", f.number)), summary)
                     }
-                }
-                Err(e) => format!("\n  (could not read the capture back: {e})"),
+                    Err(e) => (None, format!("\n  (could not read the capture back: {e})")),
+                };
+                let flow = flow.unwrap_or_default();
+                eprintln!(
+                    "mcptap: NOTICE: a token was issued by {by} to {client}{flow} {quiet:.0} s ago and no request has presented it since. The client went silent after the token exchange.{summary}\nmcptap: run `mcptap explain {}` for the whole story.",
+                    capture.display()
+                );
             };
-            eprintln!(
-                "mcptap: NOTICE: a token was issued by {by} {quiet:.0} s ago and no request with Authorization: Bearer has arrived since. The client went silent after the token exchange.{summary}\nmcptap: run `mcptap explain {}` for the whole story.",
-                capture.display()
-            );
-        };
-        if std::thread::Builder::new()
-            .name("mcptap-notice".into())
-            .spawn(notice)
-            .is_err()
-        {
-            eprintln!("mcptap: NOTICE: a token was issued by {} {quiet:.0} s ago and no request with Authorization: Bearer has arrived since.", w.by);
+            if std::thread::Builder::new()
+                .name("mcptap-notice".into())
+                .spawn(notice)
+                .is_err()
+            {
+                eprintln!(
+                    "mcptap: NOTICE: a token was issued by {} {quiet:.0} s ago and no request has presented it since.",
+                    w.by
+                );
+            }
         }
     }
 
@@ -148,14 +171,25 @@ impl Terminal {
     }
 
     fn request(&mut self, req: &Request) {
-        let authenticated = req.headers.iter().any(|(n, v)| {
-            n.eq_ignore_ascii_case("authorization")
-                && v.get(..7)
-                    .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+        let bearer = req.headers.iter().find_map(|(n, v)| {
+            if !n.eq_ignore_ascii_case("authorization") {
+                return None;
+            }
+            let (scheme, credential) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| credential.trim())
+                .filter(|c| !c.is_empty())
         });
-        if authenticated {
-            self.waiting = None;
+        let authenticated = bearer.is_some();
+        if let Some(token) = bearer {
+            self.waiting.remove(token);
         }
+        let client = format!(
+            "{} · {}",
+            self.peers.get(&req.conn).map_or("?", String::as_str),
+            req.headers.get("user-agent").unwrap_or("no User-Agent")
+        );
         // With --quiet an exchange matters here only as the token request the watchdog waits
         // after, a form POST: the JSON-RPC traffic is not followed at all.
         let form_post =
@@ -198,6 +232,8 @@ impl Terminal {
                 authenticated,
                 response_type: None,
                 form_post,
+                client,
+                issued: None,
                 modern: req
                     .headers
                     .get("mcp-protocol-version")
@@ -236,9 +272,17 @@ impl Terminal {
         }
     }
 
-    /// A request body as recorded: its JSON-RPC method and grant are looked for in it.
+    /// A request body as recorded: its JSON-RPC method and grant are looked for in it. The
+    /// response of a token request: the access token it issues.
     fn body(&mut self, body: &Body) {
         if body.dir != Direction::Request {
+            if let (Some(line), Some(text)) = (self.open.get_mut(&body.ex), &body.text) {
+                if line.form_post && self.code_grant.find(&line.body).is_some() {
+                    line.issued = serde_json::from_str::<serde_json::Value>(text)
+                        .ok()
+                        .and_then(|v| v.get("access_token")?.as_str().map(String::from));
+                }
+            }
             return;
         }
         if let (Some(line), Some(text)) = (self.open.get_mut(&body.ex), &body.text) {
@@ -267,12 +311,17 @@ impl Terminal {
         let token_issued = end.status.is_some_and(|s| (200..300).contains(&s))
             && self.code_grant.find(&line.body).is_some()
             && stage() == Some(crate::mcp::session::StageId::Token);
-        if token_issued {
-            self.waiting = Some(Waiting {
-                since_t: t,
-                by: format!("{} {} #{}", line.method, line.path, end.ex),
-                notified: false,
-            });
+        if let Some(token) = line.issued.clone().filter(|_| token_issued) {
+            self.waiting.insert(
+                token,
+                Waiting {
+                    since_t: t,
+                    by: format!("{} {} #{}", line.method, line.path, end.ex),
+                    ex: end.ex,
+                    client: line.client.clone(),
+                    notified: false,
+                },
+            );
         }
         if !self.lines {
             return;
@@ -444,6 +493,17 @@ impl Observer for Terminal {
             EventBody::End(end) => self.end(t, end),
             EventBody::Upgrade(up) => self.upgrade(t, up),
             EventBody::TlsError(e) => self.tls_error(t, e),
+            EventBody::ConnOpen(open) => {
+                let peer = open
+                    .peer
+                    .rsplit_once(':')
+                    .map_or(open.peer.as_str(), |(host, _)| host);
+                self.peers
+                    .insert(open.conn, peer.trim_matches(['[', ']']).to_string());
+            }
+            EventBody::ConnClose(close) => {
+                self.peers.remove(&close.conn);
+            }
             _ => {}
         }
     }
@@ -511,9 +571,22 @@ mod tests {
     }
 
     fn request_body(ex: u64, bytes: &[u8]) -> EventBody {
+        body(ex, Direction::Request, bytes)
+    }
+
+    /// A token response issuing `token` (as recorded: a placeholder).
+    fn issued(ex: u64, token: &str) -> EventBody {
+        body(
+            ex,
+            Direction::Response,
+            format!(r#"{{"access_token":"{token}","token_type":"Bearer"}}"#).as_bytes(),
+        )
+    }
+
+    fn body(ex: u64, dir: Direction, bytes: &[u8]) -> EventBody {
         EventBody::Body(Body {
             ex,
-            dir: Direction::Request,
+            dir,
             seq: 0,
             text: Some(String::from_utf8(bytes.to_vec()).unwrap()),
             b64: None,
@@ -533,10 +606,11 @@ mod tests {
         .unwrap()
     }
 
-    /// After a token is issued the watchdog waits for a request with a Bearer token, in any
-    /// letter case; other credentials do not end the wait.
+    /// After a token is issued the watchdog waits for a request presenting that token, its
+    /// scheme in any letter case; other credentials, and another client's token, do not end
+    /// the wait.
     #[test]
-    fn only_a_bearer_token_ends_the_wait_after_a_token() {
+    fn only_the_issued_token_ends_the_wait_after_it() {
         let mut term = Terminal::new(Arc::new(Clock::new()), false, None, "c.jsonl".into());
         let token = request(
             1,
@@ -549,25 +623,31 @@ mod tests {
             1,
             &request_body(1, b"grant_type=authorization_code&code=abc"),
         );
+        term.event(2, &issued(1, "<redacted fp=aaaa1111>"));
         term.event(2, &EventBody::End(end(1, 200)));
-        assert!(term.waiting.is_some());
-        for (ex, value) in [(2, "Basic dXNlcg=="), (3, "Bearer"), (4, "Bearerxyz")] {
+        assert_eq!(term.waiting.len(), 1);
+        for (ex, value) in [
+            (2, "Basic dXNlcg=="),
+            (3, "Bearer"),
+            (4, "Bearerxyz"),
+            (5, "Bearer <redacted fp=bbbb2222>"),
+        ] {
             term.event(
                 3,
                 &EventBody::Request(request(ex, "POST", "/mcp", &[("authorization", value)])),
             );
-            assert!(term.waiting.is_some(), "{value}");
+            assert_eq!(term.waiting.len(), 1, "{value}");
         }
         term.event(
             4,
             &EventBody::Request(request(
-                5,
+                6,
                 "POST",
                 "/mcp",
-                &[("Authorization", "BEARER t0k")],
+                &[("Authorization", "BEARER <redacted fp=aaaa1111>")],
             )),
         );
-        assert!(term.waiting.is_none());
+        assert!(term.waiting.is_empty());
     }
 
     /// A token request is a form POST, as `explain` has it (with --quiet nothing else is
@@ -597,9 +677,10 @@ mod tests {
                     &EventBody::Request(request(1, "POST", "/token", &headers)),
                 );
                 term.event(1, &request_body(1, grant));
+                term.event(2, &issued(1, "<redacted fp=aaaa1111>"));
                 term.event(2, &EventBody::End(end(1, 200)));
                 assert_eq!(
-                    term.waiting.is_some(),
+                    !term.waiting.is_empty(),
                     waits,
                     "{content_type:?}, lines {lines}"
                 );
@@ -607,8 +688,9 @@ mod tests {
             let mut term = Terminal::new(Arc::new(Clock::new()), lines, None, "c.jsonl".into());
             term.event(1, &EventBody::Request(request(1, "GET", "/token", &[])));
             term.event(1, &request_body(1, grant));
+            term.event(2, &issued(1, "<redacted fp=aaaa1111>"));
             term.event(2, &EventBody::End(end(1, 200)));
-            assert!(term.waiting.is_none(), "a GET, lines {lines}");
+            assert!(term.waiting.is_empty(), "a GET, lines {lines}");
         }
     }
 }

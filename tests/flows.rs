@@ -405,3 +405,50 @@ async fn a_rotated_capture_reads_as_one_and_its_flow_spans_the_files() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("holds 2 captures"), "{err}");
 }
+
+/// The silence watchdog follows each token: another client presenting its own token does not
+/// hide one that went silent, and the notice names the silent client and its flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_names_the_client_that_went_silent_among_others() {
+    let server = FixtureServer::start(
+        Faults {
+            prm_resource_base_url: true,
+            ..Faults::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let proxy = TestProxy::to(&server.url())
+        .args(&["--silence-after", "1"])
+        .start();
+    let base = format!("http://{}", proxy.addr);
+    server.set_public_base(base.clone());
+    let lenient = ClientOptions {
+        user_agent: "connector-lenient/1".into(),
+        stop_after_token_on_resource_mismatch: false,
+        ..ClientOptions::default()
+    };
+    let strict = ClientOptions {
+        user_agent: "connector-strict/1".into(),
+        ..ClientOptions::default()
+    };
+    let (done, silent) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(client::run(&base, &lenient), client::run(&base, &strict))
+    })
+    .await
+    .expect("both connectors finished");
+    assert!(matches!(done.outcome, ClientOutcome::Completed));
+    assert!(matches!(
+        silent.outcome,
+        ClientOutcome::StoppedAfterToken { .. }
+    ));
+    let notice = proxy.until_stderr("NOTICE", Duration::from_secs(20)).await;
+    assert!(notice.contains("connector-strict/1"), "{notice}");
+    assert!(notice.contains("(flow "), "{notice}");
+    // The lenient client presented its token: one notice, for the other.
+    assert_eq!(proxy.stderr_lines("NOTICE").len(), 1);
+    let errors = proxy.stderr_lines("prm-resource-match");
+    assert!(!errors.is_empty(), "the silent flow's error is told");
+    drop(proxy.finish());
+}

@@ -100,6 +100,8 @@ pub struct TestProxy {
     child: Child,
     _dir: tempfile::TempDir,
     pub stdout: Option<std::process::ChildStdout>,
+    /// Every line the proxy wrote on stderr so far.
+    stderr: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 pub struct ProxyBuilder {
@@ -118,6 +120,32 @@ impl TestProxy {
             quiet: true,
             capture: None,
             listen: "127.0.0.1:0".into(),
+        }
+    }
+
+    /// The proxy's stderr lines so far that contain `needle`.
+    pub fn stderr_lines(&self, needle: &str) -> Vec<String> {
+        self.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits (bounded) for a stderr line containing `needle`.
+    pub async fn until_stderr(&self, needle: &str, within: Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(line) = self.stderr_lines(needle).into_iter().next() {
+                return line;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no stderr line with {needle:?} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -253,11 +281,14 @@ impl ProxyBuilder {
         let (tx, rx) = std::sync::mpsc::channel();
         // Read stderr on a thread: one `listening on` line per route, then `capturing to`;
         // the rest is echoed for failures.
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = lines.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             let mut addrs: Vec<SocketAddr> = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[mcptap] {line}");
+                kept.lock().unwrap().push(line.clone());
                 let rest = line
                     .strip_prefix("mcptap: listening on http://")
                     .or_else(|| line.strip_prefix("mcptap: listening on https://"));
@@ -284,6 +315,7 @@ impl ProxyBuilder {
             child,
             _dir: dir,
             stdout,
+            stderr: lines,
         }
     }
 }
