@@ -253,6 +253,8 @@ impl Capture {
         // The first part whole; each later part without its copy of the session line.
         let mut chained: Box<dyn Read> = Box::new(std::io::empty());
         let mut first_id: Option<String> = None;
+        let mut stray = None;
+        let mut used = 0;
         for part in &parts {
             let mut reader = BufReader::new(std::fs::File::open(part).map_err(io(part))?);
             let mut line = Vec::new();
@@ -266,17 +268,23 @@ impl Capture {
                 Some(first) if id.as_deref() == Some(first.as_str()) => {
                     chained = Box::new(chained.chain(reader));
                 }
+                // A file named like a part of this capture that belongs to another: the
+                // capture ends before it, and says so.
                 Some(_) => {
-                    return Err(ReadError::SeveralCaptures {
-                        path: name,
-                        count: 2,
-                        list: format!("{} and {}", parts[0].display(), part.display()),
-                    })
+                    stray = Some(part.display().to_string());
+                    break;
                 }
             }
+            used += 1;
         }
-        let label = format!("{name} ({} parts)", parts.len());
-        Capture::from_reader(chained, &label)
+        let label = format!("{name} ({used} parts)");
+        let mut capture = Capture::from_reader(chained, &label)?;
+        if let Some(stray) = stray {
+            capture.warnings.push(format!(
+                "{stray} is named like a part of this capture but belongs to another session: it and the parts after it were not read"
+            ));
+        }
+        Ok(capture)
     }
 
     /// Reads a capture from any byte source; `name` is used in messages.
@@ -641,6 +649,48 @@ mod tests {
 
     fn read(text: &str) -> Result<Capture, ReadError> {
         Capture::from_reader(text.as_bytes(), "test.jsonl")
+    }
+
+    #[test]
+    fn parts_are_read_as_one_and_a_stray_file_named_like_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("x.jsonl");
+        std::fs::write(&first, format!("{SESSION}\n")).unwrap();
+        std::fs::write(
+            dir.path().join("x.1.jsonl"),
+            format!("{SESSION}\n{REQUEST}\n{BODY}\n"),
+        )
+        .unwrap();
+        let other = SESSION.replace("abcd1234", "ffff0000");
+        std::fs::write(
+            dir.path().join("x.2.jsonl"),
+            format!("{other}\n{REQUEST}\n"),
+        )
+        .unwrap();
+        let cap = Capture::open(&first).unwrap();
+        assert_eq!(cap.exchanges.len(), 1);
+        assert_eq!(cap.exchanges[0].request_body.text(), r#"{"a":1}"#);
+        assert!(
+            cap.warnings
+                .iter()
+                .any(|w| w.contains("x.2.jsonl") && w.contains("another session")),
+            "{:?}",
+            cap.warnings
+        );
+        // Their folder, and a pattern, name the same capture.
+        std::fs::remove_file(dir.path().join("x.2.jsonl")).unwrap();
+        for name in [dir.path().to_path_buf(), dir.path().join("x*.jsonl")] {
+            assert_eq!(
+                Capture::open(&name).unwrap().exchanges.len(),
+                1,
+                "{}",
+                name.display()
+            );
+        }
+        assert!(matches!(
+            Capture::open(&dir.path().join("y*.jsonl")),
+            Err(ReadError::NoMatch { .. })
+        ));
     }
 
     #[test]
