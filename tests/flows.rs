@@ -22,6 +22,36 @@ fn explain_text(path: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8(mcptap_ok(&all).stdout).unwrap()
 }
 
+/// Two connectors at once against the server of ../shared/CASE.md, their requests
+/// interleaved: `connector-lenient/1` carries on past the resource mismatch to a tool call,
+/// `connector-strict/1` stops after its token.
+async fn two_connectors(base: &str) {
+    let lenient = ClientOptions {
+        user_agent: "connector-lenient/1".into(),
+        stop_after_token_on_resource_mismatch: false,
+        ..ClientOptions::default()
+    };
+    let strict = ClientOptions {
+        user_agent: "connector-strict/1".into(),
+        ..ClientOptions::default()
+    };
+    let (done, silent) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(client::run(base, &lenient), client::run(base, &strict))
+    })
+    .await
+    .expect("both connectors finished");
+    assert!(
+        matches!(done.outcome, ClientOutcome::Completed),
+        "{:?}",
+        done.outcome
+    );
+    assert!(
+        matches!(silent.outcome, ClientOutcome::StoppedAfterToken { .. }),
+        "{:?}",
+        silent.outcome
+    );
+}
+
 async fn send(req: Request<UpBody>) -> u16 {
     let resp = h1_client().request(req).await.unwrap();
     let status = resp.status().as_u16();
@@ -70,31 +100,7 @@ async fn interleaved_clients_are_told_apart_and_the_silent_one_is_explained_firs
         )
         .await;
     }
-    // Two connectors at once, their requests interleaved.
-    let lenient = ClientOptions {
-        user_agent: "connector-lenient/1".into(),
-        stop_after_token_on_resource_mismatch: false,
-        ..ClientOptions::default()
-    };
-    let strict = ClientOptions {
-        user_agent: "connector-strict/1".into(),
-        ..ClientOptions::default()
-    };
-    let (done, silent) = tokio::time::timeout(Duration::from_secs(60), async {
-        tokio::join!(client::run(&base, &lenient), client::run(&base, &strict))
-    })
-    .await
-    .expect("both connectors finished");
-    assert!(
-        matches!(done.outcome, ClientOutcome::Completed),
-        "{:?}",
-        done.outcome
-    );
-    assert!(
-        matches!(silent.outcome, ClientOutcome::StoppedAfterToken { .. }),
-        "{:?}",
-        silent.outcome
-    );
+    two_connectors(&base).await;
 
     let capture = proxy.finish();
     let file = tempfile::NamedTempFile::new().unwrap();
@@ -424,25 +430,7 @@ async fn the_watchdog_names_the_client_that_went_silent_among_others() {
         .start();
     let base = format!("http://{}", proxy.addr);
     server.set_public_base(base.clone());
-    let lenient = ClientOptions {
-        user_agent: "connector-lenient/1".into(),
-        stop_after_token_on_resource_mismatch: false,
-        ..ClientOptions::default()
-    };
-    let strict = ClientOptions {
-        user_agent: "connector-strict/1".into(),
-        ..ClientOptions::default()
-    };
-    let (done, silent) = tokio::time::timeout(Duration::from_secs(60), async {
-        tokio::join!(client::run(&base, &lenient), client::run(&base, &strict))
-    })
-    .await
-    .expect("both connectors finished");
-    assert!(matches!(done.outcome, ClientOutcome::Completed));
-    assert!(matches!(
-        silent.outcome,
-        ClientOutcome::StoppedAfterToken { .. }
-    ));
+    two_connectors(&base).await;
     let notice = proxy.until_stderr("NOTICE", Duration::from_secs(20)).await;
     assert!(notice.contains("connector-strict/1"), "{notice}");
     assert!(notice.contains("(flow "), "{notice}");
