@@ -494,12 +494,7 @@ impl Observer for Terminal {
             EventBody::Upgrade(up) => self.upgrade(t, up),
             EventBody::TlsError(e) => self.tls_error(t, e),
             EventBody::ConnOpen(open) => {
-                let peer = open
-                    .peer
-                    .rsplit_once(':')
-                    .map_or(open.peer.as_str(), |(host, _)| host);
-                self.peers
-                    .insert(open.conn, peer.trim_matches(['[', ']']).to_string());
+                self.peers.insert(open.conn, open.peer_ip());
             }
             EventBody::ConnClose(close) => {
                 self.peers.remove(&close.conn);

@@ -22,6 +22,24 @@ fn explain_text(path: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8(mcptap_ok(&all).stdout).unwrap()
 }
 
+/// The server of ../shared/CASE.md (its resource metadata names the base URL, not the MCP
+/// endpoint) behind the proxy started with `args`; the proxy's URL.
+async fn case_server(args: &[&str]) -> (FixtureServer, TestProxy, String) {
+    let server = FixtureServer::start(
+        Faults {
+            prm_resource_base_url: true,
+            ..Faults::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let proxy = TestProxy::to(&server.url()).args(args).start();
+    let base = format!("http://{}", proxy.addr);
+    server.set_public_base(base.clone());
+    (server, proxy, base)
+}
+
 /// Two connectors at once against the server of ../shared/CASE.md, their requests
 /// interleaved: `connector-lenient/1` carries on past the resource mismatch to a tool call,
 /// `connector-strict/1` stops after its token.
@@ -61,20 +79,7 @@ async fn send(req: Request<UpBody>) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interleaved_clients_are_told_apart_and_the_silent_one_is_explained_first() {
-    // The server of ../shared/CASE.md: its resource metadata names the base URL, not the MCP
-    // endpoint. A strict connector stops after its token; a lenient one carries on.
-    let server = FixtureServer::start(
-        Faults {
-            prm_resource_base_url: true,
-            ..Faults::default()
-        },
-        None,
-    )
-    .await
-    .unwrap();
-    let proxy = TestProxy::to(&server.url()).start();
-    let base = format!("http://{}", proxy.addr);
-    server.set_public_base(base.clone());
+    let (_server, proxy, base) = case_server(&[]).await;
 
     // A client refused at its first step: a bearer token this server never issued.
     let refused = send(
@@ -416,20 +421,7 @@ async fn a_rotated_capture_reads_as_one_and_its_flow_spans_the_files() {
 /// hide one that went silent, and the notice names the silent client and its flow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watchdog_names_the_client_that_went_silent_among_others() {
-    let server = FixtureServer::start(
-        Faults {
-            prm_resource_base_url: true,
-            ..Faults::default()
-        },
-        None,
-    )
-    .await
-    .unwrap();
-    let proxy = TestProxy::to(&server.url())
-        .args(&["--silence-after", "1"])
-        .start();
-    let base = format!("http://{}", proxy.addr);
-    server.set_public_base(base.clone());
+    let (_server, proxy, base) = case_server(&["--silence-after", "1"]).await;
     two_connectors(&base).await;
     let notice = proxy.until_stderr("NOTICE", Duration::from_secs(20)).await;
     assert!(notice.contains("connector-strict/1"), "{notice}");

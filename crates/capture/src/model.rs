@@ -124,6 +124,16 @@ pub struct ConnOpen {
     pub tls: Option<TlsFacts>,
 }
 
+impl ConnOpen {
+    /// The client's address without its port (`203.0.113.7`, `::1`).
+    pub fn peer_ip(&self) -> String {
+        match self.peer.parse::<std::net::SocketAddr>() {
+            Ok(addr) => addr.ip().to_string(),
+            Err(_) => self.peer.clone(),
+        }
+    }
+}
+
 /// A client connection ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnClose {

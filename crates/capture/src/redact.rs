@@ -322,11 +322,7 @@ impl Redactor {
 
     /// 8 lowercase hex chars of the keyed hash of `secret`.
     pub fn fingerprint(&self, secret: &str) -> String {
-        let hash = blake3::keyed_hash(&self.key, secret.as_bytes());
-        hash.as_bytes()[..4]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        self.fingerprint_bytes(secret.as_bytes())
     }
 
     /// `<redacted fp=XXXXXXXX>`; when disabled, `secret` itself, as it would be recorded.

@@ -87,18 +87,18 @@ pub struct StageReport {
 /// user's problem.
 pub fn explain(capture: &Capture, name: &str) -> Explanation {
     let facts = ServerFacts::of(capture);
-    let split = {
-        let whole = Session::analyze_with(capture, facts.clone());
-        flows::split(&whole)
-    };
+    let whole = Session::analyze_with(capture, facts.clone());
+    let split = flows::split(&whole);
+    // One client (or none): the whole capture is its flow, analysed once.
     if split.flows.len() <= 1 && split.other.is_empty() {
-        return explain_with(capture, name, facts);
+        return explained(capture, name, whole);
     }
     if split.flows.is_empty() {
-        let mut top = explain_with(capture, name, facts);
+        let mut top = explained(capture, name, whole);
         top.other_traffic = split.other;
         return top;
     }
+    drop(whole);
     let mut reports: Vec<FlowReport> = split
         .flows
         .iter()
@@ -204,7 +204,11 @@ fn plural(n: usize) -> &'static str {
 
 /// Explains a capture (or one flow of it) as one client's, with what is known of its server.
 pub fn explain_with(capture: &Capture, name: &str, facts: ServerFacts) -> Explanation {
-    let session = Session::analyze_with(capture, facts);
+    explained(capture, name, Session::analyze_with(capture, facts))
+}
+
+/// The explanation of a session already analysed.
+fn explained(capture: &Capture, name: &str, session: Session<'_>) -> Explanation {
     let findings = checks::run(&session);
     Explanation {
         capture: name.to_string(),

@@ -307,33 +307,22 @@ fn client_label(capture: &Capture, conn: u64, x: &mcptap_capture::reader::Exchan
 }
 
 fn peer_address(capture: &Capture, conn: u64) -> String {
-    let peer = capture
+    capture
         .connections
         .get(&conn)
-        .map(|c| c.open.peer.as_str())
-        .unwrap_or("");
-    match peer.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        _ => peer.to_string(),
-    }
+        .map(|c| c.open.peer_ip())
+        .unwrap_or_default()
 }
 
 /// A parameter of the URL an authorization response redirects to.
 fn redirect_param(s: &Step<'_>, name: &str) -> Option<String> {
-    let location = s.x.response_header("location")?;
-    query_value(location, name)
+    query_value(s.x.response_header("location")?, name)
 }
 
 /// A query parameter of a URL or path.
 fn query_value(url: &str, name: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
-    let query = query.split('#').next().unwrap_or("");
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+    form_value(query.split('#').next().unwrap_or(""), name)
 }
 
 /// Disjoint sets over step indices.
