@@ -80,7 +80,8 @@ pub fn open_capture(
     let Some(n) = flow else {
         return Ok(capture);
     };
-    let split = crate::mcp::flows::split(&crate::mcp::session::Session::analyze(&capture));
+    let facts = crate::mcp::session::ServerFacts::of(&capture);
+    let split = crate::mcp::flows::split(&capture, &facts);
     match split.flows.get(n.wrapping_sub(1)) {
         Some(f) => Ok(capture.subset(&f.exchanges)),
         None => anyhow::bail!(

@@ -118,7 +118,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<std::process::ExitCode> {
     let runtime = crate::memory::runtime()?;
     let outcome = runtime.block_on(demo(args))?;
     let style = Style::detect();
-    let (cap, report) = explain::explain_file(&outcome.failing)?;
+    let cap = Capture::open(&outcome.failing)?;
+    let report = explain::explain(&cap, &outcome.failing.display().to_string());
     println!(
         "\n── What `mcptap explain {}` says ──\n",
         outcome.failing.display()

@@ -3,10 +3,14 @@
 
 use std::fmt::Write as _;
 
-use crate::capture::reader::Capture;
+use std::collections::BTreeMap;
+
+use crate::capture::reader::{Capture, Exchange};
 use crate::mcp::checks::Severity;
 use crate::mcp::era::Era;
-pub use crate::mcp::explanation::{explain, explain_file, Explanation, FlowReport, StageReport};
+pub use crate::mcp::explanation::{
+    explain, explain_file, Explanation, FlowReport, Keep, StageReport, Streamed,
+};
 use crate::mcp::session::{Reached, ServerFacts, Session, StageId};
 use crate::style::wrap;
 pub use crate::style::Style;
@@ -32,22 +36,100 @@ pub fn render(capture: &Capture, report: &Explanation, style: Style) -> String {
     render_flows(capture, report, Which::Chosen, style)
 }
 
-/// The human report, explaining `which` flows in full.
+/// The human report of a capture read whole, explaining `which` flows in full.
 pub fn render_flows(capture: &Capture, report: &Explanation, which: Which, style: Style) -> String {
+    let facts = ServerFacts::of(capture);
+    let mut flow_text = |n: usize| {
+        if report.flows.is_empty() {
+            return Some(render_one(
+                capture,
+                Session::analyze(capture),
+                report,
+                style,
+            ));
+        }
+        let f = report.flows.get(n.checked_sub(1)?)?;
+        let part = capture.subset(&f.exchange_ids);
+        let session = Session::analyze_with(&part, facts.clone());
+        Some(render_one(&part, session, &f.explanation, style))
+    };
+    let sample = other_sample(
+        report
+            .other_traffic
+            .iter()
+            .filter_map(|ex| capture.exchange(*ex)),
+    );
+    render_with(capture, report, &mut flow_text, &sample, which, style)
+}
+
+/// The human report of a capture explained as it streamed by ([`explain_file`]): the flows
+/// it kept are shown in full; with [`Which::All`], `each` holds every flow's text, rendered
+/// with [`render_part`] as the flow went by.
+pub fn render_streamed(
+    streamed: &Streamed,
+    each: &BTreeMap<usize, String>,
+    which: Which,
+    style: Style,
+) -> String {
+    let report = &streamed.report;
+    let mut flow_text = |n: usize| {
+        if let Some(text) = each.get(&n) {
+            return Some(text.clone());
+        }
+        let part = streamed.parts.get(&n)?;
+        let explanation = match report.flows.get(n - 1) {
+            Some(f) if !report.flows.is_empty() => &f.explanation,
+            _ => report,
+        };
+        Some(render_part(part, &streamed.facts, explanation, style))
+    };
+    let sample = streamed.other_sample.join(", ");
+    render_with(
+        &streamed.capture,
+        report,
+        &mut flow_text,
+        &sample,
+        which,
+        style,
+    )
+}
+
+/// One flow in full, from its exchanges.
+pub fn render_part(
+    part: &Capture,
+    facts: &ServerFacts,
+    explanation: &Explanation,
+    style: Style,
+) -> String {
+    render_one(
+        part,
+        Session::analyze_with(part, facts.clone()),
+        explanation,
+        style,
+    )
+}
+
+/// The report around each flow's own text (`flow_text(n)`, flow 1 for a capture of one).
+fn render_with(
+    capture: &Capture,
+    report: &Explanation,
+    flow_text: &mut dyn FnMut(usize) -> Option<String>,
+    other_sample: &str,
+    which: Which,
+    style: Style,
+) -> String {
     if report.flows.is_empty() {
-        let mut out = render_one(capture, Session::analyze(capture), report, style);
+        let mut out = flow_text(1).unwrap_or_default();
         if !report.other_traffic.is_empty() {
             let _ = writeln!(
                 out,
-                "\n{} {} exchanges belong to no MCP flow: {}.",
+                "\n{} {} exchanges belong to no MCP flow: {other_sample}.",
                 style.bold("Other traffic"),
                 report.other_traffic.len(),
-                other_sample(capture, &report.other_traffic)
             );
         }
         return out;
     }
-    let facts = ServerFacts::of(capture);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -63,7 +145,7 @@ pub fn render_flows(capture: &Capture, report: &Explanation, which: Which, style
                 report.other_traffic.len()
             )
         },
-        capture.exchanges.len()
+        report.exchanges
     );
     let _ = writeln!(out, "\n{}", style.bold("Flows"));
     let _ = writeln!(
@@ -110,9 +192,8 @@ pub fn render_flows(capture: &Capture, report: &Explanation, which: Which, style
     if !report.other_traffic.is_empty() {
         let _ = writeln!(
             out,
-            "  other traffic: {} exchanges in no flow ({})",
+            "  other traffic: {} exchanges in no flow ({other_sample})",
             report.other_traffic.len(),
-            other_sample(capture, &report.other_traffic)
         );
     }
     let shown: Vec<&FlowReport> = match which {
@@ -135,9 +216,7 @@ pub fn render_flows(capture: &Capture, report: &Explanation, which: Which, style
             "\n{}",
             style.bold(&format!("━━ Flow {} · {}{why}", f.number, f.client))
         );
-        let part = capture.subset(&f.exchange_ids);
-        let session = Session::analyze_with(&part, facts.clone());
-        out.push_str(&render_one(&part, session, &f.explanation, style));
+        out.push_str(&flow_text(f.number).unwrap_or_default());
     }
     if which == Which::Chosen {
         let _ = writeln!(
@@ -150,9 +229,9 @@ pub fn render_flows(capture: &Capture, report: &Explanation, which: Which, style
 }
 
 /// A few of the other traffic's requests, for the reader to recognise it.
-fn other_sample(capture: &Capture, exs: &[u64]) -> String {
+fn other_sample<'a>(exchanges: impl Iterator<Item = &'a Exchange>) -> String {
     let mut seen: Vec<String> = Vec::new();
-    for x in exs.iter().filter_map(|ex| capture.exchange(*ex)) {
+    for x in exchanges {
         let what = format!("{} {}", x.method(), x.path());
         if !seen.contains(&what) {
             seen.push(what);
@@ -191,9 +270,22 @@ fn render_one(
         style.bold("session"),
         capture.session.session_id,
         capture.started,
-        capture.exchanges.len(),
+        report.exchanges,
         capture.connections.len()
     );
+    if report.folded > 0 {
+        let _ = writeln!(
+            out,
+            "{}",
+            style.dim(&format!(
+                "  ({} repeated successful POSTs in the middle of this flow were counted, not analysed: the first {}, the last {} and up to {} failures are)",
+                report.folded,
+                crate::mcp::explanation::KEEP_FIRST,
+                crate::mcp::explanation::KEEP_LAST,
+                crate::mcp::explanation::KEEP_FAILED
+            ))
+        );
+    }
     let _ = writeln!(out, "{} {}", style.bold("era"), era_line(&session));
     if capture.exchanges.is_empty() {
         let _ = writeln!(

@@ -64,26 +64,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain(args) => {
-            use mcptap::explain::Which;
-            let (capture, report) = mcptap::explain::explain_file(&args.capture)?;
-            for warning in &capture.warnings {
-                eprintln!("mcptap: warning: {warning}");
-            }
+            use mcptap::explain::{Keep, Which};
             let which = match (args.flow, args.all) {
-                (Some(n), _) => {
-                    let count = report.flows.len().max(1);
-                    if n == 0 || n > count {
-                        anyhow::bail!(
-                            "--flow {n}: {} has {count} client flow{} (numbered from 1)",
-                            args.capture.display(),
-                            if count == 1 { "" } else { "s" }
-                        );
-                    }
-                    Which::Number(n)
-                }
+                (Some(0), _) => anyhow::bail!("--flow 0: flows are numbered from 1"),
+                (Some(n), _) => Which::Number(n),
                 (None, true) => Which::All,
                 (None, false) => Which::Chosen,
             };
+            let style = mcptap::explain::Style::detect();
+            // With --all, each flow is written out as it goes by, not kept.
+            let mut each = std::collections::BTreeMap::new();
+            let mut render_each =
+                |part: &mcptap::capture::reader::Capture,
+                 facts: &mcptap::mcp::session::ServerFacts,
+                 f: &mcptap::explain::FlowReport| {
+                    each.insert(
+                        f.number,
+                        mcptap::explain::render_part(part, facts, &f.explanation, style),
+                    );
+                };
+            let keep = match which {
+                Which::Number(n) => Keep::Flow(n),
+                Which::All if !args.json => Keep::Each(&mut render_each),
+                _ => Keep::Chosen,
+            };
+            let streamed = mcptap::explain::explain_file(&args.capture, keep)?;
+            let report = &streamed.report;
+            for warning in &streamed.capture.warnings {
+                eprintln!("mcptap: warning: {warning}");
+            }
+            if let Which::Number(n) = which {
+                let count = report.flows.len().max(1);
+                if n > count {
+                    anyhow::bail!(
+                        "--flow {n}: {} has {count} client flow{} (numbered from 1)",
+                        args.capture.display(),
+                        if count == 1 { "" } else { "s" }
+                    );
+                }
+            }
             // The findings `--exit-code` looks at: the flows shown.
             let shown: Vec<&mcptap::explain::Explanation> = match which {
                 Which::Number(n) if !report.flows.is_empty() => {
@@ -99,17 +118,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Which::Number(n) if !report.flows.is_empty() => {
                         println!("{}", serde_json::to_string_pretty(&report.flows[n - 1])?)
                     }
-                    _ => println!("{}", serde_json::to_string_pretty(&report)?),
+                    _ => println!("{}", serde_json::to_string_pretty(report)?),
                 }
             } else {
                 print!(
                     "{}",
-                    mcptap::explain::render_flows(
-                        &capture,
-                        &report,
-                        which,
-                        mcptap::explain::Style::detect()
-                    )
+                    mcptap::explain::render_streamed(&streamed, &each, which, style)
                 );
             }
             let has_error = shown.iter().any(|e| {

@@ -2,7 +2,7 @@
 //! `kill -9` leaves one) with a warning, refuses an unknown format version, and rebuilds
 //! connections and exchanges (joined bodies, SSE events, outcomes, timings).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
@@ -240,110 +240,12 @@ impl Capture {
     /// (`x.jsonl`, `x.1.jsonl`, `x.2.jsonl`…), a folder holding one capture's files, or a
     /// `*` pattern naming them. The parts read as one capture.
     pub fn open(path: &Path) -> Result<Capture, ReadError> {
-        let name = path.display().to_string();
-        let parts = parts_of(path)?;
-        let io = |p: &Path| {
-            let path = p.display().to_string();
-            move |source| ReadError::Io { path, source }
-        };
-        if parts.len() == 1 {
-            let file = std::fs::File::open(&parts[0]).map_err(io(&parts[0]))?;
-            return Capture::from_reader(file, &name);
-        }
-        // The first part whole; each later part without its copy of the session line.
-        let mut chained: Box<dyn Read> = Box::new(std::io::empty());
-        let mut first_id: Option<String> = None;
-        let mut stray = None;
-        let mut used = 0;
-        for part in &parts {
-            let mut reader = BufReader::new(std::fs::File::open(part).map_err(io(part))?);
-            let mut line = Vec::new();
-            reader.read_until(b'\n', &mut line).map_err(io(part))?;
-            let id = session_id_of(&line);
-            match &first_id {
-                None => {
-                    first_id = id;
-                    chained = Box::new(chained.chain(std::io::Cursor::new(line)).chain(reader));
-                }
-                Some(first) if id.as_deref() == Some(first.as_str()) => {
-                    chained = Box::new(chained.chain(reader));
-                }
-                // A file named like a part of this capture that belongs to another: the
-                // capture ends before it, and says so.
-                Some(_) => {
-                    stray = Some(part.display().to_string());
-                    break;
-                }
-            }
-            used += 1;
-        }
-        let label = format!("{name} ({used} parts)");
-        let mut capture = Capture::from_reader(chained, &label)?;
-        if let Some(stray) = stray {
-            capture.warnings.push(format!(
-                "{stray} is named like a part of this capture but belongs to another session: it and the parts after it were not read"
-            ));
-        }
-        Ok(capture)
+        Exchanges::open(path)?.collect_all()
     }
 
     /// Reads a capture from any byte source; `name` is used in messages.
     pub fn from_reader(reader: impl Read, name: &str) -> Result<Capture, ReadError> {
-        let mut lines = BufReader::new(reader);
-        let mut builder: Option<Builder> = None;
-        let mut line = Vec::new();
-        let mut number = 0u64;
-        loop {
-            line.clear();
-            let n = lines
-                .read_until(b'\n', &mut line)
-                .map_err(|source| ReadError::Io {
-                    path: name.to_string(),
-                    source,
-                })?;
-            if n == 0 {
-                break;
-            }
-            number += 1;
-            let complete = line.ends_with(b"\n");
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end_matches(['\n', '\r']);
-            if text.trim().is_empty() {
-                continue;
-            }
-            let value: Value = match serde_json::from_str(text) {
-                Ok(v) => v,
-                Err(e) => {
-                    if builder.is_none() {
-                        return Err(ReadError::NotACapture {
-                            path: name.to_string(),
-                            detail: format!("line 1 is not JSON: {e}"),
-                        });
-                    }
-                    let warning = if complete {
-                        format!("{name}:{number}: skipped a line that is not JSON ({e})")
-                    } else {
-                        format!(
-                            "{name}:{number}: the last line is partial (the proxy was killed mid-write?); skipped it"
-                        )
-                    };
-                    if let Some(b) = builder.as_mut() {
-                        b.capture.warnings.push(warning);
-                    }
-                    continue;
-                }
-            };
-            match builder.as_mut() {
-                None => builder = Some(Builder::start(value, name)?),
-                Some(b) => b.add(value, name, number),
-            }
-        }
-        match builder {
-            Some(b) => Ok(b.finish(name)),
-            None => Err(ReadError::Empty {
-                path: name.to_string(),
-            }),
-        }
+        Exchanges::from_reader(Box::new(reader), name)?.collect_all()
     }
 
     /// The part of the capture made of the exchanges `exs` (sorted ids) and their connections:
@@ -393,12 +295,20 @@ impl Capture {
 }
 
 struct Builder {
+    /// The capture so far, without its exchanges.
     capture: Capture,
-    index: BTreeMap<u64, usize>,
+    /// Exchanges still open: their `end` (or a tunnel's `upgrade`) not yet read.
+    open: HashMap<u64, Exchange>,
+    /// Exchanges complete, in the order they completed.
+    done: VecDeque<Exchange>,
 }
 
 impl Builder {
-    fn start(value: Value, name: &str) -> Result<Builder, ReadError> {
+    fn start(line: &[u8], name: &str) -> Result<Builder, ReadError> {
+        let value: Value = serde_json::from_slice(line).map_err(|e| ReadError::NotACapture {
+            path: name.to_string(),
+            detail: format!("line 1 is not JSON: {e}"),
+        })?;
         let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
         if kind != "session" {
             return Err(ReadError::NotACapture {
@@ -432,33 +342,14 @@ impl Builder {
                 last_t: 0,
                 warnings: Vec::new(),
             },
-            index: BTreeMap::new(),
+            open: HashMap::new(),
+            done: VecDeque::new(),
         })
     }
 
-    fn exchange(&mut self, ex: u64) -> Option<&mut Exchange> {
-        let i = *self.index.get(&ex)?;
-        self.capture.exchanges.get_mut(i)
-    }
-
-    fn add(&mut self, value: Value, name: &str, number: u64) {
-        let kind = value
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let event: Event = match serde_json::from_value(value) {
-            Ok(e) => e,
-            Err(e) => {
-                self.capture.warnings.push(format!(
-                    "{name}:{number}: skipped a {kind:?} line this mcptap does not understand ({e})"
-                ));
-                return;
-            }
-        };
-        let t = event.t;
+    fn add(&mut self, t: u64, body: EventBody, name: &str, number: u64) {
         self.capture.last_t = self.capture.last_t.max(t);
-        match event.body {
+        match body {
             EventBody::Session(_) => self
                 .capture
                 .warnings
@@ -480,17 +371,16 @@ impl Builder {
             }
             EventBody::TlsError(e) => self.capture.tls_errors.push((t, e)),
             EventBody::Request(req) => {
-                self.index.insert(req.ex, self.capture.exchanges.len());
-                self.capture.exchanges.push(Exchange::new(t, req));
+                self.open.insert(req.ex, Exchange::new(t, req));
             }
             EventBody::Response(resp) => {
-                if let Some(x) = self.exchange(resp.ex) {
+                if let Some(x) = self.open.get_mut(&resp.ex) {
                     x.response_t = Some(t);
                     x.response = Some(resp);
                 }
             }
             EventBody::Body(body) => {
-                if let Some(x) = self.exchange(body.ex) {
+                if let Some(x) = self.open.get_mut(&body.ex) {
                     match body.dir {
                         Direction::Request => x.request_body.add(&body),
                         Direction::Response => x.response_body.add(&body),
@@ -498,18 +388,27 @@ impl Builder {
                 }
             }
             EventBody::Sse(sse) => {
-                if let Some(x) = self.exchange(sse.ex) {
+                if let Some(x) = self.open.get_mut(&sse.ex) {
                     x.sse.push((t, sse));
                 }
             }
             EventBody::End(end) => {
-                if let Some(x) = self.exchange(end.ex) {
+                let ex = end.ex;
+                if let Some(x) = self.open.get_mut(&ex) {
                     x.end = Some((t, end));
+                    // A tunnel's record follows its end.
+                    if x.status() != Some(101) {
+                        self.close(ex);
+                    }
                 }
             }
             EventBody::Upgrade(up) => {
-                if let Some(x) = self.exchange(up.ex) {
+                let ex = up.ex;
+                if let Some(x) = self.open.get_mut(&ex) {
                     x.upgrade = Some(up);
+                    if x.end.is_some() {
+                        self.close(ex);
+                    }
                 }
             }
             EventBody::Note(note) => self.capture.notes.push((t, note)),
@@ -517,16 +416,299 @@ impl Builder {
         }
     }
 
-    fn finish(mut self, name: &str) -> Capture {
-        // Exchange ids grow with arrival; keep them sorted for lookups.
-        self.capture.exchanges.sort_by_key(|e| e.ex);
+    fn close(&mut self, ex: u64) {
+        if let Some(x) = self.open.remove(&ex) {
+            self.done.push_back(x);
+        }
+    }
+
+    /// The end of the input: every exchange still open is complete as it stands, in order.
+    fn finish(&mut self, name: &str) {
+        let mut rest: Vec<Exchange> = self.open.drain().map(|(_, x)| x).collect();
+        rest.sort_by_key(|x| x.ex);
+        self.done.extend(rest);
         if self.capture.session_end.is_none() {
             self.capture.warnings.push(format!(
                 "{name} has no session_end line: the proxy was still running or did not shut down cleanly"
             ));
         }
-        self.capture
     }
+}
+
+/// A capture's exchanges, read one at a time as each completes, in bounded memory: only the
+/// exchanges still open at the point reached are held. The rest of the capture (its session,
+/// connections, notes, failed handshakes, warnings) accumulates in [`Exchanges::capture`].
+pub struct Exchanges<'r> {
+    lines: BufReader<Box<dyn Read + 'r>>,
+    name: String,
+    builder: Builder,
+    line: Vec<u8>,
+    number: u64,
+    ended: bool,
+}
+
+impl<'r> Exchanges<'r> {
+    /// Opens a capture as [`Capture::open`] does (its parts, a folder, a pattern).
+    pub fn open(path: &Path) -> Result<Exchanges<'static>, ReadError> {
+        let name = path.display().to_string();
+        let parts = parts_of(path)?;
+        let io = |p: &Path| {
+            let path = p.display().to_string();
+            move |source| ReadError::Io { path, source }
+        };
+        if parts.len() == 1 {
+            let file = std::fs::File::open(&parts[0]).map_err(io(&parts[0]))?;
+            return Exchanges::from_reader(Box::new(file), &name);
+        }
+        // The first part whole; each later part without its copy of the session line.
+        let mut chained: Box<dyn Read> = Box::new(std::io::empty());
+        let mut first_id: Option<String> = None;
+        let mut stray = None;
+        let mut used = 0;
+        for part in &parts {
+            let mut reader = BufReader::new(std::fs::File::open(part).map_err(io(part))?);
+            let mut line = Vec::new();
+            reader.read_until(b'\n', &mut line).map_err(io(part))?;
+            let id = session_id_of(&line);
+            match &first_id {
+                None => {
+                    first_id = id;
+                    chained = Box::new(chained.chain(std::io::Cursor::new(line)).chain(reader));
+                }
+                Some(first) if id.as_deref() == Some(first.as_str()) => {
+                    chained = Box::new(chained.chain(reader));
+                }
+                // A file named like a part of this capture that belongs to another: the
+                // capture ends before it, and says so.
+                Some(_) => {
+                    stray = Some(part.display().to_string());
+                    break;
+                }
+            }
+            used += 1;
+        }
+        let label = format!("{name} ({used} parts)");
+        let mut exchanges = Exchanges::from_reader(chained, &label)?;
+        if let Some(stray) = stray {
+            exchanges.builder.capture.warnings.push(format!(
+                "{stray} is named like a part of this capture but belongs to another session: it and the parts after it were not read"
+            ));
+        }
+        Ok(exchanges)
+    }
+
+    /// Reads a capture from any byte source; `name` is used in messages. The session line
+    /// is read (and checked) at once.
+    pub fn from_reader(reader: Box<dyn Read + 'r>, name: &str) -> Result<Exchanges<'r>, ReadError> {
+        let mut lines = BufReader::with_capacity(256 * 1024, reader);
+        let mut line = Vec::new();
+        let io = |source| ReadError::Io {
+            path: name.to_string(),
+            source,
+        };
+        let mut number = 0;
+        // Blank lines before the session line are allowed.
+        loop {
+            line.clear();
+            if lines.read_until(b'\n', &mut line).map_err(io)? == 0 {
+                return Err(ReadError::Empty {
+                    path: name.to_string(),
+                });
+            }
+            number += 1;
+            if !line.trim_ascii().is_empty() {
+                break;
+            }
+        }
+        let builder = Builder::start(line.trim_ascii_end(), name)?;
+        Ok(Exchanges {
+            lines,
+            name: name.to_string(),
+            builder,
+            line,
+            number,
+            ended: false,
+        })
+    }
+
+    /// The capture without its exchanges, as far as it has been read (the whole of it once
+    /// [`Exchanges::next_exchange`] has returned `None`).
+    pub fn capture(&self) -> &Capture {
+        &self.builder.capture
+    }
+
+    /// Gives up the capture read so far, without its exchanges.
+    pub fn into_capture(self) -> Capture {
+        self.builder.capture
+    }
+
+    /// The next complete exchange; `None` at the end of the capture. An exchange still open
+    /// when the input ends (the proxy was killed, a stream never ended) comes out then, as
+    /// it stands.
+    pub fn next_exchange(&mut self) -> Result<Option<Exchange>, ReadError> {
+        loop {
+            if let Some(x) = self.builder.done.pop_front() {
+                return Ok(Some(x));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            self.read_line()?;
+        }
+    }
+
+    /// Reads every exchange into a whole [`Capture`].
+    pub fn collect_all(mut self) -> Result<Capture, ReadError> {
+        let mut exchanges = Vec::new();
+        while let Some(x) = self.next_exchange()? {
+            exchanges.push(x);
+        }
+        // Exchange ids grow with arrival; keep them sorted for lookups.
+        exchanges.sort_by_key(|x| x.ex);
+        let mut capture = self.into_capture();
+        capture.exchanges = exchanges;
+        Ok(capture)
+    }
+
+    fn read_line(&mut self) -> Result<(), ReadError> {
+        self.line.clear();
+        let n = self
+            .lines
+            .read_until(b'\n', &mut self.line)
+            .map_err(|source| ReadError::Io {
+                path: self.name.clone(),
+                source,
+            })?;
+        if n == 0 {
+            self.ended = true;
+            self.builder.finish(&self.name);
+            return Ok(());
+        }
+        self.number += 1;
+        let (name, number) = (&self.name, self.number);
+        let complete = self.line.ends_with(b"\n");
+        let text = self.line.trim_ascii();
+        if text.is_empty() {
+            return Ok(());
+        }
+        let parsed = match parse_event(text) {
+            // A damaged file's stray bytes: read the line as the text it mostly is.
+            Err(LineError::NotJson(_)) if std::str::from_utf8(text).is_err() => {
+                parse_event(String::from_utf8_lossy(text).as_bytes())
+            }
+            parsed => parsed,
+        };
+        match parsed {
+            Ok((t, body)) => self.builder.add(t, body, name, number),
+            Err(LineError::NotJson(e)) => {
+                let warning = if complete {
+                    format!("{name}:{number}: skipped a line that is not JSON ({e})")
+                } else {
+                    format!(
+                        "{name}:{number}: the last line is partial (the proxy was killed mid-write?); skipped it"
+                    )
+                };
+                self.builder.capture.warnings.push(warning);
+            }
+            Err(LineError::Unknown { kind, error }) => {
+                self.builder.capture.warnings.push(format!(
+                    "{name}:{number}: skipped a {kind:?} line this mcptap does not understand ({error})"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+enum LineError {
+    NotJson(serde_json::Error),
+    Unknown { kind: String, error: String },
+}
+
+/// The two fields every line starts with; the rest is the kind's own.
+#[derive(serde::Deserialize)]
+struct Stamp<'a> {
+    t: u64,
+    #[serde(borrow)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+/// The stamp of a line as mcptap writes them (`{"t":5,"ts":"…","kind":"body",…`), read
+/// without a JSON parser; `None` for any other shape, which the parser then reads.
+fn stamp_of(line: &[u8]) -> Option<Stamp<'_>> {
+    let rest = line.strip_prefix(br#"{"t":"#)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let t = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let rest = rest[digits..].strip_prefix(br#","ts":""#)?;
+    let rest = &rest[memchr::memchr(b'"', rest)? + 1..];
+    let rest = rest.strip_prefix(br#","kind":""#)?;
+    let kind = &rest[..memchr::memchr(b'"', rest)?];
+    if kind.contains(&b'\\') {
+        return None;
+    }
+    Some(Stamp {
+        t,
+        kind: std::borrow::Cow::Borrowed(std::str::from_utf8(kind).ok()?),
+    })
+}
+
+/// One line as an event: its `t` and what it records. Each kind is parsed straight into its
+/// own type (the fields it does not know are skipped), not through a generic JSON value.
+fn parse_event(line: &[u8]) -> Result<(u64, EventBody), LineError> {
+    let stamp = match stamp_of(line)
+        .map(Ok)
+        .unwrap_or_else(|| serde_json::from_slice(line))
+    {
+        Ok(s) => s,
+        Err(e) if e.is_data() => {
+            // JSON, but not an event's shape.
+            let kind = serde_json::from_slice::<Value>(line)
+                .ok()
+                .and_then(|v| v.get("kind").and_then(Value::as_str).map(String::from))
+                .unwrap_or_default();
+            return Err(LineError::Unknown {
+                kind,
+                error: e.to_string(),
+            });
+        }
+        Err(e) => return Err(LineError::NotJson(e)),
+    };
+    fn of<'a, T: serde::Deserialize<'a>>(
+        line: &'a [u8],
+        wrap: fn(T) -> EventBody,
+    ) -> Result<EventBody, serde_json::Error> {
+        serde_json::from_slice(line).map(wrap)
+    }
+    let body = match stamp.kind.as_ref() {
+        "session" => of(line, EventBody::Session),
+        "conn_open" => of(line, EventBody::ConnOpen),
+        "conn_close" => of(line, EventBody::ConnClose),
+        "tls_error" => of(line, EventBody::TlsError),
+        "request" => of(line, EventBody::Request),
+        "response" => of(line, EventBody::Response),
+        "body" => of(line, EventBody::Body),
+        "sse" => of(line, EventBody::Sse),
+        "end" => of(line, EventBody::End),
+        "upgrade" => of(line, EventBody::Upgrade),
+        "note" => of(line, EventBody::Note),
+        "session_end" => of(line, EventBody::SessionEnd),
+        _ => {
+            return Err(LineError::Unknown {
+                kind: stamp.kind.into_owned(),
+                error: "unknown kind".into(),
+            })
+        }
+    };
+    body.map(|b| (stamp.t, b)).map_err(|e| {
+        if e.is_data() {
+            LineError::Unknown {
+                kind: stamp.kind.into_owned(),
+                error: e.to_string(),
+            }
+        } else {
+            LineError::NotJson(e)
+        }
+    })
 }
 
 /// The session id of a capture's first line, if it is a session line.

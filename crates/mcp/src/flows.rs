@@ -32,8 +32,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::session::{form_value, token_key, Role, Session, Step};
-use mcptap_capture::reader::Capture;
+use super::session::{bearer_of, classify, form_value, token_key, Role, ServerFacts, Traits};
+use mcptap_capture::reader::{Capture, Connection, Exchange};
 
 /// How far apart in time two exchanges of one client may be and still be tied by place alone.
 pub const NEARBY_US: u64 = 60_000_000;
@@ -65,258 +65,354 @@ pub struct Split {
     pub other: Vec<u64>,
 }
 
-/// Splits a capture analysed as a whole into its client flows.
-pub fn split(session: &Session<'_>) -> Split {
-    let steps = &session.steps;
-    let n = steps.len();
-    let mut sets = UnionFind::new(n);
-    let mut anchored = vec![false; n];
+/// What the flow rules need of one exchange: small enough to keep for every exchange of a
+/// day's capture while it streams by.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    ex: u64,
+    conn: u64,
+    t: u64,
+    end_t: u64,
+    /// Interned path, and client (address and User-Agent).
+    path: u32,
+    client: u32,
+    traits: Traits,
+}
 
-    // 1. Identity: every key names the steps that share it.
-    let mut keys: HashMap<String, Vec<usize>> = HashMap::new();
-    let mut key = |k: String, i: usize| keys.entry(k).or_default().push(i);
-    let mut dcr_clients: HashMap<String, usize> = HashMap::new();
-    for (i, s) in steps.iter().enumerate() {
-        let x = s.x;
-        if let Some(bearer) = &s.bearer {
-            key(format!("bearer {bearer}"), i);
-        }
-        if let Some(id) = x.request_header("mcp-session-id") {
-            key(format!("session {id}"), i);
-        }
-        if s.role == Role::Mcp || s.role == Role::LegacySse || s.role == Role::LegacyMessages {
-            if let Some(id) = x.response_header("mcp-session-id") {
-                key(format!("session {id}"), i);
-            }
-        }
-        // The redirect back to the client (`/callback?code=…`), where it reaches the capture.
-        if s.role != Role::Token {
-            if let Some((_, code)) = x.query().into_iter().find(|(k, _)| k == "code") {
-                key(format!("code {}", token_key(&code)), i);
-            }
-        }
-        match s.role {
-            Role::Token => {
-                let form = x.request_body.text();
-                if let Some(body) = x.response_body.json() {
-                    for (field, prefix) in
-                        [("access_token", "bearer"), ("refresh_token", "refresh")]
-                    {
-                        if let Some(t) = body.get(field).and_then(Value::as_str) {
-                            key(format!("{prefix} {}", token_key(t)), i);
-                        }
-                    }
-                }
-                if let Some(code) = form_value(&form, "code") {
-                    key(format!("code {}", token_key(&code)), i);
-                }
-                if let Some(refresh) = form_value(&form, "refresh_token") {
-                    key(format!("refresh {}", token_key(&refresh)), i);
-                }
-            }
-            Role::Authorize => {
-                if let Some(code) = redirect_param(s, "code") {
-                    key(format!("code {}", token_key(&code)), i);
-                }
-            }
-            Role::Registration => {
-                if let Some(id) = x
-                    .response_body
-                    .json()
-                    .and_then(|b| b.get("client_id").and_then(Value::as_str).map(String::from))
-                {
-                    dcr_clients.insert(id, i);
-                }
-            }
-            Role::LegacySse => {
-                for (_, e) in &x.sse {
-                    if e.event.as_deref() == Some("endpoint") {
-                        if let Some(id) =
-                            e.data.as_deref().and_then(|d| query_value(d, "sessionId"))
-                        {
-                            key(format!("legacy {id}"), i);
-                        }
-                    }
-                }
-            }
-            Role::LegacyMessages => {
-                if let Some((_, id)) = x.query().into_iter().find(|(k, _)| k == "sessionId") {
-                    key(format!("legacy {id}"), i);
-                }
-            }
-            _ => {}
+/// When an identity an exchange carries counts: some only in the role that issues or spends
+/// them (a `code` in a token request's form, say), which is known once the whole capture has
+/// told what its server's endpoints are.
+#[derive(Debug, Clone, Copy)]
+enum When {
+    Always,
+    In(Role),
+    NotIn(Role),
+    /// On the MCP endpoint or either legacy endpoint.
+    Mcp,
+}
+
+impl When {
+    fn holds(self, role: Role) -> bool {
+        match self {
+            When::Always => true,
+            When::In(r) => role == r,
+            When::NotIn(r) => role != r,
+            When::Mcp => matches!(role, Role::Mcp | Role::LegacySse | Role::LegacyMessages),
         }
     }
-    // A client id issued by registration here is that registration's (one per client, as
-    // dynamic registration gives them); a client id metadata document's URL is every user's.
-    for (i, s) in steps.iter().enumerate() {
-        if matches!(s.role, Role::Authorize | Role::Token) {
-            let id = if s.role == Role::Authorize {
-                s.x.query()
-                    .into_iter()
-                    .find(|(k, _)| k == "client_id")
-                    .map(|(_, v)| v)
+}
+
+/// Strings met again and again (paths, clients), each kept once.
+#[derive(Debug, Default)]
+struct Interner {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Interner {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.ids.insert(name.to_string(), id);
+        self.names.push(name.to_string());
+        id
+    }
+}
+
+/// Gathers the flow evidence of a capture's exchanges, one at a time, in any order; then
+/// [`Marker::split`] groups them.
+#[derive(Debug, Default)]
+pub struct Marker {
+    marks: Vec<Mark>,
+    /// (identity, exchange, when it counts)
+    keys: Vec<(u64, u64, When)>,
+    /// Client ids issued by registration: (client id, exchange).
+    issued: Vec<(u64, u64)>,
+    /// Client ids used to authorize or get a token: (client id, exchange, in which role).
+    used: Vec<(u64, u64, Role)>,
+    paths: Interner,
+    clients: Interner,
+    /// The label of each client: address · User-Agent (shortened).
+    labels: Vec<String>,
+}
+
+/// A short hash of an identity, with its kind, for grouping.
+fn identity(kind: &str, value: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    kind.hash(&mut h);
+    value.hash(&mut h);
+    h.finish()
+}
+
+impl Marker {
+    /// Notes one exchange; `connections` are the capture's (their peer addresses).
+    pub fn add(&mut self, x: &Exchange, connections: &BTreeMap<u64, Connection>) {
+        let address = connections
+            .get(&x.conn)
+            .map(|c| c.open.peer_ip())
+            .unwrap_or_default();
+        let agent = x.request_header("user-agent");
+        let client = self
+            .clients
+            .id(&format!("{address} {}", agent.unwrap_or("")));
+        if client as usize == self.labels.len() {
+            let agent = agent.unwrap_or("no User-Agent");
+            let agent: String = if agent.chars().count() > 40 {
+                agent.chars().take(39).chain(['…']).collect()
             } else {
-                form_value(&s.x.request_body.text(), "client_id")
+                agent.to_string()
             };
-            if let Some(&reg) = id.as_ref().and_then(|id| dcr_clients.get(id)) {
+            self.labels.push(format!("{address} · {agent}"));
+        }
+        let ex = x.ex;
+        let mut key = |kind: &str, value: &str, when: When| {
+            self.keys.push((identity(kind, value), ex, when));
+        };
+        if let Some(bearer) = x.request_header("authorization").and_then(bearer_of) {
+            key("bearer", &bearer, When::Always);
+        }
+        if let Some(id) = x.request_header("mcp-session-id") {
+            key("session", id, When::Always);
+        }
+        if let Some(id) = x.response_header("mcp-session-id") {
+            key("session", id, When::Mcp);
+        }
+        let query = x.query();
+        let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        // The redirect back to the client (`/callback?code=…`), where it reaches the capture.
+        if let Some(code) = param("code") {
+            key("code", &token_key(code), When::NotIn(Role::Token));
+        }
+        if let Some(id) = param("sessionId") {
+            key("legacy", id, When::In(Role::LegacyMessages));
+        }
+        if let Some(code) = x
+            .response_header("location")
+            .and_then(|l| query_value(l, "code"))
+        {
+            key("code", &token_key(&code), When::In(Role::Authorize));
+        }
+        // A token request's form and answer.
+        if x.request_media_type().as_deref() == Some("application/x-www-form-urlencoded") {
+            let form = x.request_body.text();
+            for (field, kind) in [("code", "code"), ("refresh_token", "refresh")] {
+                if let Some(v) = form_value(&form, field) {
+                    key(kind, &token_key(&v), When::In(Role::Token));
+                }
+            }
+            if let Some(id) = form_value(&form, "client_id") {
+                self.used.push((identity("client", &id), ex, Role::Token));
+            }
+        }
+        let answer = &x.response_body.bytes;
+        let has = |needle: &[u8]| memchr::memmem::find(answer, needle).is_some();
+        if has(b"access_token") || has(b"refresh_token") || has(b"client_id") {
+            if let Some(body) = x.response_body.json() {
+                for (field, kind) in [("access_token", "bearer"), ("refresh_token", "refresh")] {
+                    if let Some(t) = body.get(field).and_then(Value::as_str) {
+                        self.keys
+                            .push((identity(kind, &token_key(t)), ex, When::In(Role::Token)));
+                    }
+                }
+                if let Some(id) = body.get("client_id").and_then(Value::as_str) {
+                    self.issued.push((identity("client", id), ex));
+                }
+            }
+        }
+        if let Some(id) = param("client_id") {
+            self.used
+                .push((identity("client", id), ex, Role::Authorize));
+        }
+        for (_, e) in &x.sse {
+            if e.event.as_deref() == Some("endpoint") {
+                if let Some(id) = e.data.as_deref().and_then(|d| query_value(d, "sessionId")) {
+                    self.keys
+                        .push((identity("legacy", &id), ex, When::In(Role::LegacySse)));
+                }
+            }
+        }
+        self.marks.push(Mark {
+            ex,
+            conn: x.conn,
+            t: x.t,
+            end_t: x.end_t(),
+            path: self.paths.id(x.path()),
+            client,
+            traits: Traits::of(x),
+        });
+    }
+
+    /// Groups the exchanges noted into client flows and other traffic, each exchange's role
+    /// judged with what the whole capture told of its server.
+    pub fn split(mut self, facts: &ServerFacts) -> Split {
+        self.marks.sort_by_key(|m| m.ex);
+        let marks = &self.marks;
+        let n = marks.len();
+        let index = |ex: u64| marks.binary_search_by_key(&ex, |m| m.ex).ok();
+        let roles: Vec<Role> = marks
+            .iter()
+            .map(|m| classify(&self.paths.names[m.path as usize], m.traits, facts))
+            .collect();
+        let mut sets = UnionFind::new(n);
+        let mut anchored = vec![false; n];
+
+        // 1. Identity: every key names the exchanges that share it.
+        let mut keys: HashMap<u64, Vec<usize>> = HashMap::new();
+        for &(k, ex, when) in &self.keys {
+            if let Some(i) = index(ex).filter(|&i| when.holds(roles[i])) {
+                keys.entry(k).or_default().push(i);
+            }
+        }
+        // A client id issued by registration here is that registration's (one per client, as
+        // dynamic registration gives them); a client id metadata document's URL is every
+        // user's.
+        let issued: HashMap<u64, usize> = self
+            .issued
+            .iter()
+            .filter_map(|&(id, ex)| Some((id, index(ex)?)))
+            .filter(|&(_, i)| roles[i] == Role::Registration)
+            .collect();
+        for &(id, ex, role) in &self.used {
+            let Some(i) = index(ex).filter(|&i| roles[i] == role) else {
+                continue;
+            };
+            if let Some(&reg) = issued.get(&id) {
                 anchored[reg] = true;
                 anchored[i] = true;
                 sets.union(reg, i);
             }
         }
-    }
-    for members in keys.values() {
-        for &m in members {
-            anchored[m] = true;
-        }
-        for w in members.windows(2) {
-            sets.union(w[0], w[1]);
-        }
-    }
-
-    // 2. Place and time, for the steps without an identity.
-    let clients: Vec<String> = steps
-        .iter()
-        .map(|s| client_key(session.capture, s.x.conn, s.x))
-        .collect();
-    let mut by_conn: HashMap<u64, Vec<usize>> = HashMap::new();
-    let mut by_client: HashMap<&str, Vec<usize>> = HashMap::new();
-    for i in (0..n).filter(|&i| anchored[i]) {
-        by_conn.entry(steps[i].x.conn).or_default().push(i);
-        by_client.entry(clients[i].as_str()).or_default().push(i);
-    }
-    for list in by_client.values_mut() {
-        list.sort_by_key(|&i| steps[i].x.t);
-    }
-    let authorized: HashSet<usize> = (0..n)
-        .filter(|&i| anchored[i] && steps[i].role == Role::Authorize)
-        .map(|i| sets.find_ro(i))
-        .collect();
-    let mut joined: Vec<Option<usize>> = vec![None; n];
-    for i in (0..n).filter(|&i| !anchored[i]) {
-        let s = &steps[i];
-        let same_conn = by_conn.get(&s.x.conn).and_then(|list| {
-            list.iter()
-                .copied()
-                .min_by_key(|&j| steps[j].x.t.abs_diff(s.x.t))
-        });
-        let near_client = || {
-            let list = by_client.get(clients[i].as_str())?;
-            let at = list.partition_point(|&j| steps[j].x.t < s.x.t);
-            // The flow the step leads into (discovery comes first), else the one it follows.
-            let next = list
-                .get(at)
-                .copied()
-                .filter(|&j| gap(steps, i, j) <= NEARBY_US);
-            let before = at
-                .checked_sub(1)
-                .map(|b| list[b])
-                .filter(|&j| gap(steps, i, j) <= NEARBY_US);
-            next.or(before)
-        };
-        let awaiting_authorize = || {
-            if s.role != Role::Authorize {
-                return None;
+        for members in keys.values_mut() {
+            members.sort_unstable();
+            members.dedup();
+            for &m in members.iter() {
+                anchored[m] = true;
             }
-            (0..i)
-                .rev()
-                .take_while(|&j| s.x.t.saturating_sub(steps[j].x.t) <= AUTHORIZE_WAIT_US)
-                .find(|&j| anchored[j] && !authorized.contains(&sets.find_ro(j)))
-        };
-        joined[i] = same_conn.or_else(near_client).or_else(awaiting_authorize);
-    }
-    for (i, j) in joined.iter().enumerate() {
-        if let Some(j) = j {
-            sets.union(i, *j);
-        }
-    }
-    // 3. The rest, by client and time.
-    let mut last_of_client: HashMap<&str, usize> = HashMap::new();
-    for i in (0..n).filter(|&i| !anchored[i] && joined[i].is_none()) {
-        let me = clients[i].as_str();
-        if let Some(&j) = last_of_client.get(me) {
-            if gap(steps, i, j) <= NEARBY_US {
-                sets.union(i, j);
+            for w in members.windows(2) {
+                sets.union(w[0], w[1]);
             }
         }
-        last_of_client.insert(me, i);
-    }
 
-    // The groups, as flows or other traffic.
-    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for i in 0..n {
-        groups.entry(sets.find(i)).or_default().push(i);
-    }
-    let mut groups: Vec<Vec<usize>> = groups.into_values().collect();
-    groups.sort_by_key(|g| steps[g[0]].x.t);
-    let mut out = Split::default();
-    for group in groups {
-        let exs: Vec<u64> = group.iter().map(|&i| steps[i].x.ex).collect();
-        if group
-            .iter()
-            .all(|&i| matches!(steps[i].role, Role::Other | Role::Preflight))
-        {
-            out.other.extend(exs);
-            continue;
+        // 2. Place and time, for the exchanges without an identity.
+        let mut by_conn: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut by_client: HashMap<u32, Vec<usize>> = HashMap::new();
+        for i in (0..n).filter(|&i| anchored[i]) {
+            by_conn.entry(marks[i].conn).or_default().push(i);
+            by_client.entry(marks[i].client).or_default().push(i);
         }
-        let lead = group
-            .iter()
-            .copied()
-            .find(|&i| steps[i].role == Role::Mcp)
-            .unwrap_or(group[0]);
-        out.flows.push(Flow {
-            number: out.flows.len() + 1,
-            client: client_label(session.capture, steps[lead].x.conn, steps[lead].x),
-            first_t: steps[group[0]].x.t,
-            last_t: group.iter().map(|&i| steps[i].x.end_t()).max().unwrap_or(0),
-            exchanges: exs,
-        });
+        for list in by_client.values_mut() {
+            list.sort_by_key(|&i| marks[i].t);
+        }
+        let authorized: HashSet<usize> = (0..n)
+            .filter(|&i| anchored[i] && roles[i] == Role::Authorize)
+            .map(|i| sets.find_ro(i))
+            .collect();
+        let mut joined: Vec<Option<usize>> = vec![None; n];
+        for i in (0..n).filter(|&i| !anchored[i]) {
+            let m = &marks[i];
+            let same_conn = by_conn.get(&m.conn).and_then(|list| {
+                list.iter()
+                    .copied()
+                    .min_by_key(|&j| marks[j].t.abs_diff(m.t))
+            });
+            let near_client = || {
+                let list = by_client.get(&m.client)?;
+                let at = list.partition_point(|&j| marks[j].t < m.t);
+                // The flow the exchange leads into (discovery comes first), else the one it
+                // follows.
+                let next = list
+                    .get(at)
+                    .copied()
+                    .filter(|&j| gap(marks, i, j) <= NEARBY_US);
+                let before = at
+                    .checked_sub(1)
+                    .map(|b| list[b])
+                    .filter(|&j| gap(marks, i, j) <= NEARBY_US);
+                next.or(before)
+            };
+            let awaiting_authorize = || {
+                if roles[i] != Role::Authorize {
+                    return None;
+                }
+                (0..i)
+                    .rev()
+                    .take_while(|&j| m.t.saturating_sub(marks[j].t) <= AUTHORIZE_WAIT_US)
+                    .find(|&j| anchored[j] && !authorized.contains(&sets.find_ro(j)))
+            };
+            joined[i] = same_conn.or_else(near_client).or_else(awaiting_authorize);
+        }
+        for (i, j) in joined.iter().enumerate() {
+            if let Some(j) = j {
+                sets.union(i, *j);
+            }
+        }
+        // 3. The rest, by client and time.
+        let mut last_of_client: HashMap<u32, usize> = HashMap::new();
+        for i in (0..n).filter(|&i| !anchored[i] && joined[i].is_none()) {
+            let me = marks[i].client;
+            if let Some(&j) = last_of_client.get(&me) {
+                if gap(marks, i, j) <= NEARBY_US {
+                    sets.union(i, j);
+                }
+            }
+            last_of_client.insert(me, i);
+        }
+
+        // The groups, as flows or other traffic.
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for i in 0..n {
+            groups.entry(sets.find(i)).or_default().push(i);
+        }
+        let mut groups: Vec<Vec<usize>> = groups.into_values().collect();
+        groups.sort_by_key(|g| marks[g[0]].t);
+        let mut out = Split::default();
+        for group in groups {
+            let exs: Vec<u64> = group.iter().map(|&i| marks[i].ex).collect();
+            if group
+                .iter()
+                .all(|&i| matches!(roles[i], Role::Other | Role::Preflight))
+            {
+                out.other.extend(exs);
+                continue;
+            }
+            let lead = group
+                .iter()
+                .copied()
+                .find(|&i| roles[i] == Role::Mcp)
+                .unwrap_or(group[0]);
+            out.flows.push(Flow {
+                number: out.flows.len() + 1,
+                client: self.labels[marks[lead].client as usize].clone(),
+                first_t: marks[group[0]].t,
+                last_t: group.iter().map(|&i| marks[i].end_t).max().unwrap_or(0),
+                exchanges: exs,
+            });
+        }
+        out.other.sort_unstable();
+        out
     }
-    out.other.sort_unstable();
-    out
 }
 
-/// The time between two steps: from the end of the earlier to the start of the later.
-fn gap(steps: &[Step<'_>], a: usize, b: usize) -> u64 {
-    let (a, b) = (steps[a].x, steps[b].x);
+/// Splits a capture read whole into its client flows.
+pub fn split(capture: &Capture, facts: &ServerFacts) -> Split {
+    let mut marker = Marker::default();
+    for x in &capture.exchanges {
+        marker.add(x, &capture.connections);
+    }
+    marker.split(facts)
+}
+
+/// The time between two exchanges: from the end of the earlier to the start of the later.
+fn gap(marks: &[Mark], a: usize, b: usize) -> u64 {
+    let (a, b) = (&marks[a], &marks[b]);
     if a.t <= b.t {
-        b.t.saturating_sub(a.end_t())
+        b.t.saturating_sub(a.end_t)
     } else {
-        a.t.saturating_sub(b.end_t())
+        a.t.saturating_sub(b.end_t)
     }
-}
-
-/// The client's address (without its port) and User-Agent.
-fn client_key(capture: &Capture, conn: u64, x: &mcptap_capture::reader::Exchange) -> String {
-    format!(
-        "{} {}",
-        peer_address(capture, conn),
-        x.request_header("user-agent").unwrap_or("")
-    )
-}
-
-fn client_label(capture: &Capture, conn: u64, x: &mcptap_capture::reader::Exchange) -> String {
-    let agent = x.request_header("user-agent").unwrap_or("no User-Agent");
-    let agent: String = if agent.chars().count() > 40 {
-        agent.chars().take(39).chain(['…']).collect()
-    } else {
-        agent.to_string()
-    };
-    format!("{} · {agent}", peer_address(capture, conn))
-}
-
-fn peer_address(capture: &Capture, conn: u64) -> String {
-    capture
-        .connections
-        .get(&conn)
-        .map(|c| c.open.peer_ip())
-        .unwrap_or_default()
-}
-
-/// A parameter of the URL an authorization response redirects to.
-fn redirect_param(s: &Step<'_>, name: &str) -> Option<String> {
-    query_value(s.x.response_header("location")?, name)
 }
 
 /// A query parameter of a URL or path.
@@ -384,7 +480,7 @@ mod tests {
 
     fn groups(cap: &Cap) -> (Vec<Vec<u64>>, Vec<u64>) {
         let capture = cap.capture();
-        let split = split(&Session::analyze(&capture));
+        let split = split(&capture, &ServerFacts::of(&capture));
         (
             split.flows.into_iter().map(|f| f.exchanges).collect(),
             split.other,

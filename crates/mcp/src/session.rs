@@ -252,7 +252,7 @@ pub fn token_key(value: &str) -> String {
 }
 
 /// The bearer credential of an `Authorization` value.
-fn bearer_of(value: &str) -> Option<String> {
+pub fn bearer_of(value: &str) -> Option<String> {
     let (scheme, rest) = value.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -303,38 +303,82 @@ pub struct ServerFacts {
 
 impl ServerFacts {
     pub fn of(capture: &Capture) -> ServerFacts {
-        let as_endpoints = find_as_endpoints(capture);
-        let legacy_post_paths = find_legacy_endpoints(capture);
-        let mut mcp_paths = BTreeSet::new();
+        let mut facts = FactsBuilder::default();
         for x in &capture.exchanges {
-            if x.method() == "POST"
-                && !legacy_post_paths.contains(x.path())
-                && jsonrpc::decode_bytes(&x.request_body.bytes)
-                    .is_some_and(|m| m.iter().any(|m| !matches!(m, Message::Invalid { .. })))
-            {
-                mcp_paths.insert(x.path().to_string());
+            facts.add(x);
+        }
+        facts.finish()
+    }
+}
+
+/// [`ServerFacts`] gathered one exchange at a time, as a capture streams by.
+#[derive(Debug, Default)]
+pub struct FactsBuilder {
+    as_endpoints: AsEndpoints,
+    legacy_post_paths: BTreeSet<String>,
+    /// Paths JSON-RPC was POSTed to.
+    rpc_paths: BTreeSet<String>,
+    /// The first `resource` a protected-resource metadata document named.
+    resource: Option<String>,
+}
+
+impl FactsBuilder {
+    pub fn add(&mut self, x: &Exchange) {
+        let path = x.path();
+        if path.starts_with("/.well-known/oauth-authorization-server")
+            || path.starts_with("/.well-known/openid-configuration")
+        {
+            if let Some(doc) = x.response_body.json() {
+                let get = |k: &str| doc.get(k).and_then(Value::as_str).map(url_path);
+                let eps = &mut self.as_endpoints;
+                eps.authorization = eps
+                    .authorization
+                    .take()
+                    .or_else(|| get("authorization_endpoint"));
+                eps.token = eps.token.take().or_else(|| get("token_endpoint"));
+                eps.registration = eps
+                    .registration
+                    .take()
+                    .or_else(|| get("registration_endpoint"));
             }
         }
+        if path.starts_with("/.well-known/oauth-protected-resource") && self.resource.is_none() {
+            self.resource = x
+                .response_body
+                .json()
+                .and_then(|j| j.get("resource").and_then(Value::as_str).map(url_path));
+        }
+        if x.method() == "GET" {
+            self.legacy_post_paths.extend(
+                x.sse
+                    .iter()
+                    .filter(|(_, e)| e.event.as_deref() == Some("endpoint"))
+                    .filter_map(|(_, e)| e.data.as_deref().map(url_path)),
+            );
+        }
+        if x.method() == "POST"
+            && !self.rpc_paths.contains(path)
+            && jsonrpc::decode_bytes(&x.request_body.bytes)
+                .is_some_and(|m| m.iter().any(|m| !matches!(m, Message::Invalid { .. })))
+        {
+            self.rpc_paths.insert(path.to_string());
+        }
+    }
+
+    pub fn finish(self) -> ServerFacts {
+        let mut mcp_paths: BTreeSet<String> = self
+            .rpc_paths
+            .into_iter()
+            .filter(|p| !self.legacy_post_paths.contains(p))
+            .collect();
         // The resource named in a 401 challenge's metadata is the MCP endpoint too.
-        for x in &capture.exchanges {
-            if x.path()
-                .starts_with("/.well-known/oauth-protected-resource")
-            {
-                if let Some(resource) = x
-                    .response_body
-                    .json()
-                    .and_then(|j| j.get("resource").and_then(Value::as_str).map(url_path))
-                {
-                    if resource != "/" && mcp_paths.is_empty() {
-                        mcp_paths.insert(resource);
-                    }
-                }
-            }
+        if mcp_paths.is_empty() {
+            mcp_paths.extend(self.resource.filter(|r| r != "/"));
         }
         ServerFacts {
-            as_endpoints,
+            as_endpoints: self.as_endpoints,
             mcp_paths,
-            legacy_post_paths,
+            legacy_post_paths: self.legacy_post_paths,
         }
     }
 }
@@ -348,16 +392,11 @@ impl<'a> Session<'a> {
     /// Analyzes a capture (one client flow of a larger one, say) with what is known of its
     /// server.
     pub fn analyze_with(capture: &'a Capture, facts: ServerFacts) -> Session<'a> {
-        let ServerFacts {
-            as_endpoints,
-            mcp_paths,
-            legacy_post_paths,
-        } = facts;
         let steps: Vec<Step<'a>> = capture
             .exchanges
             .iter()
             .map(|x| {
-                let role = classify(x, &as_endpoints, &mcp_paths, &legacy_post_paths);
+                let role = classify(x.path(), Traits::of(x), &facts);
                 let sent = if is_json(x, false) || matches!(role, Role::Mcp | Role::LegacyMessages)
                 {
                     jsonrpc::decode_bytes(&x.request_body.bytes).unwrap_or_default()
@@ -411,8 +450,8 @@ impl<'a> Session<'a> {
             tokens,
             negotiation,
             round_trips,
-            mcp_paths,
-            as_endpoints,
+            mcp_paths: facts.mcp_paths,
+            as_endpoints: facts.as_endpoints,
         };
         session.silence = session.find_silence();
         session
@@ -565,47 +604,54 @@ impl<'a> Session<'a> {
     }
 }
 
-fn find_as_endpoints(capture: &Capture) -> AsEndpoints {
-    let mut eps = AsEndpoints::default();
-    for x in &capture.exchanges {
-        let p = x.path();
-        if !(p.starts_with("/.well-known/oauth-authorization-server")
-            || p.starts_with("/.well-known/openid-configuration"))
-        {
-            continue;
+/// What an exchange's role depends on besides its path and what is known of the server:
+/// small enough to keep for every exchange of a day's capture.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traits {
+    pub options: bool,
+    pub get: bool,
+    pub post: bool,
+    /// The query names a `response_type` (an authorization request).
+    pub response_type: bool,
+    /// The request body is JSON with `redirect_uris` (a registration).
+    pub redirect_uris: bool,
+    /// A form POST naming a grant type (a token request).
+    pub grant: bool,
+    /// The first event of its stream is `endpoint` (the legacy transport's stream).
+    pub endpoint_event: bool,
+    /// It asks for an event stream.
+    pub accepts_sse: bool,
+}
+
+impl Traits {
+    pub fn of(x: &Exchange) -> Traits {
+        let method = x.method();
+        let form = x.request_media_type().as_deref() == Some("application/x-www-form-urlencoded");
+        Traits {
+            options: method == "OPTIONS",
+            get: method == "GET",
+            post: method == "POST",
+            response_type: x.query().iter().any(|(k, _)| k == "response_type"),
+            redirect_uris: method == "POST"
+                && memchr::memmem::find(&x.request_body.bytes, b"redirect_uris").is_some()
+                && x.request_body
+                    .json()
+                    .is_some_and(|j| j.get("redirect_uris").is_some()),
+            grant: is_grant_request(method, form, &x.request_body.text()),
+            endpoint_event: x
+                .sse
+                .first()
+                .is_some_and(|(_, e)| e.event.as_deref() == Some("endpoint")),
+            accepts_sse: x
+                .request_header("accept")
+                .is_some_and(|a| a.contains("text/event-stream")),
         }
-        let Some(doc) = x.response_body.json() else {
-            continue;
-        };
-        let get = |k: &str| doc.get(k).and_then(Value::as_str).map(url_path);
-        eps.authorization = eps.authorization.or_else(|| get("authorization_endpoint"));
-        eps.token = eps.token.or_else(|| get("token_endpoint"));
-        eps.registration = eps.registration.or_else(|| get("registration_endpoint"));
     }
-    eps
 }
 
-/// Message-endpoint paths announced by legacy SSE streams (`event: endpoint`).
-fn find_legacy_endpoints(capture: &Capture) -> BTreeSet<String> {
-    capture
-        .exchanges
-        .iter()
-        .filter(|x| x.method() == "GET")
-        .flat_map(|x| x.sse.iter())
-        .filter(|(_, e)| e.event.as_deref() == Some("endpoint"))
-        .filter_map(|(_, e)| e.data.as_deref().map(url_path))
-        .collect()
-}
-
-fn classify(
-    x: &Exchange,
-    eps: &AsEndpoints,
-    mcp_paths: &BTreeSet<String>,
-    legacy_posts: &BTreeSet<String>,
-) -> Role {
-    let path = x.path();
-    let method = x.method();
-    if method == "OPTIONS" {
+/// The role of an exchange to `path` with these traits, given what is known of the server.
+pub fn classify(path: &str, t: Traits, facts: &ServerFacts) -> Role {
+    if t.options {
         return Role::Preflight;
     }
     if path.starts_with("/.well-known/oauth-protected-resource") {
@@ -617,42 +663,28 @@ fn classify(
     {
         return Role::AuthServerMetadata;
     }
+    let eps = &facts.as_endpoints;
     let is = |ep: &Option<String>| ep.as_deref() == Some(path);
-    if is(&eps.registration)
-        || (method == "POST"
-            && x.request_body
-                .json()
-                .is_some_and(|j| j.get("redirect_uris").is_some()))
-    {
+    if is(&eps.registration) || t.redirect_uris {
         return Role::Registration;
     }
-    if is(&eps.authorization)
-        || (method == "GET" && x.query().iter().any(|(k, _)| k == "response_type"))
-    {
+    if is(&eps.authorization) || (t.get && t.response_type) {
         return Role::Authorize;
     }
-    let form = x.request_media_type().as_deref() == Some("application/x-www-form-urlencoded");
-    if is(&eps.token) || is_grant_request(method, form, &x.request_body.text()) {
+    if is(&eps.token) || t.grant {
         return Role::Token;
     }
-    if method == "GET"
-        && x.sse
-            .first()
-            .is_some_and(|(_, e)| e.event.as_deref() == Some("endpoint"))
-    {
+    if t.get && t.endpoint_event {
         return Role::LegacySse;
     }
-    if legacy_posts.contains(path) {
+    if facts.legacy_post_paths.contains(path) {
         return Role::LegacyMessages;
     }
-    if mcp_paths.contains(path) {
+    if facts.mcp_paths.contains(path) {
         return Role::Mcp;
     }
     // A GET asking for an event stream on an unknown path: an MCP client's stream.
-    if method == "GET"
-        && x.request_header("accept")
-            .is_some_and(|a| a.contains("text/event-stream"))
-    {
+    if t.get && t.accepts_sse {
         return Role::LegacySse;
     }
     Role::Other

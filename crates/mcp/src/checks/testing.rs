@@ -28,6 +28,8 @@ pub(crate) struct Ex {
     /// SSE blocks: when, and the raw block (without the blank line).
     pub(crate) sse: Vec<(u64, String)>,
     pub(crate) end: Option<(u64, &'static str)>,
+    /// The connection it came on.
+    pub(crate) conn: u64,
 }
 
 impl Ex {
@@ -48,7 +50,14 @@ impl Ex {
             resp_body: None,
             sse: Vec::new(),
             end: Some((10 * MS, "complete")),
+            conn: 1,
         }
+    }
+
+    /// On connection `conn` (1 unless said).
+    pub(crate) fn on(mut self, conn: u64) -> Ex {
+        self.conn = conn;
+        self
     }
 
     /// POST /mcp with a JSON-RPC body and the Accept the spec asks for.
@@ -164,7 +173,7 @@ impl Cap {
         self.push(
             x.t,
             "request",
-            json!({"ex": x.ex, "conn": 1, "method": x.method, "target": x.path,
+            json!({"ex": x.ex, "conn": x.conn, "method": x.method, "target": x.path,
                 "version": "HTTP/1.1", "headers": headers,
                 "upstream": format!("http://127.0.0.1:2{}", x.path)}),
         );
