@@ -1,10 +1,13 @@
 //! mcptap's benchmark harness: one invocation runs every workload against every contender
 //! (direct, mcptap recording, mcptap recording to /dev/null, nginx, mitmdump) on loopback,
-//! in alternating rounds, and writes a markdown report. See benches/README.md.
+//! in alternating rounds, and mcptap's analysis commands on a capture it recorded under load,
+//! and writes a markdown report. See benches/README.md.
 
 mod client;
 mod contender;
 mod machine;
+mod mcpload;
+mod measure;
 mod report;
 mod tools;
 mod upstream;
@@ -48,6 +51,8 @@ pub struct Plan {
     pub sse: Vec<(usize, u64, u64)>,
     pub idle: usize,
     pub big: u64,
+    /// Size of each capture w8 records and analyses, bytes.
+    pub capture: u64,
 }
 
 struct Args {
@@ -65,10 +70,12 @@ struct Args {
 const USAGE: &str =
     "usage: mcptap-bench --mcptap PATH [--mitmdump PATH | --no-mitmdump] [--rounds N]
                     [--quick | --smoke] [--only w1,w2,...] [--streams N] [--results DIR]
-                    [--readme FILE] [--wait-quiet SECONDS]
+                    [--readme FILE] [--wait-quiet SECONDS] [--capture-size BYTES]
 
 Workloads: w1 HTTP/1.1 closed loop, w2 open loop, w3 HTTP/2, w4 SSE latency,
-w5 idle SSE streams, w6 1 GiB response, w7 TLS. Before the first workload, --wait-quiet
+w5 idle SSE streams, w6 1 GiB response, w7 TLS, w8 analysis of a 1 GiB capture
+(explain, diff, report, export --har; --capture-size sets its size, e.g. 512MiB; --quick
+256 MiB, --smoke 8 MiB). Before the first workload, --wait-quiet
 waits up to that long for other processes to leave the CPU (under 5%), and up to 15 s of it
 before each later one; the report says how much CPU others used during each workload.
 --smoke shrinks every workload to a few seconds in all (the harness's own test runs it).
@@ -88,6 +95,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut results = PathBuf::from("benches/results");
     let mut readme = None;
     let mut streams = None;
+    let mut capture = None;
     let mut wait_quiet = Duration::ZERO;
     while let Some(a) = args.next() {
         let mut value = || {
@@ -105,6 +113,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--results" => results = PathBuf::from(value()?),
             "--readme" => readme = Some(PathBuf::from(value()?)),
             "--streams" => streams = Some(value()?.parse().context("--streams")?),
+            "--capture-size" => capture = Some(parse_size(&value()?).context("--capture-size")?),
             "--wait-quiet" => {
                 wait_quiet = Duration::from_secs(value()?.parse().context("--wait-quiet")?)
             }
@@ -125,6 +134,7 @@ fn parse_args() -> anyhow::Result<Args> {
             sse: vec![(100, 200, 20)],
             idle: streams.unwrap_or(20),
             big: 4 << 20,
+            capture: capture.unwrap_or(8 << 20),
         }
     } else if quick {
         Plan {
@@ -140,6 +150,7 @@ fn parse_args() -> anyhow::Result<Args> {
             ],
             idle: streams.unwrap_or(1000),
             big: 128 << 20,
+            capture: capture.unwrap_or(256 << 20),
         }
     } else {
         Plan {
@@ -155,6 +166,7 @@ fn parse_args() -> anyhow::Result<Args> {
             ],
             idle: streams.unwrap_or(10_000),
             big: 1 << 30,
+            capture: capture.unwrap_or(1 << 30),
         }
     };
     Ok(Args {
@@ -168,6 +180,29 @@ fn parse_args() -> anyhow::Result<Args> {
         readme,
         wait_quiet,
     })
+}
+
+/// `1073741824`, `512MiB`, `1GiB`, `64KiB` (also `K`, `M`, `G`, `KB`, `MB`, `GB`: all
+/// binary, as mcptap reads its own size flags).
+fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .with_context(|| format!("{text:?} is not a size"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => bail!("{text:?}: the unit is one of KiB, MiB, GiB"),
+    };
+    number
+        .checked_mul(1 << shift)
+        .with_context(|| format!("{text:?} is too large"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -309,7 +344,7 @@ async fn run_in(args: &Args, tmp: &Path) -> anyhow::Result<(String, String)> {
     };
     let wanted = |w: &str| args.only.as_ref().is_none_or(|o| o.iter().any(|x| x == w));
     let mut sections = Vec::new();
-    for w in ["w1", "w2", "w3", "w4", "w5", "w6", "w7"] {
+    for w in ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"] {
         if !wanted(w) {
             continue;
         }
@@ -330,7 +365,8 @@ async fn run_in(args: &Args, tmp: &Path) -> anyhow::Result<(String, String)> {
             "w4" => w4_sse(&env).await,
             "w5" => w5_idle(&env).await,
             "w6" => w6_big(&env).await,
-            _ => w7_tls(&env).await,
+            "w7" => w7_tls(&env).await,
+            _ => w8_analysis(&env).await,
         };
         section.others = meter.others();
         eprintln!(
@@ -1202,6 +1238,430 @@ async fn w7_tls(env: &Env) -> Section {
     }
 }
 
+/// A capture w8 had mcptap record under MCP load.
+struct Recorded {
+    /// The capture folder (`--captures-dir`), deleted when w8 is done.
+    dir: PathBuf,
+    /// The capture file in it.
+    file: PathBuf,
+    bytes: u64,
+    load: mcpload::McpLoad,
+}
+
+/// A fresh `mcptap proxy` recording MCP sessions from [`mcpload::CLIENTS`] clients until
+/// its capture holds `target` bytes, then stopped, so the capture ends as a finished one does.
+async fn record_capture(env: &Env, target: u64) -> anyhow::Result<Recorded> {
+    let mut proxy = contender::start(Kind::McptapOn, env, Listen::Plain)
+        .await
+        .map_err(|e| anyhow::anyhow!("mcptap did not start: {e}"))?;
+    let addr = proxy.plain.context("mcptap has no plain listener")?;
+    let limit = Duration::from_secs(1800);
+    // Under load the capture writer runs behind the traffic (by seconds for a debug build),
+    // so its file size alone would stop the load late. One client first, then the writer
+    // idle: the capture's bytes per exchange, and the load stops when its exchanges make
+    // `target`.
+    let load = async {
+        let mut load = mcpload::run(addr, 0..1, limit, |done| done >= 500).await?;
+        // The readiness check's exchange is in the capture too.
+        let per_exchange = settled_size(&proxy).await as f64 / (load.exchanges + 1) as f64;
+        let before = load.exchanges;
+        let rest = mcpload::run(addr, 1..mcpload::CLIENTS + 1, limit, |done| {
+            (before + done) as f64 * per_exchange >= target as f64
+                || proxy.recorded_bytes() >= target
+        })
+        .await?;
+        load.add(rest);
+        anyhow::Ok(load)
+    }
+    .await;
+    let dir = proxy.keep_record().context("mcptap records nowhere")?;
+    proxy.stop().await;
+    let load = load?;
+    // One proxy run, no rotation: one file.
+    let file = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .min()
+        .with_context(|| format!("no capture in {}", dir.display()))?;
+    let bytes = std::fs::metadata(&file)?.len();
+    if load.sessions == 0 {
+        bail!(
+            "no MCP session went through mcptap: {}",
+            load.first_error.as_deref().unwrap_or("no error seen")
+        );
+    }
+    Ok(Recorded {
+        dir,
+        file,
+        bytes,
+        load,
+    })
+}
+
+/// The recording's size once the writer has written all it was given (unchanged for 100 ms;
+/// it writes whatever is queued every round).
+async fn settled_size(proxy: &Running) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut last, mut same) = (proxy.recorded_bytes(), 0);
+    while same < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let now = proxy.recorded_bytes();
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
+/// The issue's targets for analysing a 1 GB capture (MB read as MiB, as the 1 GB is 1 GiB).
+#[derive(Clone, Copy)]
+enum Target {
+    /// Reads at least 100 MiB/s, peak RSS under 256 MiB.
+    Explain,
+    /// Peak RSS under 512 MiB (two captures).
+    Diff,
+    /// Under 20 MiB of HTML.
+    Report,
+    None,
+}
+
+impl Target {
+    fn says(self) -> &'static str {
+        match self {
+            Target::Explain => "≥ 100 MiB/s, peak < 256 MiB",
+            Target::Diff => "peak < 512 MiB",
+            Target::Report => "HTML < 20 MiB",
+            Target::None => "–",
+        }
+    }
+
+    /// "met", or "not met:" and what missed.
+    fn judge(self, mibs: f64, peak_mib: f64, output_mib: f64) -> String {
+        let missed: Vec<String> = match self {
+            Target::Explain => [
+                (mibs < 100.0).then(|| format!("{mibs:.0} MiB/s")),
+                (peak_mib >= 256.0).then(|| format!("{peak_mib:.0} MiB peak")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            Target::Diff => (peak_mib >= 512.0)
+                .then(|| format!("{peak_mib:.0} MiB peak"))
+                .into_iter()
+                .collect(),
+            Target::Report => (output_mib >= 20.0)
+                .then(|| format!("{output_mib:.1} MiB of HTML"))
+                .into_iter()
+                .collect(),
+            Target::None => return "–".into(),
+        };
+        if missed.is_empty() {
+            "met".into()
+        } else {
+            format!("**not met**: {}", missed.join(", "))
+        }
+    }
+}
+
+/// One analysis command of w8.
+struct Analysis {
+    /// As the table shows it, with the captures called A and B.
+    shown: &'static str,
+    args: Vec<std::ffi::OsString>,
+    /// Where its stdout goes.
+    stdout: PathBuf,
+    /// What it writes: its stdout, or the file it was told to write.
+    output: PathBuf,
+    /// Capture bytes it reads.
+    reads: u64,
+    target: Target,
+}
+
+/// (8) Analysis of a production-sized capture: `explain`, `diff`, `report` and
+/// `export --har` on two captures mcptap recorded under MCP load, each command timed and its
+/// peak memory measured, from one run.
+async fn w8_analysis(env: &Env) -> Section {
+    let target = env.plan.capture;
+    let mut notes = Vec::new();
+    let title = format!(
+        "8. Analysis of captures of {}: explain, diff, report, export",
+        size(target)
+    );
+    let what = format!(
+        "Two captures, A and B, each recorded by a fresh `mcptap proxy` (as in the other workloads) until it holds {}: {} MCP clients, each on its own keep-alive HTTP/1.1 connection, open session after session against the upstream's `POST /mcp` (MCP 2025-06-18, Streamable HTTP, JSON responses), each session with its own bearer token: `initialize`, `notifications/initialized`, `tools/list` and {} `tools/call` with `Mcp-Session-Id` and `MCP-Protocol-Version`; every {}th session stops after `initialize` (a client gone silent). Then each command below runs once, alone, on the finished captures: wall time, CPU time (user + system) and peak RSS (`ru_maxrss` from `wait4`). MiB/s = capture bytes read / wall time. The targets are the issue's for a 1 GB capture, its MB read as MiB.",
+        size(target),
+        mcpload::CLIENTS,
+        mcpload::CALLS,
+        mcpload::SILENT_EVERY,
+    );
+    let failed = |why: String| Section {
+        title: title.clone(),
+        what: what.clone(),
+        table: format!("n/a ({why})\n"),
+        notes: Vec::new(),
+        rounds: Rounds::default(),
+        others: 0.0,
+    };
+    let mut recorded: Vec<Recorded> = Vec::new();
+    for name in ["A", "B"] {
+        match record_capture(env, target).await {
+            Ok(r) => {
+                eprintln!(
+                    "bench: w8 capture {name}: {}, {} exchanges in {} sessions, {:.1} s",
+                    size(r.bytes),
+                    count(r.load.exchanges as f64),
+                    count(r.load.sessions as f64),
+                    r.load.elapsed.as_secs_f64()
+                );
+                recorded.push(r);
+            }
+            Err(e) => {
+                for r in &recorded {
+                    let _ = std::fs::remove_dir_all(&r.dir);
+                }
+                return failed(format!("recording capture {name}: {e:#}"));
+            }
+        }
+    }
+    let (a, b) = (&recorded[0], &recorded[1]);
+    for (name, r) in [("A", a), ("B", b)] {
+        let l = &r.load;
+        notes.push(format!(
+            "Capture {name}: {} ({} bytes) in {:.1} s: {} exchanges ({} per s) in {} sessions, {} of them silent after `initialize`; {} bytes of capture per exchange.{}",
+            size(r.bytes),
+            count(r.bytes as f64),
+            l.elapsed.as_secs_f64(),
+            count(l.exchanges as f64),
+            count(l.exchanges as f64 / l.elapsed.as_secs_f64()),
+            count(l.sessions as f64),
+            count(l.silent as f64),
+            count(r.bytes as f64 / l.exchanges.max(1) as f64),
+            match &l.first_error {
+                Some(e) => format!(" {} requests failed (first: {e}); each ended its session.", count(l.errors as f64)),
+                None => String::new(),
+            }
+        ));
+        if r.bytes < target {
+            notes.push(format!(
+                "Capture {name} is short of the {} asked for: the load stopped at its time limit or every client gave up.",
+                size(target)
+            ));
+        }
+    }
+    let out = env.tmp.join("w8");
+    let _ = std::fs::create_dir_all(&out);
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let analyses = [
+        Analysis {
+            shown: "`mcptap explain A --json`",
+            args: vec![os("explain"), a.file.clone().into(), os("--json")],
+            stdout: out.join("explain.json"),
+            output: out.join("explain.json"),
+            reads: a.bytes,
+            target: Target::Explain,
+        },
+        Analysis {
+            shown: "`mcptap explain A`",
+            args: vec![os("explain"), a.file.clone().into()],
+            stdout: out.join("explain.txt"),
+            output: out.join("explain.txt"),
+            reads: a.bytes,
+            target: Target::Explain,
+        },
+        Analysis {
+            shown: "`mcptap diff A B`",
+            args: vec![os("diff"), a.file.clone().into(), b.file.clone().into()],
+            stdout: out.join("diff.txt"),
+            output: out.join("diff.txt"),
+            reads: a.bytes + b.bytes,
+            target: Target::Diff,
+        },
+        Analysis {
+            shown: "`mcptap report A -o report.html`",
+            args: vec![
+                os("report"),
+                a.file.clone().into(),
+                os("-o"),
+                out.join("report.html").into(),
+            ],
+            stdout: out.join("report.stdout"),
+            output: out.join("report.html"),
+            reads: a.bytes,
+            target: Target::Report,
+        },
+        Analysis {
+            shown: "`mcptap export --har export.har A`",
+            args: vec![
+                os("export"),
+                os("--har"),
+                out.join("export.har").into(),
+                a.file.clone().into(),
+            ],
+            stdout: out.join("export.stdout"),
+            output: out.join("export.har"),
+            reads: a.bytes,
+            target: Target::None,
+        },
+    ];
+    // A runaway must not take the shared machine: at most half its memory, and 8 GiB.
+    let max_rss_kib = machine::memory_kib()
+        .map(|kib| kib / 2)
+        .unwrap_or(u64::MAX)
+        .min(8 << 20);
+    let mut t = Table::new(&[
+        "command",
+        "wall s",
+        "CPU s",
+        "capture MiB/s",
+        "peak RSS MiB",
+        "output",
+        "target",
+        "met",
+    ]);
+    for analysis in &analyses {
+        // Generous: 1 MiB/s of capture, and a minute.
+        let limit = Duration::from_secs(60 + analysis.reads / (1 << 20));
+        let mcptap = env.mcptap.clone();
+        let (args, stdout) = (analysis.args.clone(), analysis.stdout.clone());
+        let stderr = analysis.stdout.with_extension("stderr");
+        let measured = tokio::task::spawn_blocking(move || {
+            measure::run(&mcptap, &args, &stdout, &stderr, limit, max_rss_kib)
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|m| m);
+        let output = std::fs::metadata(&analysis.output).map(|m| m.len()).ok();
+        let failure = match &measured {
+            Err(e) => Some(format!("{e:#}")),
+            Ok(m) => match (&m.failure, output) {
+                (Some(why), _) => Some(why.clone()),
+                (None, None | Some(0)) => Some("exited 0 but wrote nothing".into()),
+                (None, Some(_)) => None,
+            },
+        };
+        let target_cell = analysis.target.says().to_string();
+        match (measured, failure) {
+            (Ok(m), None) => {
+                let wall = m.wall.as_secs_f64();
+                let mibs = analysis.reads as f64 / 1048576.0 / wall;
+                let peak = m.peak_kib as f64 / 1024.0;
+                let output = output.unwrap_or(0);
+                eprintln!(
+                    "bench: w8 {}: {wall:.2} s, {mibs:.0} MiB/s, peak RSS {peak:.0} MiB, {} out",
+                    analysis.shown,
+                    size(output)
+                );
+                t.row(vec![
+                    analysis.shown.into(),
+                    format!("{wall:.2}"),
+                    format!("{:.2}", m.cpu.as_secs_f64()),
+                    format!("{mibs:.0}"),
+                    format!("{peak:.0}"),
+                    size(output),
+                    target_cell,
+                    analysis.target.judge(mibs, peak, output as f64 / 1048576.0),
+                ]);
+            }
+            (_, why) => {
+                let why = why.unwrap_or_default();
+                eprintln!("bench: w8 {} failed: {why}", analysis.shown);
+                t.row(vec![
+                    analysis.shown.into(),
+                    format!("**failed** ({})", why.replace('|', "\\|")),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    target_cell,
+                    match analysis.target {
+                        Target::None => "–".into(),
+                        _ => "**not met** (failed)".into(),
+                    },
+                ]);
+            }
+        }
+    }
+    if let Some(found) = explained_flows(&out.join("explain.json")) {
+        let silent = found
+            .flows
+            .iter()
+            .filter(|f| f.furthest_stage.as_deref() == Some("initialize"))
+            .count();
+        let exchanges: u64 = found.flows.iter().map(|f| f.exchanges).sum();
+        notes.push(format!(
+            "`explain` found {} client flows in A, {} of them silent after `initialize`, with {} exchanges, and {} exchanges of other traffic; the load made {} sessions ({} silent) with {} exchanges, and the harness's readiness check one `POST /json` (a `tools/call`).",
+            count(found.flows.len() as f64),
+            count(silent as f64),
+            count(exchanges as f64),
+            count(found.other_traffic.len() as f64),
+            count(a.load.sessions as f64),
+            count(a.load.silent as f64),
+            count(a.load.exchanges as f64),
+        ));
+    }
+    notes.push(format!(
+        "The captures had just been written and fit in this machine's RAM ({}), so every command read them from the page cache: the rates are mcptap's, not the disk's.",
+        machine::memory_kib()
+            .map(|kib| size(kib << 10))
+            .unwrap_or_else(|| "unknown".into())
+    ));
+    if target < 1 << 30 {
+        notes.push(format!(
+            "The targets are set for a 1 GiB capture; this run's are {}, so its figures only preview them (memory that grows with the capture grows further at full size).",
+            size(target)
+        ));
+    }
+    for r in &recorded {
+        let _ = std::fs::remove_dir_all(&r.dir);
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    Section {
+        title,
+        what,
+        table: t.markdown(),
+        notes,
+        rounds: Rounds::default(),
+        others: 0.0,
+    }
+}
+
+/// The parts of `explain --json` w8 counts, read without holding the rest.
+#[derive(serde::Deserialize)]
+struct ExplainedFlows {
+    #[serde(default)]
+    flows: Vec<ExplainedFlow>,
+    #[serde(default)]
+    other_traffic: Vec<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct ExplainedFlow {
+    exchanges: u64,
+    furthest_stage: Option<String>,
+}
+
+fn explained_flows(json: &Path) -> Option<ExplainedFlows> {
+    let file = std::fs::File::open(json).ok()?;
+    serde_json::from_reader(std::io::BufReader::new(file)).ok()
+}
+
+/// `1.0 GiB`, `256 MiB`, `12.3 MiB`, `840 KiB`, `12 B`.
+fn size(bytes: u64) -> String {
+    let b = bytes as f64;
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", b / 1073741824.0)
+    } else if bytes >= 100 << 20 {
+        format!("{:.0} MiB", b / 1048576.0)
+    } else if bytes >= 1 << 20 {
+        format!("{:.1} MiB", b / 1048576.0)
+    } else if bytes >= 1 << 10 {
+        format!("{:.0} KiB", b / 1024.0)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Summary and surroundings
 
@@ -1268,6 +1728,10 @@ fn headline(sections: &[Section]) -> String {
         "7.",
         &vs_direct("new"),
     );
+    if t.is_empty() {
+        // Only workloads with no summary row ran (w8).
+        return String::new();
+    }
     format!("### Summary\n\n{}\n", t.markdown())
 }
 
@@ -1385,5 +1849,16 @@ mod tests {
         assert_eq!(unused_name(&dir, "2026-11-27"), dir.join("2026-11-27-3.md"));
         assert_eq!(unused_name(&dir, "2026-11-28"), dir.join("2026-11-28.md"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sizes_read_as_mcptap_reads_them() {
+        assert_eq!(parse_size("1073741824").unwrap(), 1 << 30);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("64 KiB").unwrap(), 64 << 10);
+        assert_eq!(parse_size("8M").unwrap(), 8 << 20);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3 TiB").is_err());
     }
 }

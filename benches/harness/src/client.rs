@@ -140,7 +140,8 @@ pub async fn open_loop(
     Ok(out)
 }
 
-async fn connect_h1(
+/// A keep-alive HTTP/1.1 connection (hyper's client, Nagle off).
+pub async fn connect_h1(
     addr: SocketAddr,
 ) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr).await?;

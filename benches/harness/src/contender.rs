@@ -163,6 +163,14 @@ impl Running {
         self.record.as_deref().map(dir_size).unwrap_or(0)
     }
 
+    /// Keeps the recording when the contender stops: `stop` deletes every other file, and
+    /// the caller deletes this one when done with it.
+    pub fn keep_record(&mut self) -> Option<PathBuf> {
+        let record = self.record.clone()?;
+        self.scratch.retain(|p| *p != record);
+        Some(record)
+    }
+
     /// Stops the process (SIGTERM, then SIGKILL after 10 s) and deletes its files.
     pub async fn stop(mut self) {
         if let Some(mut child) = self.child.take() {

@@ -108,6 +108,18 @@ pub fn open_files_limit() -> u64 {
     lim.rlim_cur
 }
 
+/// The machine's RAM, KiB (`MemTotal`).
+pub fn memory_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// "2 cores of <CPU>, 24 GiB RAM, Linux <release>"
 pub fn describe() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -117,13 +129,8 @@ pub fn describe() -> String {
         .and_then(|l| l.split_once(':'))
         .map(|(_, v)| v.trim().to_string())
         .unwrap_or_else(|| "unknown CPU".into());
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|kib| format!("{:.0} GiB", kib / 1048576.0))
+    let mem = memory_kib()
+        .map(|kib| format!("{:.0} GiB", kib as f64 / 1048576.0))
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(

@@ -98,6 +98,10 @@ impl Table {
         self.rows.push(cells);
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
     pub fn markdown(&self) -> String {
         let mut out = format!("| {} |\n", self.head.join(" | "));
         out.push_str(&format!(

@@ -6,6 +6,9 @@
 //!   per second, each stamped with its send time; `n=0` sends one comment and then stays
 //!   open and silent (an idle stream).
 //! - `GET /big?bytes=N` streams N bytes with a Content-Length.
+//! - `POST /mcp` is an MCP server (2025-06-18 Streamable HTTP, JSON responses): `initialize`
+//!   with a fresh `Mcp-Session-Id`, `tools/list` of two tools, `tools/call`; a notification
+//!   gets 202 and no body. No bearer token is checked.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -44,6 +47,8 @@ const BIG_FRAME: usize = 256 * 1024;
 pub struct Stats {
     /// Idle event streams open now.
     pub idle_open: AtomicU64,
+    /// MCP sessions `POST /mcp` opened (`initialize` answered).
+    pub mcp_sessions: AtomicU64,
 }
 
 /// The running upstream: one plain listener (HTTP/1.1 and h2c) and one TLS listener.
@@ -57,6 +62,8 @@ struct App {
     stats: Arc<Stats>,
     json: Bytes,
     big: Bytes,
+    /// The `result` of every `tools/call`.
+    tool_result: Vec<u8>,
 }
 
 /// Starts both listeners on the current runtime.
@@ -66,6 +73,7 @@ pub async fn start(cert: &Path, key: &Path) -> anyhow::Result<Upstream> {
         stats: stats.clone(),
         json: Bytes::from(json_body()),
         big: Bytes::from(vec![b'x'; BIG_FRAME]),
+        tool_result: tool_result(),
     });
     let plain = TcpListener::bind("127.0.0.1:0").await?;
     let tls = TcpListener::bind("127.0.0.1:0").await?;
@@ -164,6 +172,14 @@ impl App {
                 });
                 respond(StatusCode::OK, "text/event-stream", UpBody::Events(rx))
             }
+            ("POST", "/mcp") => match req.into_body().collect().await {
+                Ok(body) => self.mcp(&body.to_bytes()),
+                Err(_) => respond(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    UpBody::Full(Some(Bytes::from_static(b"unreadable body\n"))),
+                ),
+            },
             ("GET", "/big") => {
                 let bytes = query.get("bytes").unwrap_or(0);
                 respond(
@@ -182,6 +198,113 @@ impl App {
             ),
         }
     }
+
+    /// One JSON-RPC message to `POST /mcp`, answered as a 2025-06-18 server answers it
+    /// over Streamable HTTP with JSON responses (basic/transports, "Sending Messages to the
+    /// Server"): a request gets its response, a notification 202 Accepted and no body.
+    fn mcp(&self, body: &[u8]) -> Response<UpBody> {
+        let Ok(message) = serde_json::from_slice::<serde_json::Value>(body) else {
+            let error =
+                br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#;
+            return respond(
+                StatusCode::BAD_REQUEST,
+                "application/json",
+                UpBody::Full(Some(Bytes::from_static(error))),
+            );
+        };
+        let method = message.get("method").and_then(|m| m.as_str());
+        let Some(id) = message.get("id").filter(|_| method.is_some()) else {
+            let mut resp = Response::new(UpBody::Full(None));
+            *resp.status_mut() = StatusCode::ACCEPTED;
+            return resp;
+        };
+        let id = id.to_string();
+        match method.unwrap_or_default() {
+            "initialize" => {
+                let n = self.stats.mcp_sessions.fetch_add(1, Ordering::Relaxed);
+                let mut resp = respond(
+                    StatusCode::OK,
+                    "application/json",
+                    UpBody::Full(Some(jsonrpc_result(&id, INITIALIZE_RESULT.as_bytes()))),
+                );
+                resp.headers_mut().insert(
+                    "mcp-session-id",
+                    session_id(n).parse().expect("hex digits and dashes"),
+                );
+                resp
+            }
+            "tools/list" => respond(
+                StatusCode::OK,
+                "application/json",
+                UpBody::Full(Some(jsonrpc_result(&id, TOOLS_LIST_RESULT.as_bytes()))),
+            ),
+            "tools/call" => respond(
+                StatusCode::OK,
+                "application/json",
+                UpBody::Full(Some(jsonrpc_result(&id, &self.tool_result))),
+            ),
+            "ping" => respond(
+                StatusCode::OK,
+                "application/json",
+                UpBody::Full(Some(jsonrpc_result(&id, b"{}"))),
+            ),
+            _ => {
+                let error = format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32601,"message":"Method not found"}}}}"#
+                );
+                respond(
+                    StatusCode::OK,
+                    "application/json",
+                    UpBody::Full(Some(Bytes::from(error))),
+                )
+            }
+        }
+    }
+}
+
+const INITIALIZE_RESULT: &str = r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"mcptap-bench-upstream","version":"0.0.0"}}"#;
+
+const TOOLS_LIST_RESULT: &str = r#"{"tools":[{"name":"search","description":"Search the bench corpus","inputSchema":{"type":"object","properties":{"query":{"type":"string"},"limit":{"type":"integer"}},"required":["query"]}},{"name":"fetch","description":"Fetch one document of the bench corpus","inputSchema":{"type":"object","properties":{"id":{"type":"string"}},"required":["id"]}}]}"#;
+
+/// Size of the text of a `tools/call` result.
+const TOOL_TEXT_SIZE: usize = 400;
+
+/// A `tools/call` result: one text block of [`TOOL_TEXT_SIZE`] bytes.
+fn tool_result() -> Vec<u8> {
+    let text: String = "result line of the bench corpus; "
+        .chars()
+        .cycle()
+        .take(TOOL_TEXT_SIZE)
+        .collect();
+    format!(r#"{{"content":[{{"type":"text","text":"{text}"}}],"isError":false}}"#).into_bytes()
+}
+
+/// `{"jsonrpc":"2.0","id":ID,"result":RESULT}` with the request's id as it was sent.
+fn jsonrpc_result(id: &str, result: &[u8]) -> Bytes {
+    let mut body = Vec::with_capacity(40 + id.len() + result.len());
+    body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    body.extend_from_slice(id.as_bytes());
+    body.extend_from_slice(br#","result":"#);
+    body.extend_from_slice(result);
+    body.push(b'}');
+    Bytes::from(body)
+}
+
+/// A session id that looks like the UUIDs real servers hand out, distinct for each `n`.
+fn session_id(n: u64) -> String {
+    // splitmix64: distinct inputs give distinct, well-spread outputs.
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        z >> 32,
+        (z >> 16) & 0xffff,
+        z & 0xfff,
+        n & 0xfff,
+        n & 0xffff_ffff_ffff
+    )
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: UpBody) -> Response<UpBody> {
@@ -332,5 +455,22 @@ mod tests {
         assert_eq!(json_body().len(), JSON_SIZE);
         assert_eq!(sse_event(7, 100).len(), 100);
         assert_eq!(sse_event(7, 16 * 1024).len(), 16 * 1024);
+    }
+
+    #[test]
+    fn mcp_answers_are_json_rpc_with_the_request_id() {
+        for (id, result) in [
+            ("7", INITIALIZE_RESULT.as_bytes()),
+            (r#""a-1""#, TOOLS_LIST_RESULT.as_bytes()),
+            ("3", &tool_result()),
+        ] {
+            let body = jsonrpc_result(id, result);
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
+            assert_eq!(v["id"].to_string(), id);
+            assert!(v["result"].is_object(), "{v}");
+        }
+        assert!(tool_result().len() > TOOL_TEXT_SIZE);
+        assert_ne!(session_id(1), session_id(2));
+        assert_eq!(session_id(1).len(), 36);
     }
 }

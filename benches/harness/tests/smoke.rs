@@ -1,5 +1,6 @@
 //! The harness end to end on a tiny plan (`--smoke`): the workloads that need no outside
-//! tool (w2 open loop, w4 SSE, w5 idle streams, w6 large body), against the mcptap binary
+//! tool (w2 open loop, w4 SSE, w5 idle streams, w6 large body, w8 analysis of a recorded
+//! capture), against the mcptap binary
 //! the main crate's `cargo test` built (or `MCPTAP_BIN`). `.ci/run` runs it; the figures
 //! mean nothing, only that every step of `benches/run` still works.
 
@@ -31,7 +32,7 @@ fn a_smoke_run_measures_mcptap_in_every_tool_free_workload() {
             "--smoke",
             "--no-mitmdump",
             "--only",
-            "w2,w4,w5,w6",
+            "w2,w4,w5,w6,w8",
             "--results",
         ])
         .arg(&results)
@@ -72,6 +73,22 @@ fn a_smoke_run_measures_mcptap_in_every_tool_free_workload() {
             );
             assert!(row.chars().any(|c| c.is_ascii_digit()), "{row}");
         }
+    }
+    let analysis = stdout
+        .split("### 8.")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no section 8 in:\n{stdout}"));
+    let commands: Vec<&str> = analysis
+        .lines()
+        .filter(|l| l.starts_with("| `mcptap "))
+        .collect();
+    assert_eq!(
+        commands.len(),
+        5,
+        "explain ×2, diff, report, export:\n{analysis}"
+    );
+    for row in commands {
+        assert!(!row.contains("failed"), "an analysis command failed: {row}");
     }
 }
 
