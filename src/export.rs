@@ -9,7 +9,8 @@
 //! `_eventSourceMessages`. Redacted values stay `<redacted fp=…>`: the archive holds only
 //! what the capture holds, and its `comment` says which redaction mode made it.
 
-use std::io::Write as _;
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -71,30 +72,157 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let capture = crate::args::open_capture(&args.capture, args.flow)?;
-    for warning in &capture.warnings {
-        eprintln!("mcptap: warning: {warning}");
-    }
     let name = args.capture.display().to_string();
     if let Some(path) = &args.har {
-        let har = har(&capture, &name);
-        let mut text = serde_json::to_string_pretty(&har).context("serialising the HAR")?;
-        text.push('\n');
-        write_out(path, &text)?;
+        let (entries, warnings) = if path.as_os_str() == "-" {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match write_har(&args.capture, args.flow, &mut out).and_then(|r| {
+                out.flush().context("writing to stdout")?;
+                Ok(r)
+            }) {
+                Ok(r) => r,
+                // `| head` closing the pipe is not an error worth a message.
+                Err(e) if is_broken_pipe(&e) => return Ok(ExitCode::SUCCESS),
+                Err(e) => return Err(e),
+            }
+        } else {
+            // Written beside, then renamed: a failure leaves no half archive under its name.
+            let part = path.with_extension("har.partial");
+            let file = std::fs::File::create(&part)
+                .with_context(|| format!("writing {}", part.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            let written = write_har(&args.capture, args.flow, &mut out).and_then(|r| {
+                out.flush()
+                    .with_context(|| format!("writing {}", part.display()))?;
+                Ok(r)
+            });
+            let written = written.and_then(|r| {
+                std::fs::rename(&part, path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                Ok(r)
+            });
+            if written.is_err() {
+                let _ = std::fs::remove_file(&part);
+            }
+            written?
+        };
+        for warning in &warnings {
+            eprintln!("mcptap: warning: {warning}");
+        }
         if path.as_os_str() != "-" {
-            eprintln!(
-                "mcptap: wrote {} ({} entries)",
-                path.display(),
-                har.log.entries.len()
-            );
+            eprintln!("mcptap: wrote {} ({entries} entries)", path.display());
         }
     }
     if args.curl {
+        let capture = crate::args::open_capture(&args.capture, args.flow)?;
+        for warning in &capture.warnings {
+            eprintln!("mcptap: warning: {warning}");
+        }
         let target = args.target.as_deref().map(Target::parse).transpose()?;
         let text = curl_script(&capture, &name, target.as_ref());
         write_out(Path::new("-"), &text)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// How many finished entries wait for an earlier exchange still open (a long event stream)
+/// before they are written anyway, out of request order: the memory `export --har` may hold.
+const HAR_REORDER: usize = 10_000;
+
+/// Writes the capture at `path` (or its flow `flow`) as a HAR, one entry at a time as the
+/// capture streams by, in request order (but for an exchange left open past [`HAR_REORDER`]
+/// later ones). Returns the entries written and the capture's reading warnings.
+pub fn write_har(
+    path: &Path,
+    flow: Option<usize>,
+    out: &mut dyn Write,
+) -> anyhow::Result<(usize, Vec<String>)> {
+    let name = path.display().to_string();
+    let only: Option<std::collections::HashSet<u64>> = match flow {
+        None => None,
+        Some(n) => {
+            let scan = crate::mcp::explanation::scan(path)?;
+            let count = scan.split.flows.len();
+            let Some(f) = scan.split.flows.into_iter().nth(n.wrapping_sub(1)) else {
+                bail!(
+                    "--flow {n}: {name} has {count} client flow{} (numbered from 1; `mcptap explain {name}` lists them)",
+                    if count == 1 { "" } else { "s" },
+                );
+            };
+            Some(f.exchanges.into_iter().collect())
+        }
+    };
+    let mut pass = crate::capture::reader::Exchanges::open(path)?;
+    let wall = Wall::of(pass.capture());
+    let head = serde_json::json!({
+        "version": "1.2",
+        "creator": Creator { name: "mcptap", version: env!("CARGO_PKG_VERSION") },
+        "comment": har_comment(pass.capture(), &name),
+    });
+    // `{"log": {…head…, "entries": [ … ]}}`, the head's fields first.
+    let head = serde_json::to_string_pretty(&head)?;
+    let head = head
+        .trim_end()
+        .strip_suffix('}')
+        .unwrap_or(&head)
+        .trim_end();
+    let head = head.replace("\n  ", "\n    ");
+    let io = |e: std::io::Error| anyhow::Error::new(e).context("writing the HAR");
+    write!(out, "{{\n  \"log\": {head},\n    \"entries\": [").map_err(io)?;
+    let mut pending: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    let mut written = 0usize;
+    let mut write_entry = |text: String, out: &mut dyn Write| -> anyhow::Result<()> {
+        let sep = if written == 0 { "\n" } else { ",\n" };
+        written += 1;
+        out.write_all(sep.as_bytes()).map_err(io)?;
+        out.write_all(text.as_bytes()).map_err(io)
+    };
+    while let Some(x) = pass.next_exchange()? {
+        if only.as_ref().is_some_and(|only| !only.contains(&x.ex)) {
+            continue;
+        }
+        let entry = entry(pass.capture(), &x, &wall);
+        let text = serde_json::to_string_pretty(&entry)?;
+        pending.insert((x.t, x.ex), indent(&text, "      "));
+        // Whatever began before every exchange still open is in its place.
+        let before = pass
+            .earliest_open()
+            .unwrap_or(u64::MAX)
+            .min(pass.capture().last_t);
+        while pending
+            .first_key_value()
+            .is_some_and(|((t, _), _)| *t < before || pending.len() > HAR_REORDER)
+        {
+            if let Some((_, text)) = pending.pop_first() {
+                write_entry(text, out)?;
+            }
+        }
+    }
+    for (_, text) in std::mem::take(&mut pending) {
+        write_entry(text, out)?;
+    }
+    write!(out, "\n    ]\n  }}\n}}\n").map_err(io)?;
+    Ok((written, pass.into_capture().warnings))
+}
+
+/// `text` with every line after the first indented by `by`, and the first too.
+fn indent(text: &str, by: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for (i, line) in text.lines().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(by);
+        out.push_str(line);
+    }
+    out
 }
 
 fn write_out(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -317,11 +445,6 @@ pub fn har(capture: &Capture, name: &str) -> Har {
         .into_iter()
         .map(|x| entry(capture, x, &wall))
         .collect();
-    let redaction = match capture.session.redaction.as_str() {
-        "off" => "redaction off (--no-redact): this archive holds secrets (tokens, codes, cookies) in clear; do not share it".to_string(),
-        "fingerprint" => "redaction fingerprint: secrets are replaced by <redacted fp=XXXXXXXX> (the same secret has the same fp within this capture); they are placeholders, not real values".to_string(),
-        other => format!("redaction {other}"),
-    };
     Har {
         log: Log {
             version: "1.2",
@@ -330,14 +453,24 @@ pub fn har(capture: &Capture, name: &str) -> Har {
                 version: env!("CARGO_PKG_VERSION"),
             },
             entries,
-            comment: format!(
-                "Exported by mcptap {} from the capture {name} (session {}, recorded by mcptap {}). {redaction}.",
-                env!("CARGO_PKG_VERSION"),
-                capture.session.session_id,
-                capture.session.tool_version
-            ),
+            comment: har_comment(capture, name),
         },
     }
+}
+
+/// The log's comment: where the archive came from, and what its redaction means.
+fn har_comment(capture: &Capture, name: &str) -> String {
+    let redaction = match capture.session.redaction.as_str() {
+        "off" => "redaction off (--no-redact): this archive holds secrets (tokens, codes, cookies) in clear; do not share it".to_string(),
+        "fingerprint" => "redaction fingerprint: secrets are replaced by <redacted fp=XXXXXXXX> (the same secret has the same fp within this capture); they are placeholders, not real values".to_string(),
+        other => format!("redaction {other}"),
+    };
+    format!(
+        "Exported by mcptap {} from the capture {name} (session {}, recorded by mcptap {}). {redaction}.",
+        env!("CARGO_PKG_VERSION"),
+        capture.session.session_id,
+        capture.session.tool_version
+    )
 }
 
 /// HAR timings of an exchange, from the capture's µs offsets (all from the request headers).
@@ -1019,6 +1152,53 @@ mod tests {
             text.push('\n');
         }
         Capture::from_reader(text.as_bytes(), "test.jsonl").unwrap()
+    }
+
+    fn request(ex: u64, t: u64, path: &str) -> String {
+        format!(
+            r#"{{"t":{t},"ts":"x","kind":"request","ex":{ex},"conn":1,"method":"GET","target":"{path}","version":"HTTP/1.1","headers":[],"upstream":""}}"#
+        )
+    }
+
+    fn end(ex: u64, t: u64) -> String {
+        format!(
+            r#"{{"t":{t},"ts":"x","kind":"end","ex":{ex},"outcome":"complete","status":200,"timings":{{"upstream_connect_us":null,"reused_connection":true,"request_body_done_us":null,"ttfb_us":1,"response_done_us":null,"total_us":1}},"bytes":{{"request":0,"response":0}}}}"#
+        )
+    }
+
+    #[test]
+    fn the_har_is_written_as_the_capture_streams_by_in_request_order() {
+        // A stream opened first and ended last, with requests ending around it.
+        let mut lines = vec![request(1, 10, "/stream")];
+        for ex in 2..=5 {
+            lines.push(request(ex, ex * 100, &format!("/r{ex}")));
+            lines.push(end(ex, ex * 100 + 50));
+        }
+        lines.push(end(1, 10_000));
+        // One still open when the capture ends.
+        lines.push(request(6, 20_000, "/cut"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.jsonl");
+        std::fs::write(&path, format!("{SESSION}\n{}\n", lines.join("\n"))).unwrap();
+        let mut out = Vec::new();
+        let (written, warnings) = write_har(&path, None, &mut out).unwrap();
+        assert_eq!(written, 6);
+        assert!(
+            warnings.iter().any(|w| w.contains("session_end")),
+            "{warnings:?}"
+        );
+        let streamed: Value = serde_json::from_slice(&out).unwrap();
+        let urls: Vec<&str> = streamed["log"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["request"]["url"].as_str().unwrap())
+            .collect();
+        let paths: Vec<&str> = urls.iter().map(|u| &u[u.rfind('/').unwrap()..]).collect();
+        assert_eq!(paths, ["/stream", "/r2", "/r3", "/r4", "/r5", "/cut"]);
+        // The same archive as the capture read whole.
+        let whole = har(&Capture::open(&path).unwrap(), &path.display().to_string());
+        assert_eq!(streamed, serde_json::to_value(&whole).unwrap());
     }
 
     #[test]

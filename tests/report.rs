@@ -861,3 +861,46 @@ fn ten_thousand_exchanges_render_quickly() {
     assert_eq!(page["expanded"]["ex"], 5000);
     assert_eq!(page["expanded"]["sseEvents"], 20);
 }
+
+#[test]
+fn a_capture_of_many_large_flows_draws_a_dozen_and_lists_them_all() {
+    // 30 clients of 400 exchanges each (12,000 in all): each block of the synthetic capture
+    // gets its own token and session.
+    let mut text = String::new();
+    for line in synthetic_capture(12_000).lines() {
+        let ex = serde_json::from_str::<Value>(line)
+            .ok()
+            .and_then(|v| v["ex"].as_u64());
+        let line = match ex {
+            Some(ex) => {
+                let client = (ex - 1) / 400;
+                line.replace("fp=1a2b3c4d", &format!("fp=c{client:07}"))
+                    .replace("\"s-1\"", &format!("\"s-{client}\""))
+            }
+            None => line.to_string(),
+        };
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let html = report_of(dir.path(), "many", text.as_bytes(), &[]);
+    let page_html = std::fs::read_to_string(&html).unwrap();
+    assert!(page_html.len() < 20 << 20, "{} bytes", page_html.len());
+    let data = page_data(&page_html);
+    let s = &data["sessions"][0];
+    assert_eq!(s["exchanges_total"], 12_000);
+    let flows = s["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 30);
+    let drawn: Vec<&Value> = flows.iter().filter(|f| f["drawn"] == true).collect();
+    assert_eq!(drawn.len(), 12);
+    assert!(drawn.iter().any(|f| f["chosen"] == true));
+    // Every exchange of a drawn flow is in the sequence, none of the others.
+    assert_eq!(s["exchanges"].as_array().unwrap().len(), 12 * 400);
+    let folded = s["folded"].as_str().unwrap();
+    assert!(folded.contains("12 of 30 flows"), "{folded}");
+    if !browser_ready("a_capture_of_many_large_flows_draws_a_dozen_and_lists_them_all") {
+        return;
+    }
+    let page = render(&html, &artifacts().join("report-many-flows.png"), &[]);
+    assert_self_contained(&page);
+}

@@ -57,6 +57,11 @@ pub struct ReportArgs {
     #[arg(long, value_name = "OTHER")]
     pub diff: Option<PathBuf>,
 
+    /// Only client flow N of the capture (numbered from 1, as `mcptap explain` lists them),
+    /// drawn alone however many flows the capture holds.
+    #[arg(long, value_name = "N", conflicts_with = "diff")]
+    pub flow: Option<usize>,
+
     /// Show at most this much of each body in the page (0: all of it). Accepts a KiB/MiB suffix.
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = crate::args::parse_size)]
     pub body_limit: u64,
@@ -72,8 +77,12 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let first = load(&args.capture)?;
-    let second = args.diff.as_deref().map(load).transpose()?;
+    let first = load(&args.capture, args.flow)?;
+    let second = args
+        .diff
+        .as_deref()
+        .map(|path| load(path, None))
+        .transpose()?;
     let options = Options {
         body_limit: args.body_limit,
     };
@@ -99,8 +108,8 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn load(path: &Path) -> anyhow::Result<(Capture, String)> {
-    let capture = Capture::open(path)?;
+fn load(path: &Path, flow: Option<usize>) -> anyhow::Result<(Capture, String)> {
+    let capture = crate::args::open_capture(path, flow)?;
     for warning in &capture.warnings {
         eprintln!("mcptap: warning: {warning}");
     }
@@ -320,6 +329,11 @@ struct SessionData<'a> {
     tokens: &'a [crate::mcp::session::TokenLine],
     findings: &'a [crate::mcp::checks::Finding],
     conns: Vec<ConnData<'a>>,
+    /// Every exchange of the capture, drawn or not.
+    exchanges_total: usize,
+    /// What a large capture's page leaves out, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    folded: Option<String>,
     exchanges: Vec<ExchangeData<'a>>,
 }
 
@@ -336,6 +350,8 @@ struct FlowData<'a> {
     silent_after: Option<&'static str>,
     errors: usize,
     chosen: bool,
+    /// Its exchanges are in the sequence (a large capture's page draws a few flows).
+    drawn: bool,
 }
 
 #[derive(Serialize)]
@@ -536,9 +552,47 @@ impl<'a> SessionData<'a> {
             quiet_for_s: s.quiet_for_s,
             other_requests: s.other_requests.clone(),
         });
+        let flow_of: std::collections::HashMap<u64, usize> = report
+            .flows
+            .iter()
+            .flat_map(|f| f.exchange_ids.iter().map(move |&ex| (ex, f.number)))
+            .collect();
+        let mut fold = Fold::of(capture, report);
+        let is_drawn = |x: &Exchange| fold.drawn.as_ref().is_none_or(|d| d.contains(&x.ex));
+        // A page of many large bodies is cut to its budget.
+        let limit = match options.body_limit {
+            0 => u64::MAX,
+            n => n,
+        };
+        let cap = |len: usize| (len as u64).min(limit);
+        let (count, bytes) =
+            capture
+                .exchanges
+                .iter()
+                .filter(|x| is_drawn(x))
+                .fold((0u64, 0u64), |(n, b), x| {
+                    let body = cap(x.request_body.bytes.len()) + cap(x.response_body.bytes.len());
+                    (n + 1, b + body)
+                });
+        let mut options = options.clone();
+        if bytes > BODY_BUDGET {
+            let limit = (BODY_BUDGET / (2 * count.max(1))).max(1024);
+            options.body_limit = limit;
+            let words = format!(
+                "bodies are cut at {} each (their {} would not fit the page)",
+                human_bytes(limit),
+                human_bytes(bytes)
+            );
+            fold.sentence = Some(match fold.sentence.take() {
+                Some(s) => format!("{s} And {words}."),
+                None => format!("{}{}.", words[..1].to_uppercase(), &words[1..]),
+            });
+        }
+        let options = &options;
         let exchanges = session
             .steps
             .iter()
+            .filter(|step| is_drawn(step.x))
             .map(|step| {
                 // JSON-RPC words only where JSON-RPC is spoken: an OAuth JSON body is not "invalid JSON-RPC".
                 let rpc = matches!(
@@ -551,11 +605,7 @@ impl<'a> SessionData<'a> {
                     (&[][..], &[][..])
                 };
                 let mut data = exchange_data(step.x, step.role, sent, received, options);
-                data.flow = report
-                    .flows
-                    .iter()
-                    .find(|f| f.exchange_ids.binary_search(&step.x.ex).is_ok())
-                    .map(|f| f.number);
+                data.flow = flow_of.get(&step.x.ex).copied();
                 data
             })
             .collect();
@@ -573,6 +623,7 @@ impl<'a> SessionData<'a> {
                 silent_after: f.explanation.silence.as_ref().map(|s| s.after_stage.id()),
                 errors: f.errors,
                 chosen: report.flow.as_ref().is_some_and(|c| c.number == f.number),
+                drawn: fold.flows.as_ref().is_none_or(|d| d.contains(&f.number)),
             })
             .collect();
         SessionData {
@@ -637,7 +688,112 @@ impl<'a> SessionData<'a> {
                     }),
                 })
                 .collect(),
+            exchanges_total: capture.exchanges.len(),
+            folded: fold.sentence,
             exchanges,
+        }
+    }
+}
+
+/// A capture of up to this many exchanges is drawn whole: the page stays well under 20 MB
+/// and opens in a couple of seconds (its rows are virtualised).
+pub const DRAWN_ALL: usize = 10_000;
+/// Beyond that, a capture of one client: the first and last exchanges and up to this many
+/// failures between them.
+pub const DRAWN_ONE: (usize, usize, usize) = (4_000, 4_000, 2_000);
+/// Beyond that, a capture of several flows: at most this many flows are drawn (the chosen one,
+/// then those that went silent or failed, latest first, then the latest others; the flow
+/// table lists every flow), each folded like this.
+pub const DRAWN_FLOWS: usize = 12;
+pub const DRAWN_EACH: (usize, usize, usize) = (400, 400, 200);
+/// Exchanges of other traffic drawn, at most.
+pub const DRAWN_OTHER: usize = 50;
+/// Body bytes the page holds in all; beyond, each body is cut shorter than `--body-limit`.
+pub const BODY_BUDGET: u64 = 12 << 20;
+
+/// What a page leaves out of a capture too large to read whole in a browser: a person
+/// cannot read 100,000 rows anyway, and the page must open in a couple of seconds.
+struct Fold {
+    /// The exchanges drawn; `None`: all of them.
+    drawn: Option<std::collections::BTreeSet<u64>>,
+    /// The flows drawn; `None`: all of them.
+    flows: Option<std::collections::BTreeSet<usize>>,
+    /// What was left out, in words.
+    sentence: Option<String>,
+}
+
+impl Fold {
+    fn of(capture: &Capture, report: &Explanation) -> Fold {
+        let all = |exs: &[u64]| -> Vec<&Exchange> {
+            exs.iter().filter_map(|ex| capture.exchange(*ex)).collect()
+        };
+        if capture.exchanges.len() <= DRAWN_ALL {
+            return Fold {
+                drawn: None,
+                flows: None,
+                sentence: None,
+            };
+        }
+        if report.flows.is_empty() {
+            let every: Vec<&Exchange> = capture.exchanges.iter().collect();
+            let (first, last, failed) = DRAWN_ONE;
+            let (drawn, left_out) = explain::fold_ids(&every, first, last, failed);
+            return Fold {
+                sentence: Some(format!(
+                    "{left_out} repeated successful POSTs in the middle of this capture are not drawn: the first {first} exchanges, the last {last} and up to {failed} failures between are."
+                )),
+                drawn: Some(drawn),
+                flows: None,
+            };
+        }
+        // The chosen flow, then the troubled, then the rest; latest first in each.
+        let chosen = report.flow.as_ref().map(|c| c.number);
+        let troubled = |f: &explain::FlowReport| f.explanation.silence.is_some() || f.errors > 0;
+        let mut order: Vec<&explain::FlowReport> = report.flows.iter().collect();
+        order.sort_by_key(|f| {
+            (
+                Some(f.number) != chosen,
+                !troubled(f),
+                std::cmp::Reverse((f.first_t, f.number)),
+            )
+        });
+        let shown: Vec<&explain::FlowReport> = order.into_iter().take(DRAWN_FLOWS).collect();
+        let mut drawn = std::collections::BTreeSet::new();
+        let mut left_out = 0;
+        let (first, last, failed) = DRAWN_EACH;
+        for f in &shown {
+            let (ids, out) = explain::fold_ids(&all(&f.exchange_ids), first, last, failed);
+            drawn.extend(ids);
+            left_out += out;
+        }
+        drawn.extend(report.other_traffic.iter().take(DRAWN_OTHER));
+        let flows: std::collections::BTreeSet<usize> = shown.iter().map(|f| f.number).collect();
+        let mut numbers: Vec<usize> = flows.iter().copied().collect();
+        numbers.sort_unstable();
+        let mut words = vec![format!(
+            "drawn: {} of {} flows (the chosen one, then those that went silent or failed, latest first: {})",
+            flows.len(),
+            report.flows.len(),
+            numbers.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+        )];
+        if left_out > 0 {
+            words.push(format!(
+                "{left_out} repeated successful POSTs in their middles left out"
+            ));
+        }
+        if report.other_traffic.len() > DRAWN_OTHER {
+            words.push(format!(
+                "{DRAWN_OTHER} of {} exchanges of other traffic",
+                report.other_traffic.len()
+            ));
+        }
+        Fold {
+            drawn: Some(drawn),
+            flows: Some(flows),
+            sentence: Some(format!(
+                "{}. Draw another flow with `mcptap report CAPTURE --flow N`.",
+                words.join("; ")
+            )),
         }
     }
 }

@@ -155,12 +155,17 @@
     const table = el('table', { class: 'flowtable' });
     table.append(el('tr', {}, ['flow', 'client', 'era', 'from – to', 'exchanges', 'furthest', 'silent after', 'errors', ''].map((h) => el('th', { text: h }))));
     for (const f of s.flows) {
-      const show = el('button', { type: 'button', class: 'flowbtn', 'data-flow': f.number, text: 'show its sequence' });
-      show.addEventListener('click', () => {
-        filter.value = 'flow:' + f.number;
-        state.terms = ['flow:' + f.number];
-        relayout();
-      });
+      // A flow the page does not draw (a large capture's) is one command away.
+      const show = f.drawn
+        ? el('button', { type: 'button', class: 'flowbtn', 'data-flow': f.number, text: 'show its sequence' })
+        : el('span', { class: 'meta', text: 'not drawn: report --flow ' + f.number });
+      if (f.drawn) {
+        show.addEventListener('click', () => {
+          filter.value = 'flow:' + f.number;
+          state.terms = ['flow:' + f.number];
+          relayout();
+        });
+      }
       const cells = [String(f.number) + (f.chosen ? ' *' : ''), f.client, f.era_label, dur(f.first_t) + ' – ' + dur(f.last_t), String(f.exchanges), f.furthest_stage || '–', f.silent_after || '–', String(f.errors)];
       const tr = el('tr', { class: 'flow' + (f.silent_after || f.errors ? ' troubled' : ''), 'data-flow': f.number }, cells.map((c) => el('td', { text: c })));
       tr.append(el('td', {}, [show]));
@@ -176,7 +181,7 @@
     const conns = s.conns.length;
     const meta = el('p', { class: 'meta' }, [
       txt((DIFF ? '' : s.name + ' · ') + 'session ' + s.session_id + ' · started ' + s.started + ' · '),
-      txt(s.exchanges.length + ' exchanges on ' + conns + ' connection' + (conns === 1 ? '' : 's') + ' · '),
+      txt(s.exchanges_total + ' exchanges on ' + conns + ' connection' + (conns === 1 ? '' : 's') + ' · '),
       txt(s.routes.map((r) => r[0] + ' → ' + r[1]).join(', ') + ' · lasted ' + dur(s.end_t) + ' '),
       s.redaction === 'off'
         ? el('span', { class: 'badge clear', text: 'NOT redacted: this capture holds secrets in clear' })
@@ -185,6 +190,7 @@
       el('span', { class: 'badge era era-' + s.era, 'data-era': s.era, text: 'MCP ' + s.era_label }),
     ]);
     sec.append(meta);
+    if (s.folded) sec.append(el('p', { class: 'meta folded', text: 'A large capture: ' + s.folded }));
 
     if (s.flows && s.flows.length) sec.append(flowTable(s));
 

@@ -2,7 +2,7 @@
 //! `kill -9` leaves one) with a warning, refuses an unknown format version, and rebuilds
 //! connections and exchanges (joined bodies, SSE events, outcomes, timings).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
@@ -301,6 +301,8 @@ struct Builder {
     open: HashMap<u64, Exchange>,
     /// Exchanges complete, in the order they completed.
     done: VecDeque<Exchange>,
+    /// The open exchanges by the time their request began.
+    open_order: BTreeSet<(u64, u64)>,
 }
 
 impl Builder {
@@ -344,6 +346,7 @@ impl Builder {
             },
             open: HashMap::new(),
             done: VecDeque::new(),
+            open_order: BTreeSet::new(),
         })
     }
 
@@ -371,7 +374,12 @@ impl Builder {
             }
             EventBody::TlsError(e) => self.capture.tls_errors.push((t, e)),
             EventBody::Request(req) => {
-                self.open.insert(req.ex, Exchange::new(t, req));
+                self.open_order.insert((t, req.ex));
+                if let Some(old) = self.open.insert(req.ex, Exchange::new(t, req)) {
+                    // The same id twice (a damaged file): the first is complete as it stands.
+                    self.open_order.remove(&(old.t, old.ex));
+                    self.done.push_back(old);
+                }
             }
             EventBody::Response(resp) => {
                 if let Some(x) = self.open.get_mut(&resp.ex) {
@@ -418,12 +426,14 @@ impl Builder {
 
     fn close(&mut self, ex: u64) {
         if let Some(x) = self.open.remove(&ex) {
+            self.open_order.remove(&(x.t, x.ex));
             self.done.push_back(x);
         }
     }
 
     /// The end of the input: every exchange still open is complete as it stands, in order.
     fn finish(&mut self, name: &str) {
+        self.open_order.clear();
         let mut rest: Vec<Exchange> = self.open.drain().map(|(_, x)| x).collect();
         rest.sort_by_key(|x| x.ex);
         self.done.extend(rest);
@@ -535,6 +545,12 @@ impl<'r> Exchanges<'r> {
     /// [`Exchanges::next_exchange`] has returned `None`).
     pub fn capture(&self) -> &Capture {
         &self.builder.capture
+    }
+
+    /// The start time (`t`) of the earliest exchange still open: every exchange still to come
+    /// out began at or after it, or after the last line read. `None` when none is open.
+    pub fn earliest_open(&self) -> Option<u64> {
+        self.builder.open_order.first().map(|(t, _)| *t)
     }
 
     /// Gives up the capture read so far, without its exchanges.

@@ -191,6 +191,36 @@ pub struct Streamed {
     pub other_sample: Vec<String>,
 }
 
+/// What one streaming pass over a capture learns: its flows, what its server is, and the
+/// capture without its exchanges.
+pub struct Scan {
+    pub capture: Capture,
+    pub facts: ServerFacts,
+    pub split: flows::Split,
+    pub exchanges: usize,
+}
+
+/// Reads a capture file once, keeping only what the flow rules need of each exchange.
+pub fn scan(path: &Path) -> anyhow::Result<Scan> {
+    let mut pass = Exchanges::open(path)?;
+    let mut marker = flows::Marker::default();
+    let mut facts = FactsBuilder::default();
+    let mut exchanges = 0usize;
+    while let Some(x) = pass.next_exchange()? {
+        facts.add(&x);
+        marker.add(&x, &pass.capture().connections);
+        exchanges += 1;
+    }
+    let facts = facts.finish();
+    let split = marker.split(&facts);
+    Ok(Scan {
+        capture: pass.into_capture(),
+        facts,
+        split,
+        exchanges,
+    })
+}
+
 /// How much of one flow is analysed in full: its first exchanges, its last, and up to this
 /// many failures in between. What lies between, repeated successful POSTs, is counted and
 /// left out, so a day-long session costs no more memory than an hour's.
@@ -236,9 +266,36 @@ impl Folder {
     }
 }
 
+/// Of `exchanges` (in order), the ids of the first `first`, the last `last` and up to
+/// `failed` between them that are not [`routine`]; and how many were left out.
+pub fn fold_ids(
+    exchanges: &[&Exchange],
+    first: usize,
+    last: usize,
+    failed: usize,
+) -> (std::collections::BTreeSet<u64>, usize) {
+    let n = exchanges.len();
+    let mut kept: std::collections::BTreeSet<u64> = exchanges
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i < first || *i + last >= n)
+        .map(|(_, x)| x.ex)
+        .collect();
+    let middle = exchanges
+        .iter()
+        .take(n.saturating_sub(last))
+        .skip(first)
+        .filter(|x| !routine(x))
+        .take(failed)
+        .map(|x| x.ex);
+    kept.extend(middle);
+    let left_out = n - kept.len();
+    (kept, left_out)
+}
+
 /// A POST answered 2xx whose answer names no error: the repeated tool call a long session is
 /// made of.
-fn routine(x: &Exchange) -> bool {
+pub fn routine(x: &Exchange) -> bool {
     let has_error = |bytes: &[u8]| memchr::memmem::find(bytes, b"\"error\"").is_some();
     x.method() == "POST"
         && x.status().is_some_and(|s| (200..300).contains(&s))
@@ -283,18 +340,12 @@ fn part_of(skeleton: &Capture, exchanges: Vec<Exchange>, whole: bool) -> Capture
 pub fn explain_file(path: &Path, keep: Keep<'_>) -> anyhow::Result<Streamed> {
     let name = path.display().to_string();
     // 1. Facts and flow evidence.
-    let mut pass = Exchanges::open(path)?;
-    let mut marker = flows::Marker::default();
-    let mut facts = FactsBuilder::default();
-    let mut total = 0usize;
-    while let Some(x) = pass.next_exchange()? {
-        facts.add(&x);
-        marker.add(&x, &pass.capture().connections);
-        total += 1;
-    }
-    let skeleton = pass.into_capture();
-    let facts = facts.finish();
-    let split = marker.split(&facts);
+    let Scan {
+        capture: skeleton,
+        facts,
+        split,
+        exchanges: total,
+    } = scan(path)?;
 
     // 2. Each flow, analysed as its last exchange goes by.
     const OTHER: usize = usize::MAX;
@@ -652,7 +703,10 @@ mod tests {
         let streamed = explain_file(file.path(), Keep::Chosen).unwrap();
         let report = &streamed.report;
         assert_eq!(report.exchanges as u64, next - 1);
-        assert_eq!(report.folded as u64, calls + 1 - (KEEP_FIRST + KEEP_LAST + 1) as u64);
+        assert_eq!(
+            report.folded as u64,
+            calls + 1 - (KEEP_FIRST + KEEP_LAST + 1) as u64
+        );
         let part = &streamed.parts[&1];
         assert!(part.exchange(failed).is_some(), "the failure is kept");
         assert!(part.exchange(next - 1).is_some(), "the end is kept");
