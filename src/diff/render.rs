@@ -82,6 +82,14 @@ pub fn render(report: &Comparison, palette: Style, width: usize) -> String {
     for line in wrap(&noise, width) {
         let _ = writeln!(out, "{}", p.paint("2", &line));
     }
+    if let Some(window) = report.windowed {
+        let words = format!(
+            "Long captures: aligned in windows of {window} exchanges, each share of A against the same share of B; compare two client flows with --flow-a N --flow-b M."
+        );
+        for line in wrap(&words, width) {
+            let _ = writeln!(out, "{}", p.paint("2", &line));
+        }
+    }
     if report.entries.is_empty() {
         return out;
     }

@@ -55,8 +55,11 @@ fn weight(a: &Item, b: &Item) -> u64 {
 }
 
 /// Aligns A's items with B's.
-pub(super) fn align(a: &[Item], b: &[Item]) -> Vec<Op> {
-    let mut ops = Vec::with_capacity(a.len().max(b.len()));
+pub(super) fn align(a: &[Item], b: &[Item]) -> Alignment {
+    let mut out = Out {
+        ops: Vec::with_capacity(a.len().max(b.len())),
+        windowed: false,
+    };
     // A pair that matches in everything is in some best alignment when it opens or closes
     // both sequences, so common ends are taken as they are.
     let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
@@ -66,24 +69,47 @@ pub(super) fn align(a: &[Item], b: &[Item]) -> Vec<Op> {
         .zip(b[prefix..].iter().rev())
         .take_while(|(x, y)| x == y)
         .count();
-    ops.extend((0..prefix).map(|i| Op::Pair(i, i)));
+    out.ops.extend((0..prefix).map(|i| Op::Pair(i, i)));
     anchored(
         &a[prefix..a.len() - suffix],
         &b[prefix..b.len() - suffix],
         prefix,
         prefix,
-        &mut ops,
+        &mut out,
     );
     let (sa, sb) = (a.len() - suffix, b.len() - suffix);
-    ops.extend((0..suffix).map(|k| Op::Pair(sa + k, sb + k)));
-    moved(ops, a, b)
+    out.ops
+        .extend((0..suffix).map(|k| Op::Pair(sa + k, sb + k)));
+    Alignment {
+        ops: moved(out.ops, a, b),
+        windowed: out.windowed,
+    }
 }
+
+/// The alignment being built.
+#[derive(Default)]
+struct Out {
+    ops: Vec<Op>,
+    windowed: bool,
+}
+
+/// Two sessions aligned.
+pub(super) struct Alignment {
+    pub ops: Vec<Op>,
+    /// Part of it was too large to align whole and was aligned in windows of [`WINDOW`].
+    pub windowed: bool,
+}
+
+/// Beyond this many table cells (about a second of work), a stretch is aligned in windows…
+const WINDOWED_CELLS: u128 = 1 << 28;
+/// …of this many exchanges.
+pub(super) const WINDOW: usize = 2_048;
 
 /// Pairs first the exchanges that occur exactly once on each side and are alike in all
 /// the alignment weighs (patience diff's anchors: an `initialize`, a call with its own
 /// arguments), as many as keep their order, then aligns the gaps between them. Sessions of
 /// distinct requests then cost about their length instead of its square.
-fn anchored(a: &[Item], b: &[Item], ia: usize, ib: usize, ops: &mut Vec<Op>) {
+fn anchored(a: &[Item], b: &[Item], ia: usize, ib: usize, out: &mut Out) {
     // (count in A, position in A, count in B, position in B)
     let mut seen: HashMap<Item, (usize, usize, usize, usize)> = HashMap::with_capacity(a.len());
     for (i, x) in a.iter().enumerate() {
@@ -103,11 +129,11 @@ fn anchored(a: &[Item], b: &[Item], ia: usize, ib: usize, ops: &mut Vec<Op>) {
     unique.sort_unstable();
     let (mut from_a, mut from_b) = (0, 0);
     for (i, j) in increasing_run(&unique) {
-        middle(&a[from_a..i], &b[from_b..j], ia + from_a, ib + from_b, ops);
-        ops.push(Op::Pair(ia + i, ib + j));
+        middle(&a[from_a..i], &b[from_b..j], ia + from_a, ib + from_b, out);
+        out.ops.push(Op::Pair(ia + i, ib + j));
         (from_a, from_b) = (i + 1, j + 1);
     }
-    middle(&a[from_a..], &b[from_b..], ia + from_a, ib + from_b, ops);
+    middle(&a[from_a..], &b[from_b..], ia + from_a, ib + from_b, out);
 }
 
 /// The longest run of `pairs` (sorted by their first) whose seconds increase too.
@@ -135,17 +161,30 @@ fn increasing_run(pairs: &[(usize, usize)]) -> Vec<(usize, usize)> {
 }
 
 /// Aligns `a` (starting at `ia` in A) with `b` (starting at `ib` in B), appending in order.
-fn middle(a: &[Item], b: &[Item], ia: usize, ib: usize, ops: &mut Vec<Op>) {
+fn middle(a: &[Item], b: &[Item], ia: usize, ib: usize, out: &mut Out) {
     if a.is_empty() {
-        ops.extend((0..b.len()).map(|j| Op::Insert(ib + j)));
+        out.ops.extend((0..b.len()).map(|j| Op::Insert(ib + j)));
         return;
     }
     if b.is_empty() {
-        ops.extend((0..a.len()).map(|i| Op::Delete(ia + i)));
+        out.ops.extend((0..a.len()).map(|i| Op::Delete(ia + i)));
         return;
     }
     if a.len() == 1 || (a.len() + 1).saturating_mul(b.len() + 1) <= 1 << 16 {
-        table(a, b, ia, ib, ops);
+        table(a, b, ia, ib, out);
+        return;
+    }
+    // Too large to align whole in reasonable time (two long captures of many interleaved
+    // clients): aligned window by window, each window's share of A against the same share
+    // of B. Insertions and moves are still found within a window.
+    if (a.len() as u128) * (b.len() as u128) > WINDOWED_CELLS {
+        let windows = a.len().max(b.len()).div_ceil(WINDOW);
+        out.windowed = true;
+        for w in 0..windows {
+            let (a0, a1) = (a.len() * w / windows, a.len() * (w + 1) / windows);
+            let (b0, b1) = (b.len() * w / windows, b.len() * (w + 1) / windows);
+            middle(&a[a0..a1], &b[b0..b1], ia + a0, ib + b0, out);
+        }
         return;
     }
     let mid = a.len() / 2;
@@ -156,8 +195,8 @@ fn middle(a: &[Item], b: &[Item], ia: usize, ib: usize, ops: &mut Vec<Op>) {
     let split = (0..=b.len())
         .max_by_key(|&k| (forward[k] + backward[k], std::cmp::Reverse(k)))
         .unwrap_or(0);
-    middle(&a[..mid], &b[..split], ia, ib, ops);
-    middle(&a[mid..], &b[split..], ia + mid, ib + split, ops);
+    middle(&a[..mid], &b[..split], ia, ib, out);
+    middle(&a[mid..], &b[split..], ia + mid, ib + split, out);
 }
 
 /// The last row of the score table of `a` against `b`: entry `j` is the best score of all of
@@ -184,7 +223,7 @@ fn scores<'i>(
 }
 
 /// The whole table, for small problems, walked back from the end.
-fn table(a: &[Item], b: &[Item], ia: usize, ib: usize, ops: &mut Vec<Op>) {
+fn table(a: &[Item], b: &[Item], ia: usize, ib: usize, out: &mut Out) {
     let (n, m) = (a.len(), b.len());
     let w = m + 1;
     let mut t = vec![0u64; (n + 1) * w];
@@ -216,7 +255,7 @@ fn table(a: &[Item], b: &[Item], ia: usize, ib: usize, ops: &mut Vec<Op>) {
             i -= 1;
         }
     }
-    ops.extend(back.into_iter().rev());
+    out.ops.extend(back.into_iter().rev());
 }
 
 /// An exchange only in A and one only in B with the same key, close to each other, are the
@@ -258,6 +297,68 @@ fn moved(ops: Vec<Op>, a: &[Item], b: &[Item]) -> Vec<Op> {
 mod tests {
     use super::*;
 
+    fn ops_of(a: &[Item], b: &[Item]) -> Vec<Op> {
+        align(a, b).ops
+    }
+
+    #[test]
+    fn long_repeated_sessions_are_aligned_in_windows_and_an_insertion_still_shows() {
+        // 20,000 calls each side, every one alike but for its request; B has one more.
+        let calls = |n: u64| -> Vec<Item> {
+            (0..n)
+                .map(|i| Item {
+                    key: 1,
+                    request: i % 3,
+                    status: Some(200),
+                    authorized: true,
+                })
+                .collect()
+        };
+        let a = calls(20_000);
+        let mut b = a.clone();
+        b.insert(
+            12_345,
+            Item {
+                key: 2,
+                request: 9,
+                status: Some(500),
+                authorized: true,
+            },
+        );
+        let aligned = align(&a, &b);
+        assert!(
+            !aligned.windowed,
+            "one distinct exchange anchors the rest: no window needed"
+        );
+        assert!(aligned.ops.contains(&Op::Insert(12_345)));
+        // No anchor at all: a long run against a long run of other calls.
+        let b: Vec<Item> = calls(20_001)
+            .into_iter()
+            .map(|mut i| {
+                i.request += 1;
+                i
+            })
+            .collect();
+        let aligned = align(&a, &b);
+        assert!(aligned.windowed);
+        let (mut left, mut right) = (0, 0);
+        for op in &aligned.ops {
+            match op {
+                Op::Pair(..) | Op::Moved(..) => {
+                    left += 1;
+                    right += 1;
+                }
+                Op::Delete(_) => left += 1,
+                Op::Insert(_) => right += 1,
+            }
+        }
+        assert_eq!(
+            (left, right),
+            (20_000, 20_001),
+            "every exchange is in the alignment once"
+        );
+    }
+
     fn items(keys: &[u32]) -> Vec<Item> {
         keys.iter()
             .map(|&key| Item {
@@ -271,7 +372,7 @@ mod tests {
 
     #[test]
     fn an_insertion_and_a_deletion_leave_the_rest_paired() {
-        let ops = align(&items(&[1, 2, 3, 4]), &items(&[1, 1, 2, 3]));
+        let ops = ops_of(&items(&[1, 2, 3, 4]), &items(&[1, 1, 2, 3]));
         assert_eq!(
             ops,
             vec![
@@ -302,7 +403,7 @@ mod tests {
                 authorized: true,
             },
         );
-        assert_eq!(align(&a, &b), vec![Op::Insert(0), Op::Pair(0, 1)]);
+        assert_eq!(ops_of(&a, &b), vec![Op::Insert(0), Op::Pair(0, 1)]);
     }
 
     #[test]
@@ -324,7 +425,7 @@ mod tests {
         let mut retry = b[41];
         retry.status = Some(401);
         b.insert(41, retry);
-        let ops = align(&a, &b);
+        let ops = ops_of(&a, &b);
         let changed: Vec<_> = ops
             .iter()
             .filter(|op| matches!(op, Op::Pair(i, j) if a[*i] != b[*j]))
@@ -343,7 +444,7 @@ mod tests {
 
     #[test]
     fn a_reordered_exchange_is_moved() {
-        let ops = align(&items(&[1, 2, 3]), &items(&[2, 3, 1]));
+        let ops = ops_of(&items(&[1, 2, 3]), &items(&[2, 3, 1]));
         assert_eq!(ops, vec![Op::Pair(1, 0), Op::Pair(2, 1), Op::Moved(0, 2)]);
     }
 
@@ -353,10 +454,11 @@ mod tests {
         let a: Vec<u32> = (0..600).map(|i| i % 37).collect();
         let b: Vec<u32> = (0..500).map(|i| (i * 7) % 37).collect();
         let (ia, ib) = (items(&a), items(&b));
-        let mut big = Vec::new();
+        let mut big = Out::default();
         middle(&ia, &ib, 0, 0, &mut big);
-        let mut small = Vec::new();
+        let mut small = Out::default();
         table(&ia, &ib, 0, 0, &mut small);
+        let (big, small) = (big.ops, small.ops);
         let pairs = |ops: &[Op]| ops.iter().filter(|o| matches!(o, Op::Pair(..))).count();
         assert_eq!(pairs(&big), pairs(&small));
         // Every index appears once, in order.
@@ -401,10 +503,10 @@ mod tests {
         #[test]
         fn the_split_is_as_good_as_the_table(a in proptest::collection::vec(item(), 250..320),
                                              b in proptest::collection::vec(item(), 250..320)) {
-            let (mut split, mut full) = (Vec::new(), Vec::new());
+            let (mut split, mut full) = (Out::default(), Out::default());
             middle(&a, &b, 0, 0, &mut split);
             table(&a, &b, 0, 0, &mut full);
-            proptest::prop_assert_eq!(total(&split, &a, &b), total(&full, &a, &b));
+            proptest::prop_assert_eq!(total(&split.ops, &a, &b), total(&full.ops, &a, &b));
         }
     }
 
@@ -413,7 +515,7 @@ mod tests {
         #[test]
         fn any_alignment_covers_both_sides(a in proptest::collection::vec(0u32..5, 0..40),
                                            b in proptest::collection::vec(0u32..5, 0..40)) {
-            let ops = align(&items(&a), &items(&b));
+            let ops = ops_of(&items(&a), &items(&b));
             let mut seen_a: Vec<usize> = Vec::new();
             let mut seen_b: Vec<usize> = Vec::new();
             for op in ops {

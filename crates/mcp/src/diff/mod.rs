@@ -105,6 +105,10 @@ pub struct Comparison {
     pub options: OptionsReport,
     pub summary: Summary,
     pub first_divergence: Option<Divergence>,
+    /// Set when the captures were too long to align whole: the size of the windows (in
+    /// exchanges) they were aligned in, each share of A against the same share of B.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windowed: Option<usize>,
     pub entries: Vec<Entry>,
 }
 
@@ -299,7 +303,8 @@ pub fn diff(a: &Capture, a_name: &str, b: &Capture, b_name: &str, options: &Opti
     let mut keys: HashMap<&Key, u32> = HashMap::new();
     let ia = items(&pa, &loose_a, &mut keys);
     let ib = items(&pb, &loose_b, &mut keys);
-    let ops = align::align(&ia, &ib);
+    let alignment = align::align(&ia, &ib);
+    let ops = alignment.ops;
 
     let (na, nb) = if options.strict {
         (Noise::strict(), Noise::strict())
@@ -389,6 +394,7 @@ pub fn diff(a: &Capture, a_name: &str, b: &Capture, b_name: &str, options: &Opti
         },
         summary,
         first_divergence,
+        windowed: alignment.windowed.then_some(align::WINDOW),
         entries,
     }
 }
