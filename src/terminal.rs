@@ -33,6 +33,81 @@ struct Line {
     issued: Option<String>,
     /// The request names a 2026-07-28 protocol version (`MCP-Protocol-Version`).
     modern: bool,
+    /// The identities it carries, as the flow rules key them (`bearer …`, `session …`,
+    /// `code …`).
+    keys: Vec<String>,
+    /// A browser's authorization request (its query names a `response_type`).
+    authorize: bool,
+}
+
+/// A parameter of a URL's query.
+fn url_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    crate::mcp::session::form_value(query.split('#').next().unwrap_or(""), name)
+}
+
+/// Client flows as the live lines see them: the same evidence `explain` groups by (a
+/// credential or session shared, else the client's address and User-Agent within a minute,
+/// an authorization request joining the latest flow not yet authorized), decided as each
+/// exchange ends. `explain`'s numbering, made with the whole capture in view, is the one to
+/// trust when the two differ.
+#[derive(Default)]
+struct LiveFlows {
+    by_key: HashMap<String, usize>,
+    /// Each client's latest flow, and when its last exchange ended.
+    by_client: HashMap<String, (usize, u64)>,
+    /// Flows with an identity, and the latest flow without one with when it was last seen.
+    anchored: std::collections::HashSet<usize>,
+    unanchored: Option<(usize, u64)>,
+    count: usize,
+}
+
+impl LiveFlows {
+    /// The flow of an exchange that ended at `t`.
+    fn flow_of(&mut self, keys: &[String], client: &str, authorize: bool, t: u64) -> usize {
+        let near = |(flow, last): (usize, u64), within: u64| {
+            (t.saturating_sub(last) <= within).then_some(flow)
+        };
+        let recent = self
+            .by_client
+            .get(client)
+            .and_then(|&seen| near(seen, crate::mcp::flows::NEARBY_US));
+        let known = keys.iter().find_map(|k| self.by_key.get(k).copied());
+        let flow = known
+            .or_else(|| {
+                // An identity not seen before starts a flow, unless the client's discovery
+                // leads into it.
+                if keys.is_empty() {
+                    recent
+                } else {
+                    recent.filter(|f| !self.anchored.contains(f))
+                }
+            })
+            .or_else(|| {
+                authorize
+                    .then(|| self.unanchored.and_then(|seen| near(seen, 600_000_000)))
+                    .flatten()
+            })
+            .unwrap_or_else(|| {
+                self.count += 1;
+                self.count
+            });
+        for k in keys {
+            self.by_key.entry(k.clone()).or_insert(flow);
+        }
+        self.by_client.insert(client.to_string(), (flow, t));
+        if keys.is_empty() {
+            if !self.anchored.contains(&flow) {
+                self.unanchored = Some((flow, t));
+            }
+        } else {
+            self.anchored.insert(flow);
+            if self.unanchored.is_some_and(|(f, _)| f == flow) {
+                self.unanchored = None;
+            }
+        }
+        flow
+    }
 }
 
 /// What the live lines have said of the protocol era so far.
@@ -79,6 +154,7 @@ pub struct Terminal {
     /// searching a small body.
     code_grant: memchr::memmem::Finder<'static>,
     era: EraSeen,
+    flows: LiveFlows,
 }
 
 impl Terminal {
@@ -99,6 +175,7 @@ impl Terminal {
             routes: Vec::new(),
             code_grant: memchr::memmem::Finder::new(b"grant_type=authorization_code"),
             era: EraSeen::default(),
+            flows: LiveFlows::default(),
         }
     }
 
@@ -185,6 +262,13 @@ impl Terminal {
         if let Some(token) = bearer {
             self.waiting.remove(token);
         }
+        let mut keys: Vec<String> = bearer.map(|b| format!("bearer {b}")).into_iter().collect();
+        keys.extend(
+            req.headers
+                .get("mcp-session-id")
+                .map(|s| format!("session {s}")),
+        );
+        let authorize = req.method == "GET" && req.target.contains("response_type=");
         let client = format!(
             "{} · {}",
             self.peers.get(&req.conn).map_or("?", String::as_str),
@@ -238,6 +322,8 @@ impl Terminal {
                     .headers
                     .get("mcp-protocol-version")
                     .is_some_and(|v| crate::mcp::era::MODERN_VERSIONS.contains(&v.trim())),
+                keys,
+                authorize,
             },
         );
     }
@@ -257,6 +343,16 @@ impl Terminal {
         };
         line.status = Some(resp.status);
         line.stream = stream;
+        if let Some(id) = resp.headers.get("mcp-session-id") {
+            line.keys.push(format!("session {id}"));
+        }
+        if let Some(code) = resp
+            .headers
+            .get("location")
+            .and_then(|l| url_param(l, "code"))
+        {
+            line.keys.push(format!("code {code}"));
+        }
         line.response_type = resp
             .headers
             .get("content-type")
@@ -355,6 +451,23 @@ impl Terminal {
             }
         };
         let era = self.era_seen(&line, end, method.as_deref());
+        // The flow, once a second client shows up.
+        let mut keys = line.keys.clone();
+        if line.form_post {
+            let form = String::from_utf8_lossy(&line.body);
+            for (field, kind) in [("code", "code"), ("refresh_token", "refresh")] {
+                if let Some(v) = crate::mcp::session::form_value(&form, field) {
+                    keys.push(format!("{kind} {v}"));
+                }
+            }
+        }
+        keys.extend(line.issued.as_ref().map(|token| format!("bearer {token}")));
+        let flow = self.flows.flow_of(&keys, &line.client, line.authorize, t);
+        let era = if self.flows.count > 1 {
+            format!("{era} · flow {flow}")
+        } else {
+            era
+        };
         if line.stream {
             print(format_args!(
                 "{time} {}{} {} event stream closed after {took}, {} events, {}{outcome}{stage}{era}",

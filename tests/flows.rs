@@ -25,6 +25,11 @@ fn explain_text(path: &std::path::Path, args: &[&str]) -> String {
 /// The server of ../shared/CASE.md (its resource metadata names the base URL, not the MCP
 /// endpoint) behind the proxy started with `args`; the proxy's URL.
 async fn case_server(args: &[&str]) -> (FixtureServer, TestProxy, String) {
+    case_server_with(args, false).await
+}
+
+/// [`case_server`], keeping the proxy's live lines when `live`.
+async fn case_server_with(args: &[&str], live: bool) -> (FixtureServer, TestProxy, String) {
     let server = FixtureServer::start(
         Faults {
             prm_resource_base_url: true,
@@ -34,7 +39,8 @@ async fn case_server(args: &[&str]) -> (FixtureServer, TestProxy, String) {
     )
     .await
     .unwrap();
-    let proxy = TestProxy::to(&server.url()).args(args).start();
+    let proxy = TestProxy::to(&server.url()).args(args);
+    let proxy = if live { proxy.live() } else { proxy }.start();
     let base = format!("http://{}", proxy.addr);
     server.set_public_base(base.clone());
     (server, proxy, base)
@@ -431,4 +437,43 @@ async fn the_watchdog_names_the_client_that_went_silent_among_others() {
     let errors = proxy.stderr_lines("prm-resource-match");
     assert!(!errors.is_empty(), "the silent flow's error is told");
     drop(proxy.finish());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_lines_name_each_client_flow() {
+    let (_server, mut proxy, base) = case_server_with(&[], true).await;
+    two_connectors(&base).await;
+    let stdout = proxy.stdout.take().unwrap();
+    let _capture = proxy.finish();
+    let lines: Vec<String> = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .collect();
+    let flow_of = |line: &str| -> Option<String> {
+        line.rsplit_once(" · flow ")
+            .map(|(_, n)| n.trim().to_string())
+    };
+    // Each connector's token request, and the tool call only the lenient one made.
+    let tokens: Vec<Option<String>> = lines
+        .iter()
+        .filter(|l| l.contains("POST /token 200"))
+        .map(|l| flow_of(l))
+        .collect();
+    assert_eq!(tokens.len(), 2, "{lines:#?}");
+    assert!(tokens.iter().all(Option::is_some), "{lines:#?}");
+    assert_ne!(tokens[0], tokens[1], "two clients, two flows: {lines:#?}");
+    // A call's line is the one its stream closes with (the line it opens with has no end yet).
+    let calls: Vec<Option<String>> = lines
+        .iter()
+        .filter(|l| l.contains("[call]"))
+        .map(|l| flow_of(l))
+        .collect();
+    assert!(!calls.is_empty(), "{lines:#?}");
+    assert!(
+        calls.iter().all(|c| c.is_some() && tokens.contains(c)),
+        "the tool calls are in one of the two token flows: {lines:#?}"
+    );
+    // Only two flows were ever named.
+    let named: std::collections::BTreeSet<String> =
+        lines.iter().filter_map(|l| flow_of(l)).collect();
+    assert_eq!(named.len(), 2, "{named:?}\n{lines:#?}");
 }
