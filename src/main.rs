@@ -1,3 +1,4 @@
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -114,11 +115,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => vec![&report],
             };
             if args.json {
-                match which {
+                // Written as it is serialised: a capture of many flows makes a long document.
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                let written = match which {
                     Which::Number(n) if !report.flows.is_empty() => {
-                        println!("{}", serde_json::to_string_pretty(&report.flows[n - 1])?)
+                        serde_json::to_writer_pretty(&mut out, &report.flows[n - 1])
                     }
-                    _ => println!("{}", serde_json::to_string_pretty(report)?),
+                    _ => serde_json::to_writer_pretty(&mut out, report),
+                };
+                let written = written
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(out))
+                    .and_then(|()| out.flush());
+                match written {
+                    Ok(()) => {}
+                    // `| head` closing the pipe is not an error worth a message.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                    Err(e) => return Err(anyhow::Error::new(e).context("writing to stdout")),
                 }
             } else {
                 print!(

@@ -77,18 +77,22 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let first = load(&args.capture, args.flow)?;
-    let second = args
-        .diff
-        .as_deref()
-        .map(|path| load(path, None))
-        .transpose()?;
     let options = Options {
         body_limit: args.body_limit,
     };
-    let html = match &second {
-        None => render(&first.0, &first.1, &options),
-        Some(b) => render_diff((&first.0, &first.1), (&b.0, &b.1), &options),
+    // One capture streams (a flow of it is read whole: it is the part asked for); two are
+    // read whole to be aligned.
+    let (html, count) = match (&args.diff, args.flow) {
+        (None, None) => render_file(&args.capture, &options)?,
+        (None, Some(_)) => {
+            let (capture, name) = load(&args.capture, args.flow)?;
+            (render(&capture, &name, &options), capture.exchanges.len())
+        }
+        (Some(other), _) => {
+            let (a, b) = (load(&args.capture, None)?, load(other, None)?);
+            let count = a.0.exchanges.len() + b.0.exchanges.len();
+            (render_diff((&a.0, &a.1), (&b.0, &b.1), &options), count)
+        }
     };
     if args.output.as_os_str() == "-" {
         let mut out = std::io::stdout().lock();
@@ -98,7 +102,6 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     } else {
         std::fs::write(&args.output, html.as_bytes())
             .with_context(|| format!("writing the report {}", args.output.display()))?;
-        let count = first.0.exchanges.len() + second.as_ref().map_or(0, |b| b.0.exchanges.len());
         eprintln!(
             "mcptap: wrote {} ({count} exchanges, {})",
             args.output.display(),
@@ -137,7 +140,14 @@ pub fn render(capture: &Capture, name: &str, options: &Options) -> String {
     let data = PageData {
         generator: generator(),
         mode: "single",
-        sessions: vec![SessionData::build(capture, &report, name, options)],
+        sessions: vec![SessionData::build(
+            capture,
+            &report,
+            name,
+            options,
+            Fold::of(capture, &report),
+            &ServerFacts::of(capture),
+        )],
         diff: None,
         diff_first: None,
     };
@@ -155,8 +165,22 @@ pub fn render_diff(a: (&Capture, &str), b: (&Capture, &str), options: &Options) 
         generator: generator(),
         mode: "diff",
         sessions: vec![
-            SessionData::build(a.0, &report_a, a.1, options),
-            SessionData::build(b.0, &report_b, b.1, options),
+            SessionData::build(
+                a.0,
+                &report_a,
+                a.1,
+                options,
+                Fold::of(a.0, &report_a),
+                &ServerFacts::of(a.0),
+            ),
+            SessionData::build(
+                b.0,
+                &report_b,
+                b.1,
+                options,
+                Fold::of(b.0, &report_b),
+                &ServerFacts::of(b.0),
+            ),
         ],
         diff: Some(rows),
         diff_first: comparison.first_divergence.map(|d| d.sentence),
@@ -517,8 +541,10 @@ impl<'a> SessionData<'a> {
         report: &'a Explanation,
         name: &'a str,
         options: &Options,
+        fold: Fold,
+        facts: &ServerFacts,
     ) -> SessionData<'a> {
-        let session = Session::analyze(capture);
+        let session = Session::analyze_with(capture, facts.clone());
         // With several client flows the stages and silence are the chosen flow's, as the
         // explanation's are; the sequence shows every exchange, each tagged with its flow.
         let chosen = report
@@ -528,7 +554,7 @@ impl<'a> SessionData<'a> {
             .map(|f| capture.subset(&f.exchange_ids));
         let flow_session = chosen
             .as_ref()
-            .map(|part| Session::analyze_with(part, ServerFacts::of(capture)));
+            .map(|part| Session::analyze_with(part, facts.clone()));
         let ladder = flow_session.as_ref().unwrap_or(&session);
         let era = ladder.negotiation.era;
         let stages = ladder
@@ -557,7 +583,7 @@ impl<'a> SessionData<'a> {
             .iter()
             .flat_map(|f| f.exchange_ids.iter().map(move |&ex| (ex, f.number)))
             .collect();
-        let mut fold = Fold::of(capture, report);
+        let mut fold = fold;
         let is_drawn = |x: &Exchange| fold.drawn.as_ref().is_none_or(|d| d.contains(&x.ex));
         // A page of many large bodies is cut to its budget.
         let limit = match options.body_limit {
@@ -688,7 +714,7 @@ impl<'a> SessionData<'a> {
                     }),
                 })
                 .collect(),
-            exchanges_total: capture.exchanges.len(),
+            exchanges_total: report.exchanges,
             folded: fold.sentence,
             exchanges,
         }
@@ -723,79 +749,197 @@ struct Fold {
 }
 
 impl Fold {
+    /// Nothing left out.
+    fn none() -> Fold {
+        Fold {
+            drawn: None,
+            flows: None,
+            sentence: None,
+        }
+    }
+
+    /// What to draw of a capture read whole.
     fn of(capture: &Capture, report: &Explanation) -> Fold {
-        let all = |exs: &[u64]| -> Vec<&Exchange> {
-            exs.iter().filter_map(|ex| capture.exchange(*ex)).collect()
-        };
         if capture.exchanges.len() <= DRAWN_ALL {
-            return Fold {
-                drawn: None,
-                flows: None,
-                sentence: None,
-            };
+            return Fold::none();
         }
         if report.flows.is_empty() {
             let every: Vec<&Exchange> = capture.exchanges.iter().collect();
             let (first, last, failed) = DRAWN_ONE;
             let (drawn, left_out) = explain::fold_ids(&every, first, last, failed);
             return Fold {
-                sentence: Some(format!(
-                    "{left_out} repeated successful POSTs in the middle of this capture are not drawn: the first {first} exchanges, the last {last} and up to {failed} failures between are."
-                )),
+                sentence: Some(one_client_words(left_out)),
                 drawn: Some(drawn),
                 flows: None,
             };
         }
-        // The chosen flow, then the troubled, then the rest; latest first in each.
-        let chosen = report.flow.as_ref().map(|c| c.number);
-        let troubled = |f: &explain::FlowReport| f.explanation.silence.is_some() || f.errors > 0;
-        let mut order: Vec<&explain::FlowReport> = report.flows.iter().collect();
-        order.sort_by_key(|f| {
-            (
-                Some(f.number) != chosen,
-                !troubled(f),
-                std::cmp::Reverse((f.first_t, f.number)),
-            )
-        });
-        let shown: Vec<&explain::FlowReport> = order.into_iter().take(DRAWN_FLOWS).collect();
+        let shown = shown_flows(report);
         let mut drawn = std::collections::BTreeSet::new();
         let mut left_out = 0;
         let (first, last, failed) = DRAWN_EACH;
-        for f in &shown {
-            let (ids, out) = explain::fold_ids(&all(&f.exchange_ids), first, last, failed);
+        for f in report.flows.iter().filter(|f| shown.contains(&f.number)) {
+            let exchanges: Vec<&Exchange> = f
+                .exchange_ids
+                .iter()
+                .filter_map(|ex| capture.exchange(*ex))
+                .collect();
+            let (ids, out) = explain::fold_ids(&exchanges, first, last, failed);
             drawn.extend(ids);
             left_out += out;
         }
         drawn.extend(report.other_traffic.iter().take(DRAWN_OTHER));
-        let flows: std::collections::BTreeSet<usize> = shown.iter().map(|f| f.number).collect();
-        let mut numbers: Vec<usize> = flows.iter().copied().collect();
-        numbers.sort_unstable();
-        let mut words = vec![format!(
-            "drawn: {} of {} flows (the chosen one, then those that went silent or failed, latest first: {})",
-            flows.len(),
-            report.flows.len(),
-            numbers.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
-        )];
-        if left_out > 0 {
-            words.push(format!(
-                "{left_out} repeated successful POSTs in their middles left out"
-            ));
-        }
-        if report.other_traffic.len() > DRAWN_OTHER {
-            words.push(format!(
-                "{DRAWN_OTHER} of {} exchanges of other traffic",
-                report.other_traffic.len()
-            ));
-        }
         Fold {
             drawn: Some(drawn),
-            flows: Some(flows),
-            sentence: Some(format!(
-                "{}. Draw another flow with `mcptap report CAPTURE --flow N`.",
-                words.join("; ")
-            )),
+            sentence: Some(flows_words(report, &shown, left_out)),
+            flows: Some(shown),
         }
     }
+}
+
+/// The flows a page of a large capture draws: the chosen one, then those that went silent or
+/// failed, then the rest; latest first in each; [`DRAWN_FLOWS`] of them.
+fn shown_flows(report: &Explanation) -> std::collections::BTreeSet<usize> {
+    let chosen = report.flow.as_ref().map(|c| c.number);
+    let troubled = |f: &explain::FlowReport| f.explanation.silence.is_some() || f.errors > 0;
+    let mut order: Vec<&explain::FlowReport> = report.flows.iter().collect();
+    order.sort_by_key(|f| {
+        (
+            Some(f.number) != chosen,
+            !troubled(f),
+            std::cmp::Reverse((f.first_t, f.number)),
+        )
+    });
+    order
+        .into_iter()
+        .take(DRAWN_FLOWS)
+        .map(|f| f.number)
+        .collect()
+}
+
+fn one_client_words(left_out: usize) -> String {
+    let (first, last, failed) = DRAWN_ONE;
+    format!(
+        "{left_out} repeated successful POSTs in the middle of this capture are not drawn: the first {first} exchanges, the last {last} and up to {failed} failures between are."
+    )
+}
+
+fn flows_words(
+    report: &Explanation,
+    shown: &std::collections::BTreeSet<usize>,
+    left_out: usize,
+) -> String {
+    let mut words = vec![format!(
+        "drawn: {} of {} flows (the chosen one, then those that went silent or failed, latest first: {})",
+        shown.len(),
+        report.flows.len(),
+        shown.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+    )];
+    if left_out > 0 {
+        words.push(format!(
+            "{left_out} repeated successful POSTs in their middles left out"
+        ));
+    }
+    if report.other_traffic.len() > DRAWN_OTHER {
+        words.push(format!(
+            "{DRAWN_OTHER} of {} exchanges of other traffic",
+            report.other_traffic.len()
+        ));
+    }
+    format!(
+        "{}. Draw another flow with `mcptap report CAPTURE --flow N`.",
+        words.join("; ")
+    )
+}
+
+/// The page for a capture file, read as it streams by: `explain` in bounded memory, then one
+/// more pass keeping only the exchanges the page draws (see [`DRAWN_ALL`]). Memory grows with
+/// what is drawn, not with the capture. Returns the page and the capture's exchange count.
+pub fn render_file(path: &Path, options: &Options) -> anyhow::Result<(String, usize)> {
+    let name = path.display().to_string();
+    let streamed = explain::explain_file(path, explain::Keep::Chosen)?;
+    for warning in &streamed.capture.warnings {
+        eprintln!("mcptap: warning: {warning}");
+    }
+    let report = &streamed.report;
+    let all = report.exchanges <= DRAWN_ALL;
+    let shown = (!all && !report.flows.is_empty()).then(|| shown_flows(report));
+    let flow_of: std::collections::HashMap<u64, usize> = report
+        .flows
+        .iter()
+        .filter(|f| shown.as_ref().is_some_and(|s| s.contains(&f.number)))
+        .flat_map(|f| f.exchange_ids.iter().map(move |&ex| (ex, f.number)))
+        .collect();
+    let other: std::collections::HashSet<u64> = report
+        .other_traffic
+        .iter()
+        .take(DRAWN_OTHER)
+        .copied()
+        .collect();
+    let mut every = Vec::new();
+    let mut one = {
+        let (first, last, failed) = DRAWN_ONE;
+        explain::Folder::new(first, last, failed)
+    };
+    let mut folders: std::collections::HashMap<usize, explain::Folder> = Default::default();
+    let mut pass = crate::capture::reader::Exchanges::open(path)?;
+    while let Some(x) = pass.next_exchange()? {
+        if all {
+            every.push(x);
+        } else if shown.is_none() {
+            one.push(x);
+        } else if let Some(&f) = flow_of.get(&x.ex) {
+            let (first, last, failed) = DRAWN_EACH;
+            folders
+                .entry(f)
+                .or_insert_with(|| explain::Folder::new(first, last, failed))
+                .push(x);
+        } else if other.contains(&x.ex) {
+            every.push(x);
+        }
+    }
+    let fold = match &shown {
+        _ if all => Fold::none(),
+        None => {
+            let (kept, left_out) = one.into_exchanges();
+            every = kept;
+            Fold {
+                drawn: None,
+                flows: None,
+                sentence: Some(one_client_words(left_out)),
+            }
+        }
+        Some(shown) => {
+            let mut left_out = 0;
+            for folder in folders.into_values() {
+                let (kept, out) = folder.into_exchanges();
+                every.extend(kept);
+                left_out += out;
+            }
+            Fold {
+                drawn: None,
+                flows: Some(shown.clone()),
+                sentence: Some(flows_words(report, shown, left_out)),
+            }
+        }
+    };
+    every.sort_by_key(|x| x.ex);
+    let drawn = explain::part_of(&streamed.capture, every, true);
+    let data = PageData {
+        generator: generator(),
+        mode: "single",
+        sessions: vec![SessionData::build(
+            &drawn,
+            report,
+            &name,
+            options,
+            fold,
+            &streamed.facts,
+        )],
+        diff: None,
+        diff_first: None,
+    };
+    let html = page(&data, &format!("session {}", drawn.session.session_id));
+    Ok((html, report.exchanges))
 }
 
 fn exchange_data<'a>(

@@ -252,10 +252,10 @@ impl Capture {
     /// one client flow of it, say. The session, its end and the notes stay; failed TLS
     /// handshakes, which belong to no exchange, do not.
     pub fn subset(&self, exs: &[u64]) -> Capture {
-        let exchanges: Vec<Exchange> = self
-            .exchanges
+        // Looked up one by one: a flow is a small part of a large capture.
+        let exchanges: Vec<Exchange> = exs
             .iter()
-            .filter(|x| exs.binary_search(&x.ex).is_ok())
+            .filter_map(|ex| self.exchange(*ex))
             .cloned()
             .collect();
         let conns: std::collections::BTreeSet<u64> = exchanges.iter().map(|x| x.conn).collect();

@@ -228,36 +228,56 @@ pub const KEEP_FIRST: usize = 200;
 pub const KEEP_LAST: usize = 200;
 pub const KEEP_FAILED: usize = 200;
 
-/// One flow's exchanges as they stream by, folded: see [`KEEP_FIRST`].
-#[derive(Default)]
-struct Folder {
+/// One flow's exchanges as they stream by, folded: its first `first`, its last `last` and up
+/// to `failed` between them that are not [`routine`] are kept, the rest counted.
+pub struct Folder {
+    windows: (usize, usize, usize),
     first: Vec<Exchange>,
     failed: Vec<Exchange>,
     last: VecDeque<Exchange>,
     folded: usize,
 }
 
+impl Default for Folder {
+    /// As `explain` folds: [`KEEP_FIRST`], [`KEEP_LAST`], [`KEEP_FAILED`].
+    fn default() -> Self {
+        Folder::new(KEEP_FIRST, KEEP_LAST, KEEP_FAILED)
+    }
+}
+
 impl Folder {
-    fn push(&mut self, x: Exchange) {
-        if self.first.len() < KEEP_FIRST {
+    pub fn new(first: usize, last: usize, failed: usize) -> Folder {
+        Folder {
+            windows: (first, last, failed),
+            first: Vec::new(),
+            failed: Vec::new(),
+            last: VecDeque::new(),
+            folded: 0,
+        }
+    }
+
+    pub fn push(&mut self, x: Exchange) {
+        let (first, last, failed) = self.windows;
+        if self.first.len() < first {
             self.first.push(x);
             return;
         }
         self.last.push_back(x);
-        if self.last.len() <= KEEP_LAST {
+        if self.last.len() <= last {
             return;
         }
         let Some(out) = self.last.pop_front() else {
             return;
         };
-        if !routine(&out) && self.failed.len() < KEEP_FAILED {
+        if !routine(&out) && self.failed.len() < failed {
             self.failed.push(out);
         } else {
             self.folded += 1;
         }
     }
 
-    fn into_exchanges(self) -> (Vec<Exchange>, usize) {
+    /// The exchanges kept, in order, and how many were left out.
+    pub fn into_exchanges(self) -> (Vec<Exchange>, usize) {
         let mut all = self.first;
         all.extend(self.failed);
         all.extend(self.last);
@@ -306,8 +326,9 @@ pub fn routine(x: &Exchange) -> bool {
             .any(|(_, e)| e.data.as_deref().is_some_and(|d| has_error(d.as_bytes())))
 }
 
-/// The part of `skeleton` (a capture without exchanges) made of `exchanges`.
-fn part_of(skeleton: &Capture, exchanges: Vec<Exchange>, whole: bool) -> Capture {
+/// The part of `skeleton` (a capture without exchanges) made of `exchanges`; with `whole`, the
+/// failed TLS handshakes too (they belong to no flow).
+pub fn part_of(skeleton: &Capture, exchanges: Vec<Exchange>, whole: bool) -> Capture {
     let conns: std::collections::BTreeSet<u64> = exchanges.iter().map(|x| x.conn).collect();
     Capture {
         session: skeleton.session.clone(),
