@@ -1414,3 +1414,85 @@ fn probe_of_a_server_without_authorization_passes() {
     assert!(explained["silence"].is_null(), "{}", explained["silence"]);
     assert_eq!(error_findings(&explained), Vec::<String>::new());
 }
+
+/// A load balancer that sends each request to the next of two real server-everything
+/// processes, each keeping its sessions in memory: the TypeScript SDK client's initialize
+/// makes a session on one replica and its next request lands on the other. `explain` names
+/// the cause as its first error: a session the server did not know right after creating it.
+#[test]
+fn sessions_split_across_replicas_are_named_as_the_cause() {
+    use http_body_util::BodyExt as _;
+    let dir = peers_or_skip!();
+    let deadline = Instant::now() + TEST_BUDGET;
+    let (replica_a, origin_a) = server_everything(&dir, "streamableHttp", deadline);
+    let (replica_b, origin_b) = server_everything(&dir, "streamableHttp", deadline);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let turn = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let balancer = runtime.block_on(Upstream::start(move |req| {
+        let origins = [origin_a.clone(), origin_b.clone()];
+        let next = turn.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2;
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let mut forward = hyper::Request::builder()
+                .method(parts.method)
+                .uri(format!("{}{target}", origins[next]));
+            for (name, value) in &parts.headers {
+                if name != "host" {
+                    forward = forward.header(name, value);
+                }
+            }
+            let answer = h1_client()
+                .request(forward.body(full(body)).unwrap())
+                .await
+                .unwrap();
+            let (parts, body) = answer.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            hyper::Response::from_parts(parts, full(body))
+        }
+    }));
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = tmp.path().join("replicas.jsonl");
+    let proxy = TestProxy::to(&balancer.url()).capture_to(&capture).start();
+    // The client fails: what it says is not the point, the capture is.
+    let (code, _) = Peer::spawn(
+        "everything-client behind two replicas",
+        "node",
+        &dir,
+        &["everything-client.mjs", &proxy.url("/mcp")],
+        &[],
+    )
+    .finish(deadline);
+    assert_ne!(code, 0, "the client cannot work across two replicas");
+    proxy.finish();
+    drop((replica_a, replica_b));
+    let report = explain(&capture);
+    let first = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["severity"] == "error")
+        .unwrap_or_else(|| panic!("no error finding: {:#}", report["findings"]));
+    assert_eq!(first["check"], "session-lost", "{first:#}");
+    let errors = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .count();
+    assert_eq!(errors, 1, "one cause, named once: {:#}", report["findings"]);
+    // The silence does not name the refused step as if it had not been sent.
+    assert!(
+        report["silence"]["expected_next"]
+            .as_str()
+            .unwrap()
+            .contains("tried at #2 and refused"),
+        "{:#}",
+        report["silence"]
+    );
+    assert!(
+        first["message"].as_str().unwrap().contains("load balancer"),
+        "{first:#}"
+    );
+}

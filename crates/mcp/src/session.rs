@@ -186,6 +186,9 @@ pub struct Stage {
     pub first_exchange: Option<u64>,
     /// When (µs since session start; the end of that exchange).
     pub t: Option<u64>,
+    /// When not reached: the first exchange that tried it and was refused (an HTTP error, a
+    /// JSON-RPC error, an OAuth error redirect).
+    pub refused: Option<u64>,
 }
 
 /// Where the client went quiet.
@@ -497,6 +500,22 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// How exchange `ex` was refused (see [`refusal`]).
+    pub fn refusal_of(&self, ex: u64) -> String {
+        let Some(step) = self.step(ex) else {
+            return String::new();
+        };
+        let answer = self
+            .calls
+            .iter()
+            .filter(|c| c.ex == ex)
+            .find_map(|c| match &c.answer {
+                Some((_, _, m @ Message::Error { .. })) => Some(m),
+                _ => None,
+            });
+        refusal(step, answer)
+    }
+
     fn find_silence(&self) -> Option<Silence> {
         let last = self
             .stages
@@ -586,6 +605,22 @@ impl<'a> Session<'a> {
             }
             StageId::List => "tools/call".into(),
             StageId::Call => unreachable!("returned above"),
+        };
+        // The next step was tried and refused: say so, never name it as if it were not sent.
+        let refused = self
+            .stages
+            .iter()
+            .filter(|s| s.id > last.id)
+            .filter(|s| !matches!(s.reached, Reached::Reached | Reached::NotApplicable))
+            .find_map(|s| s.refused);
+        let expected_next = match refused {
+            Some(ex) if !expected_next.contains("tried at") => {
+                format!(
+                    "{expected_next} — tried at #{ex} and refused: {}",
+                    self.refusal_of(ex)
+                )
+            }
+            _ => expected_next,
         };
         let other_requests = self
             .steps
@@ -867,6 +902,11 @@ fn redirect_uris(steps: &[Step<'_>]) -> BTreeSet<String> {
 
 fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool, era: Era) -> Vec<Stage> {
     let mut first: BTreeMap<StageId, (u64, u64)> = BTreeMap::new();
+    // The first refused attempt at each stage.
+    let mut refused: BTreeMap<StageId, u64> = BTreeMap::new();
+    let mut refuse = |id: StageId, x: &Exchange| {
+        refused.entry(id).or_insert(x.ex);
+    };
     // A stage is reached when the exchange that shows it ends (a stream: when its headers arrive).
     let mut mark = |id: StageId, x: &Exchange, t: u64| {
         first.entry(id).or_insert((x.ex, t));
@@ -878,6 +918,7 @@ fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool, era: Era) -> Vec<Stag
     for s in steps {
         let x = s.x;
         let ok = x.status().is_some_and(|c| (200..300).contains(&c));
+        let failed = x.status().is_none_or(|c| c >= 400);
         // An event stream (a legacy GET /sse first of all) reaches when its headers arrive;
         // its end may come long after everything else.
         let shown_at = if x.response_media_type().as_deref() == Some("text/event-stream") {
@@ -897,7 +938,13 @@ fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool, era: Era) -> Vec<Stag
             Role::ResourceMetadata if ok => mark(StageId::ResourceMetadata, x, x.end_t()),
             Role::AuthServerMetadata if ok => mark(StageId::AuthServerMetadata, x, x.end_t()),
             Role::Registration if ok => mark(StageId::Registration, x, x.end_t()),
+            Role::ResourceMetadata if failed => refuse(StageId::ResourceMetadata, x),
+            Role::AuthServerMetadata if failed => refuse(StageId::AuthServerMetadata, x),
+            Role::Registration if failed => refuse(StageId::Registration, x),
             Role::Authorize => {
+                if failed || oauth_error_redirect(x) {
+                    refuse(StageId::Authorize, x);
+                }
                 if x.query()
                     .iter()
                     .any(|(k, v)| k == "client_id" && v.starts_with("https://"))
@@ -922,14 +969,18 @@ fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool, era: Era) -> Vec<Stag
                 mark(StageId::Authorize, x, x.end_t())
             }
             Role::Token
+                if form_value(&x.request_body.text(), "grant_type").as_deref()
+                    == Some("authorization_code") =>
+            {
                 if ok
-                    && form_value(&x.request_body.text(), "grant_type").as_deref()
-                        == Some("authorization_code")
                     && x.response_body
                         .json()
-                        .is_some_and(|j| j.get("access_token").is_some()) =>
-            {
-                mark(StageId::Token, x, x.end_t())
+                        .is_some_and(|j| j.get("access_token").is_some())
+                {
+                    mark(StageId::Token, x, x.end_t())
+                } else {
+                    refuse(StageId::Token, x)
+                }
             }
             Role::Mcp | Role::LegacySse => {
                 let stream = x.response_media_type().as_deref() == Some("text/event-stream");
@@ -945,17 +996,50 @@ fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool, era: Era) -> Vec<Stag
                 if x.method() == "GET" && ((ok && stream) || x.status() == Some(405)) {
                     // A stream is reached when its headers arrive, not when it ends.
                     mark(StageId::GetStream, x, x.response_t.unwrap_or(x.t));
+                } else if x.method() == "GET" && s.role == Role::Mcp && failed {
+                    refuse(StageId::GetStream, x);
                 }
             }
             _ => {}
         }
         if matches!(s.role, Role::Mcp | Role::LegacyMessages)
-            && ok
             && s.sent
                 .iter()
                 .any(|m| m.method() == Some("notifications/initialized"))
         {
-            mark(StageId::Initialized, x, x.end_t());
+            if ok {
+                mark(StageId::Initialized, x, x.end_t());
+            } else if failed {
+                refuse(StageId::Initialized, x);
+            }
+        }
+    }
+    // A request refused: a JSON-RPC error, or an HTTP error (a 401 is the challenge, not a
+    // refusal) with no answer at all.
+    for call in calls {
+        let Ok(i) = steps.binary_search_by_key(&call.ex, |s| s.x.ex) else {
+            continue;
+        };
+        let x = steps[i].x;
+        let refused_here = match &call.answer {
+            Some((_, _, Message::Error { .. })) => true,
+            Some(_) => false,
+            None => x.status().is_some_and(|c| c >= 400 && c != 401),
+        };
+        if !refused_here {
+            continue;
+        }
+        let stage = match call.method.as_str() {
+            "initialize" => Some(StageId::Initialize),
+            "server/discover" => Some(StageId::Discover),
+            "tools/list" | "resources/list" | "prompts/list" | "resources/templates/list" => {
+                Some(StageId::List)
+            }
+            "subscriptions/listen" | "ping" | "logging/setLevel" => None,
+            _ => Some(StageId::Call),
+        };
+        if let Some(stage) = stage {
+            refused.entry(stage).or_insert(call.ex);
         }
     }
     for call in calls {
@@ -1023,6 +1107,11 @@ fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool, era: Era) -> Vec<Stag
                 reached,
                 first_exchange: seen.map(|(ex, _)| *ex),
                 t: seen.map(|(_, t)| *t),
+                refused: if seen.is_none() {
+                    refused.get(&id).copied()
+                } else {
+                    None
+                },
             }
         })
         .collect()
@@ -1031,6 +1120,87 @@ fn stages(steps: &[Step<'_>], calls: &[Call], probe: bool, era: Era) -> Vec<Stag
 /// The media type of a recorded header list's Content-Type.
 pub fn content_type_of(headers: &mcptap_capture::model::Headers) -> Option<String> {
     headers.get("content-type").map(media_type)
+}
+
+/// An authorization response that redirects back with an OAuth error (RFC 6749 §4.1.2.1).
+pub fn oauth_error_redirect(x: &Exchange) -> bool {
+    x.status().is_some_and(|c| (300..400).contains(&c))
+        && x.response_header("location")
+            .and_then(|l| l.split_once('?'))
+            .is_some_and(|(_, q)| form_value(q, "error").is_some())
+}
+
+/// How a step was refused, in the server's own words where it gave some: `HTTP 405 (body:
+/// …)`, `JSON-RPC error -32600 "Unsupported protocol version"`, `redirected with
+/// error=access_denied (…)`.
+pub fn refusal(step: &Step<'_>, answer: Option<&Message>) -> String {
+    let x = step.x;
+    if let Some(Message::Error { code, message, .. }) = answer {
+        let status = x
+            .status()
+            .map(|s| format!("HTTP {s}, "))
+            .unwrap_or_default();
+        return format!("{status}JSON-RPC error {code} \"{message}\"");
+    }
+    if oauth_error_redirect(x) {
+        let query = x
+            .response_header("location")
+            .and_then(|l| l.split_once('?'))
+            .map(|(_, q)| q.to_string())
+            .unwrap_or_default();
+        let error = form_value(&query, "error").unwrap_or_default();
+        return match form_value(&query, "error_description") {
+            Some(d) => format!("redirected with error={error} (\"{d}\")"),
+            None => format!("redirected with error={error}"),
+        };
+    }
+    let Some(status) = x.status() else {
+        return "no response at all".into();
+    };
+    let body = x.response_body.text();
+    let words = match x.response_body.json() {
+        // OAuth's error fields, then a JSON-RPC error object, then the text itself.
+        Some(j) if j.get("error").is_some_and(Value::is_string) => {
+            let error = j["error"].as_str().unwrap_or_default();
+            match j.get("error_description").and_then(Value::as_str) {
+                Some(d) => format!("error {error}: \"{d}\""),
+                None => format!("error {error}"),
+            }
+        }
+        Some(j) if j.pointer("/error/message").is_some_and(Value::is_string) => format!(
+            "JSON-RPC error {} \"{}\"",
+            j.pointer("/error/code")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+            j.pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        ),
+        _ if body.trim().is_empty() => "an empty body".into(),
+        _ if x.response_media_type().is_some_and(|m| m == "text/html") => {
+            format!("an HTML page: \"{}\"", snippet(&html_text(&body)))
+        }
+        _ => format!("\"{}\"", snippet(&body)),
+    };
+    format!("HTTP {status}, {words}")
+}
+
+/// The words of an HTML page, without its tags, for quoting.
+fn html_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len().min(4096));
+    let mut in_tag = false;
+    for c in html.chars().take(20_000) {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A token request as clients make them (RFC 6749 §4.1.3): a POST whose form body names a

@@ -36,6 +36,7 @@ const RESPONSE_CONTENT_TYPE: &str = "response-content-type";
 const SSE_BUFFERING: &str = "sse-buffering";
 const SSE_RESPONSE_DELIVERY: &str = "sse-response-delivery";
 const SESSION_HEADER: &str = "session-header";
+const SESSION_LOST: &str = "session-lost";
 const PROTOCOL_VERSION_HEADER: &str = "protocol-version-header";
 const GET_405: &str = "get-405";
 const TLS_HANDSHAKE_FAILURES: &str = "tls-handshake-failures";
@@ -108,6 +109,11 @@ pub fn checks() -> Vec<Check> {
             run: session_header,
         },
         Check {
+            id: SESSION_LOST,
+            spec: SPEC_SESSION_HEADER,
+            run: session_lost,
+        },
+        Check {
             id: PROTOCOL_VERSION_HEADER,
             spec: SPEC_PROTOCOL_VERSION_HEADER,
             run: protocol_version_header,
@@ -140,13 +146,18 @@ fn label(x: &Exchange) -> String {
 }
 
 /// `POST /mcp #12 (tools/list)`: the label with what the request carried.
-fn label_with(s: &Step<'_>) -> String {
+pub(crate) fn label_with(s: &Step<'_>) -> String {
     let what = carried(s);
     if what.is_empty() {
         label(s.x)
     } else {
         format!("{} ({what})", label(s.x))
     }
+}
+
+/// [`carried`], for the other checks.
+pub(crate) fn carried_of(s: &Step<'_>) -> String {
+    carried(s)
 }
 
 /// The JSON-RPC methods a request carried, for messages: `tools/call`, `a, b`.
@@ -969,11 +980,16 @@ fn session_header(session: &Session<'_>) -> Vec<Finding> {
         break;
     }
 
-    // A 404 to a request carrying a session id: the session is gone.
+    // A 404 to a request carrying a session id: the session is gone (unless session-lost
+    // says it never was, right after its initialize).
+    let lost: BTreeSet<u64> = session_lost(session)
+        .iter()
+        .filter_map(|f| f.exchange)
+        .collect();
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     for s in session.steps_with(Role::Mcp) {
         let x = s.x;
-        if x.status() != Some(404) || reported.contains(&x.ex) {
+        if x.status() != Some(404) || reported.contains(&x.ex) || lost.contains(&x.ex) {
             continue;
         }
         let Some(id) = x.request_header("mcp-session-id").map(str::trim) else {
@@ -1001,6 +1017,91 @@ fn session_header(session: &Session<'_>) -> Vec<Finding> {
                 label_with(s)
             ),
             vec![format!("mcp-session-id: {id}"), "status: 404".to_string()],
+        ));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// session-lost
+// ---------------------------------------------------------------------------------------
+
+/// How soon after its initialize a session refused as unknown points at the deployment (a
+/// replica that never had it) rather than at an expiry.
+const SESSION_JUST_MADE_US: u64 = 60_000_000;
+
+/// A session refused right after initialize, with what the evidence points to: the id never
+/// reached the client (the server did not send it, or a hop dropped it), or the server did
+/// not know the session it had just created (replicas keeping sessions in memory behind a
+/// load balancer).
+fn session_lost(session: &Session<'_>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let inits: Vec<&Step<'_>> = session
+        .steps_with(Role::Mcp)
+        .filter(|s| sends_initialize(s) && is_2xx(s.x) && !is_modern_step(s))
+        .collect();
+    for init in inits {
+        let id = init
+            .x
+            .response_header("mcp-session-id")
+            .map(str::trim)
+            .filter(|id| !id.is_empty());
+        // The client's next request on the endpoint, before any new initialize.
+        let Some(next) = session.steps_with(Role::Mcp).find(|s| {
+            s.x.t > init.x.t
+                && !sends_initialize(s)
+                && s.x.request_header("authorization") == init.x.request_header("authorization")
+        }) else {
+            continue;
+        };
+        let status = next.x.status();
+        let about_session = next
+            .x
+            .response_body
+            .text()
+            .to_ascii_lowercase()
+            .contains("session");
+        let refused = matches!(status, Some(404)) || (status == Some(400) && about_session);
+        if !refused {
+            continue;
+        }
+        let how = session.refusal_of(next.x.ex);
+        let carried = next.x.request_header("mcp-session-id").map(str::trim);
+        let (message, evidence) = match (id, carried) {
+            (None, _) => (
+                format!(
+                    "initialize ({}) was answered without Mcp-Session-Id, and the client's next                      request, {}, was refused: {how}. The server keeps sessions, but no session                      id reached the client: the server did not send one, or a gateway, CDN or                      proxy in front of it dropped the header (mcptap records what the client                      received). Let Mcp-Session-Id through every hop (a browser client also                      needs it in Access-Control-Expose-Headers), or run the server stateless.",
+                    label(init.x),
+                    label_with(next)
+                ),
+                vec![
+                    format!("{}: no mcp-session-id in the answer", label(init.x)),
+                    format!("status of #{}: {}", next.x.ex, shown(status.map(|s| s.to_string()).as_deref())),
+                ],
+            ),
+            (Some(id), Some(sent)) if sent == id && next.x.t.saturating_sub(init.x.end_t()) <= SESSION_JUST_MADE_US => (
+                format!(
+                    "The server created session {id} at initialize ({}) and {} ms later did not                      know it: {} carried that id and was refused: {how}. Sessions kept in one                      replica's memory while a load balancer sends the next request to another                      do this. Route by Mcp-Session-Id (sticky sessions), share the sessions                      (a session store), or run the server stateless.",
+                    label(init.x),
+                    next.x.t.saturating_sub(init.x.end_t()) / 1000,
+                    label_with(next)
+                ),
+                vec![
+                    format!("mcp-session-id issued: {id} (#{})", init.x.ex),
+                    format!("mcp-session-id sent: {sent} (#{})", next.x.ex),
+                    format!("status of #{}: {}", next.x.ex, shown(status.map(|s| s.to_string()).as_deref())),
+                ],
+            ),
+            // Another id, or none: the session-header check names the client's mistake.
+            _ => continue,
+        };
+        out.push(finding(
+            SESSION_LOST,
+            SPEC_SESSION_HEADER,
+            Severity::Error,
+            Some(next.x.ex),
+            message,
+            evidence,
         ));
     }
     out
@@ -1097,12 +1198,18 @@ fn protocol_version_header(session: &Session<'_>) -> Vec<Finding> {
                 evidence,
             ));
         } else if x.status() == Some(400) && !erred {
-            // A 400 explained by a missing session id is the session rule's business.
+            // A 400 explained by a missing session id, or one that names the session as what
+            // is wrong, is the session rules' business.
             let session_missing = x.request_header("mcp-session-id").is_none()
                 && session.steps_with(Role::Mcp).any(|i| {
                     sends_initialize(i) && i.x.response_header("mcp-session-id").is_some()
                 });
-            if session_missing {
+            let about_session = x
+                .response_body
+                .text()
+                .to_ascii_lowercase()
+                .contains("session");
+            if session_missing || about_session {
                 continue;
             }
             erred = true;
@@ -1558,7 +1665,7 @@ mod tests {
     #[test]
     fn every_check_has_a_unique_id_and_a_spec() {
         let checks = checks();
-        assert_eq!(checks.len(), 12);
+        assert_eq!(checks.len(), 13);
         let ids: BTreeSet<&str> = checks.iter().map(|c| c.id).collect();
         assert_eq!(ids.len(), checks.len());
         assert!(checks.iter().all(|c| !c.spec.is_empty()));
@@ -2080,23 +2187,25 @@ mod tests {
 
     #[test]
     fn session_header_notes_an_expired_session() {
+        // Ten minutes after initialize: an expiry, not a session the server never had.
         let mut cap = Cap::new();
         initialized_session(&mut cap);
         cap.add(
-            Ex::post(2, SEC, &rq(2, "tools/list"))
+            Ex::post(2, 600 * SEC, &rq(2, "tools/list"))
                 .h("mcp-session-id", "s-123")
                 .answer(404, "text/plain", "gone"),
         )
         .add(
-            Ex::post(3, 2 * SEC, &rq(3, "initialize"))
+            Ex::post(3, 601 * SEC, &rq(3, "initialize"))
                 .json(&init_ok(3, "2025-06-18"))
                 .rh("mcp-session-id", "s-456"),
         )
         .add(
-            Ex::post(4, 3 * SEC, &rq(4, "tools/list"))
+            Ex::post(4, 602 * SEC, &rq(4, "tools/list"))
                 .h("mcp-session-id", "s-456")
                 .json(&ok(4)),
         );
+        assert!(cap.run(session_lost).is_empty());
         let f = one(
             &cap.run(session_header),
             SESSION_HEADER,
@@ -2104,6 +2213,50 @@ mod tests {
             Some(2),
         );
         assert!(f.message.contains("did re-initialize"), "{f:#?}");
+    }
+
+    #[test]
+    fn session_lost_blames_replicas_when_a_session_is_unknown_right_after_initialize() {
+        let mut cap = Cap::new();
+        initialized_session(&mut cap);
+        cap.add(
+            Ex::post(2, SEC, &nt("notifications/initialized"))
+                .h("mcp-session-id", "s-123")
+                .answer(404, "application/json", r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"Session not found"}}"#),
+        );
+        let f = one(
+            &cap.run(session_lost),
+            SESSION_LOST,
+            Severity::Error,
+            Some(2),
+        );
+        assert!(f.message.contains("load balancer"), "{f:#?}");
+        assert!(f.message.contains("Session not found"), "{f:#?}");
+        // Not also an expiry note.
+        assert!(
+            cap.run(session_header).is_empty(),
+            "{:#?}",
+            cap.run(session_header)
+        );
+    }
+
+    #[test]
+    fn session_lost_says_the_id_never_reached_the_client() {
+        let mut cap = Cap::new();
+        cap.add(Ex::post(1, 100, &rq(1, "initialize")).json(&init_ok(1, "2025-06-18")))
+            .add(
+                Ex::post(2, SEC, &nt("notifications/initialized"))
+                    .h("mcp-protocol-version", "2025-06-18")
+                    .answer(400, "application/json", r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Bad Request: No valid session ID provided"}}"#),
+            );
+        let f = one(
+            &cap.run(session_lost),
+            SESSION_LOST,
+            Severity::Error,
+            Some(2),
+        );
+        assert!(f.message.contains("without Mcp-Session-Id"), "{f:#?}");
+        assert!(f.message.contains("No valid session ID"), "{f:#?}");
     }
 
     #[test]
