@@ -303,3 +303,28 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod listed {
+    /// docs/checks.md names every check a finding can carry, and nothing else.
+    #[test]
+    fn every_check_is_on_the_checks_page() {
+        let page = include_str!("../../../../docs/checks.md");
+        let listed: std::collections::BTreeSet<&str> = page
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let mut ids: std::collections::BTreeSet<&str> = super::all().iter().map(|c| c.id).collect();
+        // Ids a check reports besides its own.
+        ids.extend([
+            super::STEP_REFUSED,
+            "era-fallback",
+            "initialize-refused",
+            "mcp-name-header",
+            "mcp-headers-stripped",
+            "session-lost",
+        ]);
+        assert_eq!(listed, ids);
+    }
+}
