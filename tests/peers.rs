@@ -1496,3 +1496,49 @@ fn sessions_split_across_replicas_are_named_as_the_cause() {
         "{first:#}"
     );
 }
+
+/// The TypeScript SDK's Streamable HTTP client pointed at the event stream of a server that
+/// speaks only the legacy HTTP+SSE transport (server-everything `sse`): its POST is refused,
+/// and `explain` names the transport mismatch as the first error.
+#[test]
+fn a_streamable_client_at_a_legacy_endpoint_is_named_a_transport_mismatch() {
+    let dir = peers_or_skip!();
+    let deadline = Instant::now() + TEST_BUDGET;
+    let (server, upstream) = server_everything(&dir, "sse", deadline);
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = tmp.path().join("mismatch.jsonl");
+    let proxy = TestProxy::to(&upstream).capture_to(&capture).start();
+    let (code, _) = Peer::spawn(
+        "everything-client (Streamable HTTP) at /sse",
+        "node",
+        &dir,
+        &["everything-client.mjs", &proxy.url("/sse")],
+        &[],
+    )
+    .finish(deadline);
+    assert_ne!(
+        code, 0,
+        "a Streamable HTTP client cannot work with an HTTP+SSE endpoint"
+    );
+    proxy.finish();
+    drop(server);
+    let report = explain(&capture);
+    let first = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["severity"] == "error" || f["severity"] == "warning")
+        .unwrap_or_else(|| panic!("no finding: {:#}", report["findings"]));
+    assert_eq!(
+        first["check"], "transport-mismatch",
+        "{:#}",
+        report["findings"]
+    );
+    assert!(
+        first["message"]
+            .as_str()
+            .unwrap()
+            .contains("legacy HTTP+SSE"),
+        "{first:#}"
+    );
+}

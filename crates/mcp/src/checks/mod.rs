@@ -68,7 +68,9 @@ pub fn run(session: &Session<'_>) -> Vec<Finding> {
     let mut findings: Vec<Finding> = all().iter().flat_map(|c| (c.run)(session)).collect();
     let refused = refused_steps(session, &findings);
     findings.extend(refused);
-    findings.sort_by_key(|f| (f.severity, f.exchange.unwrap_or(u64::MAX)));
+    // At one exchange, a diagnosis (what caused it) before a description (what was refused).
+    let general = |f: &Finding| matches!(f.check, STEP_REFUSED | "initialize-refused");
+    findings.sort_by_key(|f| (f.severity, f.exchange.unwrap_or(u64::MAX), general(f)));
     findings
 }
 

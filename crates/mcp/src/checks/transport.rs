@@ -41,6 +41,7 @@ const PROTOCOL_VERSION_HEADER: &str = "protocol-version-header";
 const GET_405: &str = "get-405";
 const TLS_HANDSHAKE_FAILURES: &str = "tls-handshake-failures";
 const CORS: &str = "cors";
+const TRANSPORT_MISMATCH: &str = "transport-mismatch";
 
 const SPEC_INIT_LATENCY: &str =
     "MCP 2025-06-18 Lifecycle §Timeouts (requests time out; connectors give initialize about 10 s)";
@@ -62,6 +63,7 @@ const SPEC_GET_405: &str =
     "MCP 2025-06-18 Transports §Listening for Messages from the Server, item 3 (text/event-stream or 405)";
 const SPEC_TLS: &str =
     "MCP 2025-06-18 Authorization §Communication Security (OAuth 2.1 §1.5, HTTPS); RFC 8446 §6.2";
+const SPEC_TRANSPORT_MISMATCH: &str = "MCP 2025-03-26 Transports §Streamable HTTP, §Backwards Compatibility (the HTTP+SSE transport of 2024-11-05)";
 const SPEC_CORS: &str =
     "Fetch Standard §3.2 CORS protocol; MCP 2025-06-18 Transports §Security Warning (Origin)";
 
@@ -112,6 +114,11 @@ pub fn checks() -> Vec<Check> {
             id: SESSION_LOST,
             spec: SPEC_SESSION_HEADER,
             run: session_lost,
+        },
+        Check {
+            id: TRANSPORT_MISMATCH,
+            spec: SPEC_TRANSPORT_MISMATCH,
+            run: transport_mismatch,
         },
         Check {
             id: PROTOCOL_VERSION_HEADER,
@@ -716,13 +723,23 @@ fn sse_buffering(session: &Session<'_>) -> Vec<Finding> {
         let end_t = x.end.as_ref().map(|(t, _)| *t);
         let mut reasons: Vec<String> = Vec::new();
 
-        // All events in one burst at the very end of a long stream.
+        // All events in one burst at the very end of the stream: of a long stream, or of any
+        // stream whose progress notifications (meant to arrive as the work goes) came in the
+        // same burst as the result.
+        let progress = x.sse.iter().any(|(_, e)| {
+            e.dir == Direction::Response
+                && e.dispatched
+                && e.data
+                    .as_deref()
+                    .is_some_and(|d| d.contains("notifications/progress"))
+        });
         if let (Some(end_t), Some(&first), Some(&last)) =
             (end_t, dispatched.iter().min(), dispatched.iter().max())
         {
             let total = end_t.saturating_sub(h);
+            let long_enough = total > BUFFER_MIN_STREAM || (progress && total > 2 * BURST);
             if dispatched.len() >= 2
-                && total > BUFFER_MIN_STREAM
+                && long_enough
                 && last.saturating_sub(first) <= BURST
                 && end_t.saturating_sub(last) <= BURST
             {
@@ -790,6 +807,21 @@ fn sse_buffering(session: &Session<'_>) -> Vec<Finding> {
                 shown(x.response_header("content-encoding"))
             ));
         }
+        // The header nginx (and proxies that follow it) read to pass a stream through as it
+        // comes.
+        let unbuffered = x
+            .response_header("x-accel-buffering")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("no"));
+        let hint = if unbuffered {
+            evidence
+                .push("x-accel-buffering: no (a proxy that honours it is not the buffer)".into());
+            String::new()
+        } else {
+            evidence.push("x-accel-buffering: (none)".into());
+            " The answer does not carry X-Accel-Buffering: no; sending it turns nginx's \
+             buffering off for this response."
+                .to_string()
+        };
         out.push(finding(
             SSE_BUFFERING,
             SPEC_SSE_BUFFERING,
@@ -798,7 +830,7 @@ fn sse_buffering(session: &Session<'_>) -> Vec<Finding> {
             format!(
                 "{}: {}. The stream looks held back between the app and the client; turn off \
                  buffering and compression for text/event-stream (nginx proxy_buffering off or \
-                 X-Accel-Buffering: no, no gzip middleware, flush after each event).",
+                 X-Accel-Buffering: no, no gzip middleware, flush after each event).{hint}",
                 label_with(s),
                 reasons.join("; ")
             ),
@@ -1018,6 +1050,106 @@ fn session_header(session: &Session<'_>) -> Vec<Finding> {
             ),
             vec![format!("mcp-session-id: {id}"), "status: 404".to_string()],
         ));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// transport-mismatch
+// ---------------------------------------------------------------------------------------
+
+/// A client and a server on different MCP transports: a Streamable HTTP client's POST that an
+/// HTTP+SSE (2024-11-05) endpoint refuses with 405, or an HTTP+SSE client's opening GET that
+/// a Streamable HTTP server refuses, after which the client never POSTs.
+fn transport_mismatch(session: &Session<'_>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let streams = |path: &str| {
+        session.steps.iter().find(|s| {
+            s.x.method() == "GET"
+                && s.x.path() == path
+                && s.x
+                    .sse
+                    .iter()
+                    .any(|(_, e)| e.event.as_deref() == Some("endpoint"))
+        })
+    };
+    // A JSON-RPC POST refused as a method the endpoint does not take: a 405, or a 404 on a
+    // path that serves (or is named for) the legacy event stream.
+    if let Some(s) = session.steps.iter().find(|s| {
+        let status = s.x.status();
+        s.x.method() == "POST"
+            && s.sent.iter().any(|m| m.method().is_some())
+            && (status == Some(405)
+                || (status == Some(404)
+                    && (streams(s.x.path()).is_some() || s.x.path().ends_with("/sse"))))
+    }) {
+        let allow = s.x.response_header("allow");
+        let status = s.x.status().unwrap_or_default();
+        let confirmed = match streams(s.x.path()) {
+            Some(g) => format!(
+                " {} confirms it: its event stream announced the legacy message endpoint.",
+                label(g.x)
+            ),
+            None => String::new(),
+        };
+        out.push(finding(
+            TRANSPORT_MISMATCH,
+            SPEC_TRANSPORT_MISMATCH,
+            Severity::Error,
+            Some(s.x.ex),
+            format!(
+                "{} was answered {status}{}: the client speaks Streamable HTTP (it POSTs \
+                 JSON-RPC to the endpoint), and this endpoint takes no POST, as the event stream \
+                 of a server that speaks only the legacy HTTP+SSE transport (2024-11-05) does.\
+                 {confirmed} Point the client at the server's Streamable HTTP endpoint, or enable \
+                 Streamable HTTP on the server.",
+                label_with(s),
+                allow.map(|a| format!(" (Allow: {a})")).unwrap_or_default()
+            ),
+            vec![
+                format!("status: {status}"),
+                format!("allow: {}", shown(allow)),
+            ],
+        ));
+    }
+    // A GET stream opened first, refused, and no POST after it: a legacy client.
+    let first_mcp = session
+        .steps
+        .iter()
+        .find(|s| matches!(s.role, Role::Mcp | Role::LegacySse));
+    if let Some(s) = first_mcp.filter(|s| {
+        s.x.method() == "GET"
+            && s.x.request_header("mcp-session-id").is_none()
+            && s.x
+                .request_header("accept")
+                .is_some_and(|a| a.contains("text/event-stream"))
+            && s.x.status().is_some_and(|c| c >= 400 && c != 401)
+    }) {
+        let posted = session
+            .steps
+            .iter()
+            .any(|p| p.x.t > s.x.t && p.x.method() == "POST" && !p.sent.is_empty());
+        if !posted {
+            out.push(finding(
+                TRANSPORT_MISMATCH,
+                SPEC_TRANSPORT_MISMATCH,
+                Severity::Error,
+                Some(s.x.ex),
+                format!(
+                    "{} opened with a GET for an event stream and was refused: {}. A client of the \
+                     legacy HTTP+SSE transport (2024-11-05) starts this way and waits for an \
+                     `endpoint` event; a Streamable HTTP server refuses a GET without a session. \
+                     The client never POSTed. Use a Streamable HTTP client (or its auto mode), or \
+                     serve the legacy transport too.",
+                    label(s.x),
+                    session.refusal_of(s.x.ex)
+                ),
+                vec![format!(
+                    "status: {}",
+                    shown(s.x.status().map(|c| c.to_string()).as_deref())
+                )],
+            ));
+        }
     }
     out
 }
@@ -1665,7 +1797,7 @@ mod tests {
     #[test]
     fn every_check_has_a_unique_id_and_a_spec() {
         let checks = checks();
-        assert_eq!(checks.len(), 13);
+        assert_eq!(checks.len(), 14);
         let ids: BTreeSet<&str> = checks.iter().map(|c| c.id).collect();
         assert_eq!(ids.len(), checks.len());
         assert!(checks.iter().all(|c| !c.spec.is_empty()));
@@ -1978,6 +2110,51 @@ mod tests {
     }
 
     #[test]
+    fn sse_buffering_fires_on_a_short_call_whose_progress_came_with_its_result() {
+        // 300 ms of work, its two progress notifications and the result all in one burst.
+        let mut cap = Cap::new();
+        cap.add(
+            Ex::post(1, 100, &rq(1, "tools/call"))
+                .stream(&[
+                    (300 * MS, &nt("notifications/progress")),
+                    (300 * MS + 1_000, &nt("notifications/progress")),
+                    (300 * MS + 2_000, &ok(1)),
+                ])
+                .end(300 * MS + 3_000, "complete"),
+        );
+        let f = one(
+            &cap.run(sse_buffering),
+            SSE_BUFFERING,
+            Severity::Warning,
+            Some(1),
+        );
+        assert!(f.message.contains("X-Accel-Buffering: no;"), "{f:#?}");
+        // The same short call with its progress spread out is not buffered; nor is a fast
+        // call without progress.
+        let mut spread = Cap::new();
+        spread.add(
+            Ex::post(1, 100, &rq(1, "tools/call"))
+                .stream(&[
+                    (100 * MS, &nt("notifications/progress")),
+                    (200 * MS, &nt("notifications/progress")),
+                    (300 * MS, &ok(1)),
+                ])
+                .end(300 * MS + 1_000, "complete"),
+        );
+        assert!(spread.run(sse_buffering).is_empty());
+        let mut fast = Cap::new();
+        fast.add(
+            Ex::post(1, 100, &rq(1, "tools/call"))
+                .stream(&[
+                    (300 * MS, &nt("notifications/message")),
+                    (300 * MS + 1_000, &ok(1)),
+                ])
+                .end(300 * MS + 2_000, "complete"),
+        );
+        assert!(fast.run(sse_buffering).is_empty());
+    }
+
+    #[test]
     fn sse_buffering_fires_on_a_compressed_stream() {
         let mut cap = Cap::new();
         cap.add(
@@ -2238,6 +2415,46 @@ mod tests {
             "{:#?}",
             cap.run(session_header)
         );
+    }
+
+    #[test]
+    fn transport_mismatch_names_a_legacy_server_and_a_legacy_client() {
+        // A Streamable HTTP client POSTs to an HTTP+SSE server's stream endpoint.
+        let mut cap = Cap::new();
+        cap.add(
+            Ex::post(1, 100, &rq(1, "initialize"))
+                .answer(405, "text/plain", "Method Not Allowed")
+                .rh("allow", "GET"),
+        );
+        let f = one(
+            &cap.run(transport_mismatch),
+            TRANSPORT_MISMATCH,
+            Severity::Error,
+            Some(1),
+        );
+        assert!(f.message.contains("Allow: GET"), "{f:#?}");
+        assert!(f.message.contains("legacy HTTP+SSE"), "{f:#?}");
+        // A legacy client opens a GET stream on a Streamable HTTP server and gives up.
+        let mut cap = Cap::new();
+        cap.add(
+            Ex::get(1, 100)
+                .h("accept", "text/event-stream")
+                .answer(
+                    400,
+                    "application/json",
+                    r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Bad Request: No valid session ID provided"}}"#,
+                ),
+        );
+        let f = one(
+            &cap.run(transport_mismatch),
+            TRANSPORT_MISMATCH,
+            Severity::Error,
+            Some(1),
+        );
+        assert!(f.message.contains("never POSTed"), "{f:#?}");
+        // An auto-mode client that falls back to POST is not a mismatch.
+        cap.add(Ex::post(2, SEC, &rq(1, "initialize")).json(&init_ok(1, "2025-06-18")));
+        assert!(cap.run(transport_mismatch).is_empty());
     }
 
     #[test]
