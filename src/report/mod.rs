@@ -140,14 +140,7 @@ pub fn render(capture: &Capture, name: &str, options: &Options) -> String {
     let data = PageData {
         generator: generator(),
         mode: "single",
-        sessions: vec![SessionData::build(
-            capture,
-            &report,
-            name,
-            options,
-            Fold::of(capture, &report),
-            &ServerFacts::of(capture),
-        )],
+        sessions: vec![SessionData::whole(capture, &report, name, options)],
         diff: None,
         diff_first: None,
     };
@@ -165,22 +158,8 @@ pub fn render_diff(a: (&Capture, &str), b: (&Capture, &str), options: &Options) 
         generator: generator(),
         mode: "diff",
         sessions: vec![
-            SessionData::build(
-                a.0,
-                &report_a,
-                a.1,
-                options,
-                Fold::of(a.0, &report_a),
-                &ServerFacts::of(a.0),
-            ),
-            SessionData::build(
-                b.0,
-                &report_b,
-                b.1,
-                options,
-                Fold::of(b.0, &report_b),
-                &ServerFacts::of(b.0),
-            ),
+            SessionData::whole(a.0, &report_a, a.1, options),
+            SessionData::whole(b.0, &report_b, b.1, options),
         ],
         diff: Some(rows),
         diff_first: comparison.first_divergence.map(|d| d.sentence),
@@ -536,6 +515,24 @@ struct EndData<'a> {
 }
 
 impl<'a> SessionData<'a> {
+    /// A capture read whole: folded if it is large.
+    fn whole(
+        capture: &'a Capture,
+        report: &'a Explanation,
+        name: &'a str,
+        options: &Options,
+    ) -> SessionData<'a> {
+        let fold = Fold::of(capture, report);
+        SessionData::build(
+            capture,
+            report,
+            name,
+            options,
+            fold,
+            &ServerFacts::of(capture),
+        )
+    }
+
     fn build(
         capture: &'a Capture,
         report: &'a Explanation,
@@ -923,7 +920,7 @@ pub fn render_file(path: &Path, options: &Options) -> anyhow::Result<(String, us
         }
     };
     every.sort_by_key(|x| x.ex);
-    let drawn = explain::part_of(&streamed.capture, every, true);
+    let drawn = streamed.capture.with_exchanges(every, true);
     let data = PageData {
         generator: generator(),
         mode: "single",

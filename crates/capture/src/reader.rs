@@ -258,6 +258,13 @@ impl Capture {
             .filter_map(|ex| self.exchange(*ex))
             .cloned()
             .collect();
+        self.with_exchanges(exchanges, false)
+    }
+
+    /// This capture's session, notes and end with `exchanges` (sorted) and their connections
+    /// in place of its own; its failed TLS handshakes, which belong to no exchange, only with
+    /// `tls_errors`.
+    pub fn with_exchanges(&self, exchanges: Vec<Exchange>, tls_errors: bool) -> Capture {
         let conns: std::collections::BTreeSet<u64> = exchanges.iter().map(|x| x.conn).collect();
         Capture {
             session: self.session.clone(),
@@ -269,7 +276,11 @@ impl Capture {
                 .map(|(id, c)| (*id, c.clone()))
                 .collect(),
             exchanges,
-            tls_errors: Vec::new(),
+            tls_errors: if tls_errors {
+                self.tls_errors.clone()
+            } else {
+                Vec::new()
+            },
             notes: self.notes.clone(),
             session_end: self.session_end.clone(),
             last_t: self.last_t,

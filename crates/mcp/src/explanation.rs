@@ -326,33 +326,6 @@ pub fn routine(x: &Exchange) -> bool {
             .any(|(_, e)| e.data.as_deref().is_some_and(|d| has_error(d.as_bytes())))
 }
 
-/// The part of `skeleton` (a capture without exchanges) made of `exchanges`; with `whole`, the
-/// failed TLS handshakes too (they belong to no flow).
-pub fn part_of(skeleton: &Capture, exchanges: Vec<Exchange>, whole: bool) -> Capture {
-    let conns: std::collections::BTreeSet<u64> = exchanges.iter().map(|x| x.conn).collect();
-    Capture {
-        session: skeleton.session.clone(),
-        started: skeleton.started.clone(),
-        connections: skeleton
-            .connections
-            .iter()
-            .filter(|(id, _)| conns.contains(id))
-            .map(|(id, c)| (*id, c.clone()))
-            .collect(),
-        exchanges,
-        // Failed handshakes belong to no exchange, so to no flow.
-        tls_errors: if whole {
-            skeleton.tls_errors.clone()
-        } else {
-            Vec::new()
-        },
-        notes: skeleton.notes.clone(),
-        session_end: skeleton.session_end.clone(),
-        last_t: skeleton.last_t,
-        warnings: skeleton.warnings.clone(),
-    }
-}
-
 /// Reads and explains a capture file (its parts, a folder, a pattern) in bounded memory: a
 /// first pass notes what the flow rules and the server's facts need of each exchange, a
 /// second groups the exchanges by flow and analyses each flow when its last exchange has
@@ -400,7 +373,7 @@ pub fn explain_file(path: &Path, keep: Keep<'_>) -> anyhow::Result<Streamed> {
         scope.spawn(move || {
             for (f, folder) in flows_in {
                 let (exchanges, folded) = folder.into_exchanges();
-                let part = part_of(skeleton, exchanges, false);
+                let part = skeleton.with_exchanges(exchanges, false);
                 let report = flow_report(&split.flows[f], &part, name, facts, folded);
                 if to_reader.send((f, part, report)).is_err() {
                     break;
@@ -468,7 +441,7 @@ pub fn explain_file(path: &Path, keep: Keep<'_>) -> anyhow::Result<Streamed> {
     reports.sort_by_key(|r| r.number);
     let report = if whole {
         let (exchanges, folded) = all.into_exchanges();
-        let part = part_of(&skeleton, exchanges, true);
+        let part = skeleton.with_exchanges(exchanges, true);
         let mut top = explain_with(&part, &name, facts.clone());
         top.exchanges = total;
         top.folded = folded;
@@ -479,7 +452,11 @@ pub fn explain_file(path: &Path, keep: Keep<'_>) -> anyhow::Result<Streamed> {
         let choice = choose(&reports);
         let mut top = match parts.get(&choice.number) {
             Some(part) => explain_with(part, &name, facts.clone()),
-            None => explain_with(&part_of(&skeleton, Vec::new(), false), &name, facts.clone()),
+            None => explain_with(
+                &skeleton.with_exchanges(Vec::new(), false),
+                &name,
+                facts.clone(),
+            ),
         };
         top.folded = reports
             .iter()
