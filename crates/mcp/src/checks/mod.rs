@@ -7,6 +7,7 @@ pub mod rounds;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod transport;
+pub mod urls;
 
 use serde::Serialize;
 
@@ -60,6 +61,7 @@ pub fn all() -> Vec<Check> {
     checks.extend(era::checks());
     checks.extend(rounds::checks());
     checks.extend(transport::checks());
+    checks.extend(urls::checks());
     checks
 }
 
