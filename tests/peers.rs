@@ -1542,3 +1542,75 @@ fn a_streamable_client_at_a_legacy_endpoint_is_named_a_transport_mismatch() {
         "{first:#}"
     );
 }
+
+/// A server whose tools/list answer breaks the MCP schema (a tool's inputSchema without
+/// `"type": "object"`), before the TypeScript SDK client: the client rejects the whole answer,
+/// and `explain` names the tool and the rule as its first error. The server is a fixture: the
+/// SDK servers cannot produce such a schema.
+#[test]
+fn a_tool_schema_a_strict_client_rejects_is_named() {
+    use http_body_util::BodyExt as _;
+    let dir = peers_or_skip!();
+    let deadline = Instant::now() + TEST_BUDGET;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(Upstream::start(|req| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let message: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let id = message["id"].clone();
+        let result = match message["method"].as_str().unwrap_or("") {
+            "initialize" => serde_json::json!({
+                "protocolVersion": message["params"]["protocolVersion"],
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "bad-tools", "version": "1.0.0"}
+            }),
+            "tools/list" => serde_json::json!({"tools": [
+                {"name": "echo", "inputSchema": {"type": "object", "properties": {"message": {"type": "string"}}}},
+                {"name": "add", "inputSchema": {"properties": {"a": {"type": "number"}}}}
+            ]}),
+            _ => {
+                return hyper::Response::builder()
+                    .status(202)
+                    .header("mcp-session-id", "s-1")
+                    .body(full(""))
+                    .unwrap()
+            }
+        };
+        hyper::Response::builder()
+            .header("content-type", "application/json")
+            .header("mcp-session-id", "s-1")
+            .body(full(
+                serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string(),
+            ))
+            .unwrap()
+    }));
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = tmp.path().join("bad-tools.jsonl");
+    let proxy = TestProxy::to(&server.url()).capture_to(&capture).start();
+    let (code, out) = Peer::spawn(
+        "everything-client against a bad tool schema",
+        "node",
+        &dir,
+        &["everything-client.mjs", &proxy.url("/mcp")],
+        &[],
+    )
+    .finish(deadline);
+    assert_ne!(code, 0, "the SDK client rejects the answer: {out}");
+    assert!(out.contains("tools/list"), "it failed listing tools: {out}");
+    proxy.finish();
+    let report = explain(&capture);
+    let first = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["severity"] == "error")
+        .unwrap_or_else(|| panic!("no error: {:#}", report["findings"]));
+    assert_eq!(
+        first["check"], "tool-definitions",
+        "{:#}",
+        report["findings"]
+    );
+    assert!(
+        first["message"].as_str().unwrap().contains("tool \"add\""),
+        "{first:#}"
+    );
+}

@@ -6,6 +6,7 @@ pub mod era;
 pub mod rounds;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod tools;
 pub mod transport;
 pub mod urls;
 
@@ -61,6 +62,7 @@ pub fn all() -> Vec<Check> {
     checks.extend(era::checks());
     checks.extend(rounds::checks());
     checks.extend(transport::checks());
+    checks.extend(tools::checks());
     checks.extend(urls::checks());
     checks
 }
