@@ -595,6 +595,10 @@ async fn an_html_403_to_a_connector_user_agent_is_reported_at_reach() {
     assert_eq!(probed.code, 1);
     let probed = probe_site(&site, &[], false).await;
     assert_eq!(probed.code, 0, "{:#}", probed.report);
+    // As Claude: its published agent token is what such rules match.
+    let probed = probe_site(&site, &["--as", "claude"], false).await;
+    probed.fires("reach", "edge-block", "error");
+    assert_eq!(probed.code, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,9 +12,17 @@
 //!   networks or behind a VPN do not connect (so private addresses are errors, as in
 //!   `generic`).
 //!
-//! Not sourced, therefore not modelled: Claude's User-Agent string, its exact timeouts (the
-//! 10 s initialize deadline is the common connector figure used by every profile; change it
-//! with `--init-timeout`), and whether it sends HEAD or other probe requests first.
+//! - Claude's requests made for a user carry the `Claude-User` agent token (Anthropic's
+//!   help-centre article "Does Anthropic crawl data from the web, and how can site owners
+//!   block the crawler?",
+//!   <https://support.anthropic.com/en/articles/8896518-does-anthropic-crawl-data-from-the-web-and-how-can-site-owners-block-the-crawler>),
+//!   the token CDN and WAF "AI bot" rules match: `--as claude` sends it, followed by the
+//!   probe's own name, so such a rule answers the probe as it answers the connector.
+//!
+//! Not sourced, therefore not modelled: the rest of Claude's User-Agent string, its exact
+//! timeouts (the 10 s initialize deadline is the common connector figure used by every
+//! profile; change it with `--init-timeout`), and whether it sends HEAD or other probe
+//! requests first.
 
 use clap::ValueEnum;
 
@@ -54,8 +62,8 @@ impl Profile {
             },
             ProfileName::Claude => Profile {
                 name: "claude",
-                // No published User-Agent: the probe says who it is rather than guess.
-                user_agent: generic_ua,
+                // The published agent token, then who is really asking.
+                user_agent: format!("Claude-User ({generic_ua})"),
                 redirect_uri: Some(CLAUDE_CALLBACK),
                 protocol_version: "2025-06-18",
             },
