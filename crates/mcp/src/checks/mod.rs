@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod era;
+pub mod messages;
 pub mod rounds;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -62,6 +63,7 @@ pub fn all() -> Vec<Check> {
     checks.extend(era::checks());
     checks.extend(rounds::checks());
     checks.extend(transport::checks());
+    checks.extend(messages::checks());
     checks.extend(tools::checks());
     checks.extend(urls::checks());
     checks
