@@ -401,30 +401,14 @@ pub fn explain_file(path: &Path, keep: Keep<'_>) -> anyhow::Result<Streamed> {
             if remaining[f] > 0 {
                 continue;
             }
-            // While the worker is four flows behind, take its results: memory stays bounded.
-            let mut item = (f, open.remove(&f).unwrap_or_default());
-            loop {
-                match to_worker.try_send(item) {
-                    Ok(()) => break,
-                    Err(std::sync::mpsc::TrySendError::Full(back)) => {
-                        item = back;
-                        let (f, part, report) = done.recv()?;
-                        kept.flow_done(&split.flows[f], part, report);
-                    }
-                    Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                        anyhow::bail!("the analysing thread stopped")
-                    }
-                }
-            }
-            while let Ok((f, part, report)) = done.try_recv() {
-                kept.flow_done(&split.flows[f], part, report);
-            }
+            let item = (f, open.remove(&f).unwrap_or_default());
+            hand_over(item, &to_worker, &done, &mut kept, split)?;
         }
         // Flows whose last exchanges were not read again (the file changed between passes).
         let mut unfinished: Vec<(usize, Folder)> = open.drain().collect();
         unfinished.sort_by_key(|(f, _)| *f);
         for item in unfinished {
-            let _ = to_worker.send(item);
+            hand_over(item, &to_worker, &done, &mut kept, split)?;
         }
         drop(to_worker);
         for (f, part, report) in done {
@@ -518,6 +502,34 @@ impl Kept<'_, '_> {
         }
         self.reports.push(report);
     }
+}
+
+/// Gives a flow to the analysing thread; while it is four flows behind, takes its results
+/// first, so memory stays bounded and neither thread waits on the other.
+fn hand_over(
+    mut item: (usize, Folder),
+    to_worker: &std::sync::mpsc::SyncSender<(usize, Folder)>,
+    done: &std::sync::mpsc::Receiver<(usize, Capture, FlowReport)>,
+    kept: &mut Kept<'_, '_>,
+    split: &flows::Split,
+) -> anyhow::Result<()> {
+    loop {
+        match to_worker.try_send(item) {
+            Ok(()) => break,
+            Err(std::sync::mpsc::TrySendError::Full(back)) => {
+                item = back;
+                let (f, part, report) = done.recv()?;
+                kept.flow_done(&split.flows[f], part, report);
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                anyhow::bail!("the analysing thread stopped")
+            }
+        }
+    }
+    while let Ok((f, part, report)) = done.try_recv() {
+        kept.flow_done(&split.flows[f], part, report);
+    }
+    Ok(())
 }
 
 /// Whether a flow went silent, or stopped short of a tool call with an error.
