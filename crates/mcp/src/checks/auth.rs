@@ -1083,6 +1083,28 @@ fn token_response(session: &Session<'_>) -> Vec<Finding> {
                     format!("body: {}", snippet(&x.response_body.text())),
                 ],
             ));
+            continue;
+        }
+        // A lifetime of no time at all: the client holds a token it must treat as expired.
+        let lifetime = doc
+            .as_ref()
+            .and_then(|d| d.get("expires_in"))
+            .and_then(Value::as_f64);
+        if let Some(seconds) = lifetime.filter(|s| *s <= 0.0) {
+            out.push(finding(
+                "token-response",
+                TOKEN_SPEC,
+                Severity::Warning,
+                Some(x.ex),
+                format!(
+                    "{}: expires_in is {seconds}: the token is expired as it is issued, so a \
+                     client refreshes at once (or, with no refresh token, starts authorization \
+                     again) instead of using it. Give its real lifetime in seconds, or leave \
+                     expires_in out.",
+                    name(x)
+                ),
+                vec![format!("expires_in: {seconds}")],
+            ));
         }
     }
     out
@@ -1218,8 +1240,26 @@ fn bearer_accepted(session: &Session<'_>) -> Vec<Finding> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{quiet, Cap, Ex};
+    use super::super::testing::{one, quiet, Cap, Ex};
     use super::*;
+
+    #[test]
+    fn a_token_that_expires_as_it_is_issued_is_a_warning() {
+        let mut cap = Cap::new();
+        cap.add(
+            Ex::new(1, 100, "POST", "/token")
+                .h("content-type", "application/x-www-form-urlencoded")
+                .send("grant_type=authorization_code&code=c&code_verifier=v")
+                .json(r#"{"access_token":"t","token_type":"Bearer","expires_in":0}"#),
+        );
+        let f = one(
+            &cap.run(token_response),
+            "token-response",
+            Severity::Warning,
+            Some(1),
+        );
+        assert!(f.message.contains("expires_in is 0"), "{f:#?}");
+    }
 
     #[test]
     fn challenge_params_parse_quoted_and_tokens() {
