@@ -1212,6 +1212,18 @@ fn bearer_accepted(session: &Session<'_>) -> Vec<Finding> {
                     token.fp
                 ),
             )
+        } else if error.is_empty() && challenge != "(absent)" {
+            // RFC 6750 §3.1: a request without credentials gets a challenge without an error
+            // code; one whose token failed gets error="invalid_token". This one was answered as
+            // if it carried none.
+            (
+                Severity::Error,
+                format!(
+                    "{}: the request presented the token fp={} and was answered 401 with a challenge that names no error, as a request without credentials is (RFC 6750 §3.1): the Authorization header likely never reached the app. A proxy, gateway or CDN in front of it may strip it (Apache without CGIPassAuth, some serverless front doors); check what the app receives.",
+                    name(x),
+                    token.fp,
+                ),
+            )
         } else {
             (
                 Severity::Error,
@@ -1242,6 +1254,33 @@ fn bearer_accepted(session: &Session<'_>) -> Vec<Finding> {
 mod tests {
     use super::super::testing::{one, quiet, Cap, Ex};
     use super::*;
+
+    #[test]
+    fn a_token_answered_as_if_absent_points_at_a_stripped_header() {
+        let mut cap = Cap::new();
+        cap.add(
+            Ex::new(1, 100, "POST", "/token")
+                .h("content-type", "application/x-www-form-urlencoded")
+                .send("grant_type=authorization_code&code=c&code_verifier=v")
+                .json(r#"{"access_token":"tok-123456","token_type":"Bearer"}"#),
+        )
+        .add(
+            Ex::post(2, 1_000_000, &super::super::testing::rq(1, "initialize"))
+                .h("authorization", "Bearer tok-123456")
+                .status(401)
+                .rh(
+                    "www-authenticate",
+                    r#"Bearer resource_metadata="http://127.0.0.1:1/.well-known/oauth-protected-resource""#,
+                ),
+        );
+        let f = one(
+            &cap.run(bearer_accepted),
+            "bearer-accepted",
+            Severity::Error,
+            Some(2),
+        );
+        assert!(f.message.contains("never reached the app"), "{f:#?}");
+    }
 
     #[test]
     fn a_token_that_expires_as_it_is_issued_is_a_warning() {
