@@ -1415,6 +1415,42 @@ fn probe_of_a_server_without_authorization_passes() {
     assert_eq!(error_findings(&explained), Vec::<String>::new());
 }
 
+/// Runs the TypeScript SDK's everything-client against `upstream` through the proxy, at
+/// `path`, where it is expected to fail (what it says is not the point, the capture is), and
+/// explains the capture: the client's output and the report.
+fn failing_client_explained(
+    dir: &Path,
+    name: &'static str,
+    upstream: &str,
+    path: &str,
+    deadline: Instant,
+) -> (String, Value) {
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = tmp.path().join("capture.jsonl");
+    let proxy = TestProxy::to(upstream).capture_to(&capture).start();
+    let (code, out) = Peer::spawn(
+        name,
+        "node",
+        dir,
+        &["everything-client.mjs", &proxy.url(path)],
+        &[],
+    )
+    .finish(deadline);
+    assert_ne!(code, 0, "{name} was expected to fail: {out}");
+    proxy.finish();
+    (out, explain(&capture))
+}
+
+/// The report's first finding of one of these severities (findings come most severe first).
+fn first_finding<'r>(report: &'r Value, severities: &[&str]) -> &'r Value {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| severities.iter().any(|s| f["severity"] == *s))
+        .unwrap_or_else(|| panic!("no {severities:?} finding: {:#}", report["findings"]))
+}
+
 /// A load balancer that sends each request to the next of two real server-everything
 /// processes, each keeping its sessions in memory: the TypeScript SDK client's initialize
 /// makes a session on one replica and its next request lands on the other. `explain` names
@@ -1452,28 +1488,15 @@ fn sessions_split_across_replicas_are_named_as_the_cause() {
             hyper::Response::from_parts(parts, full(body))
         }
     }));
-    let tmp = tempfile::tempdir().unwrap();
-    let capture = tmp.path().join("replicas.jsonl");
-    let proxy = TestProxy::to(&balancer.url()).capture_to(&capture).start();
-    // The client fails: what it says is not the point, the capture is.
-    let (code, _) = Peer::spawn(
-        "everything-client behind two replicas",
-        "node",
+    let (_, report) = failing_client_explained(
         &dir,
-        &["everything-client.mjs", &proxy.url("/mcp")],
-        &[],
-    )
-    .finish(deadline);
-    assert_ne!(code, 0, "the client cannot work across two replicas");
-    proxy.finish();
+        "everything-client behind two replicas",
+        &balancer.url(),
+        "/mcp",
+        deadline,
+    );
     drop((replica_a, replica_b));
-    let report = explain(&capture);
-    let first = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["severity"] == "error")
-        .unwrap_or_else(|| panic!("no error finding: {:#}", report["findings"]));
+    let first = first_finding(&report, &["error"]);
     assert_eq!(first["check"], "session-lost", "{first:#}");
     let errors = report["findings"]
         .as_array()
@@ -1505,30 +1528,15 @@ fn a_streamable_client_at_a_legacy_endpoint_is_named_a_transport_mismatch() {
     let dir = peers_or_skip!();
     let deadline = Instant::now() + TEST_BUDGET;
     let (server, upstream) = server_everything(&dir, "sse", deadline);
-    let tmp = tempfile::tempdir().unwrap();
-    let capture = tmp.path().join("mismatch.jsonl");
-    let proxy = TestProxy::to(&upstream).capture_to(&capture).start();
-    let (code, _) = Peer::spawn(
-        "everything-client (Streamable HTTP) at /sse",
-        "node",
+    let (_, report) = failing_client_explained(
         &dir,
-        &["everything-client.mjs", &proxy.url("/sse")],
-        &[],
-    )
-    .finish(deadline);
-    assert_ne!(
-        code, 0,
-        "a Streamable HTTP client cannot work with an HTTP+SSE endpoint"
+        "everything-client (Streamable HTTP) at /sse",
+        &upstream,
+        "/sse",
+        deadline,
     );
-    proxy.finish();
     drop(server);
-    let report = explain(&capture);
-    let first = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["severity"] == "error" || f["severity"] == "warning")
-        .unwrap_or_else(|| panic!("no finding: {:#}", report["findings"]));
+    let first = first_finding(&report, &["error", "warning"]);
     assert_eq!(
         first["check"], "transport-mismatch",
         "{:#}",
@@ -1583,27 +1591,15 @@ fn a_tool_schema_a_strict_client_rejects_is_named() {
             ))
             .unwrap()
     }));
-    let tmp = tempfile::tempdir().unwrap();
-    let capture = tmp.path().join("bad-tools.jsonl");
-    let proxy = TestProxy::to(&server.url()).capture_to(&capture).start();
-    let (code, out) = Peer::spawn(
-        "everything-client against a bad tool schema",
-        "node",
+    let (out, report) = failing_client_explained(
         &dir,
-        &["everything-client.mjs", &proxy.url("/mcp")],
-        &[],
-    )
-    .finish(deadline);
-    assert_ne!(code, 0, "the SDK client rejects the answer: {out}");
+        "everything-client against a bad tool schema",
+        &server.url(),
+        "/mcp",
+        deadline,
+    );
     assert!(out.contains("tools/list"), "it failed listing tools: {out}");
-    proxy.finish();
-    let report = explain(&capture);
-    let first = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["severity"] == "error")
-        .unwrap_or_else(|| panic!("no error: {:#}", report["findings"]));
+    let first = first_finding(&report, &["error"]);
     assert_eq!(
         first["check"], "tool-definitions",
         "{:#}",
