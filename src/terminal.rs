@@ -51,9 +51,14 @@ fn url_param(url: &str, name: &str) -> Option<String> {
 /// an authorization request joining the latest flow not yet authorized), decided as each
 /// exchange ends. `explain`'s numbering, made with the whole capture in view, is the one to
 /// trust when the two differ.
+///
+/// A proxy runs for days: what it remembers of a flow is dropped ten minutes after the flow's
+/// last exchange, once it holds [`LIVE_KEYS`] identities.
 #[derive(Default)]
 struct LiveFlows {
     by_key: HashMap<String, usize>,
+    /// When each flow's last exchange ended.
+    last_seen: HashMap<usize, u64>,
     /// Each client's latest flow, and when its last exchange ended.
     by_client: HashMap<String, (usize, u64)>,
     /// Flows with an identity, and the latest flow without one with when it was last seen.
@@ -62,7 +67,21 @@ struct LiveFlows {
     count: usize,
 }
 
+/// How many identities the live lines keep before forgetting flows quiet for
+/// [`LIVE_MEMORY_US`].
+const LIVE_KEYS: usize = 100_000;
+const LIVE_MEMORY_US: u64 = 600_000_000;
+
 impl LiveFlows {
+    /// Forgets the flows whose last exchange ended before `t`.
+    fn forget_before(&mut self, t: u64) {
+        self.last_seen.retain(|_, last| *last >= t);
+        let live = &self.last_seen;
+        self.by_key.retain(|_, flow| live.contains_key(flow));
+        self.by_client.retain(|_, (_, last)| *last >= t);
+        self.anchored.retain(|flow| live.contains_key(flow));
+    }
+
     /// The flow of an exchange that ended at `t`.
     fn flow_of(&mut self, keys: &[String], client: &str, authorize: bool, t: u64) -> usize {
         let near = |(flow, last): (usize, u64), within: u64| {
@@ -96,6 +115,10 @@ impl LiveFlows {
             self.by_key.entry(k.clone()).or_insert(flow);
         }
         self.by_client.insert(client.to_string(), (flow, t));
+        self.last_seen.insert(flow, t);
+        if self.by_key.len() > LIVE_KEYS || self.by_client.len() > LIVE_KEYS {
+            self.forget_before(t.saturating_sub(LIVE_MEMORY_US));
+        }
         if keys.is_empty() {
             if !self.anchored.contains(&flow) {
                 self.unanchored = Some((flow, t));
@@ -800,5 +823,32 @@ mod tests {
             term.event(2, &EventBody::End(end(1, 200)));
             assert!(term.waiting.is_empty(), "a GET, lines {lines}");
         }
+    }
+
+    #[test]
+    fn live_flows_follow_identities_and_forget_quiet_flows() {
+        const S: u64 = 1_000_000;
+        let mut flows = LiveFlows::default();
+        let a = "10.0.0.1 · connector/1";
+        let b = "10.0.0.2 · connector/1";
+        // Discovery without identity, then the token: one flow.
+        assert_eq!(flows.flow_of(&[], a, false, 0), 1);
+        assert_eq!(flows.flow_of(&["bearer t1".into()], a, false, S), 1);
+        // Another client, another flow; its token keeps it apart on the same address later.
+        assert_eq!(flows.flow_of(&["bearer t2".into()], b, false, 2 * S), 2);
+        assert_eq!(flows.flow_of(&["bearer t2".into()], a, false, 3 * S), 2);
+        // A new identity on a client whose flow already has one is a new flow.
+        assert_eq!(flows.flow_of(&["bearer t3".into()], a, false, 4 * S), 3);
+        // A day of sessions keeps memory bounded.
+        for n in 0..(LIVE_KEYS as u64 + 10) {
+            flows.flow_of(
+                &[format!("session s{n}")],
+                "10.0.0.9 · bot",
+                false,
+                5 * S + n * S,
+            );
+        }
+        assert!(flows.by_key.len() <= LIVE_KEYS, "{}", flows.by_key.len());
+        assert!(flows.last_seen.len() <= LIVE_KEYS);
     }
 }
