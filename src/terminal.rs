@@ -40,12 +40,6 @@ struct Line {
     authorize: bool,
 }
 
-/// A parameter of a URL's query.
-fn url_param(url: &str, name: &str) -> Option<String> {
-    let query = url.split_once('?')?.1;
-    crate::mcp::session::form_value(query.split('#').next().unwrap_or(""), name)
-}
-
 /// Client flows as the live lines see them: the same evidence `explain` groups by (a
 /// credential or session shared, else the client's address and User-Agent within a minute,
 /// an authorization request joining the latest flow not yet authorized), decided as each
@@ -372,7 +366,7 @@ impl Terminal {
         if let Some(code) = resp
             .headers
             .get("location")
-            .and_then(|l| url_param(l, "code"))
+            .and_then(|l| crate::mcp::flows::query_value(l, "code"))
         {
             line.keys.push(format!("code {code}"));
         }

@@ -416,7 +416,7 @@ fn gap(marks: &[Mark], a: usize, b: usize) -> u64 {
 }
 
 /// A query parameter of a URL or path.
-fn query_value(url: &str, name: &str) -> Option<String> {
+pub fn query_value(url: &str, name: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
     form_value(query.split('#').next().unwrap_or(""), name)
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use super::transport::label;
 use super::{finding, Check, Finding, Severity};
 use crate::jsonrpc::{show_id, Message};
 use crate::session::{Role, Session};
@@ -20,11 +21,6 @@ pub fn checks() -> Vec<Check> {
         spec: SPEC_MESSAGE_VALID,
         run: message_valid,
     }]
-}
-
-/// `POST /mcp #3`.
-fn label(x: &mcptap_capture::reader::Exchange) -> String {
-    format!("{} {} #{}", x.method(), x.path(), x.ex)
 }
 
 fn message_valid(session: &Session<'_>) -> Vec<Finding> {

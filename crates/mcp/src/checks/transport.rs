@@ -148,7 +148,7 @@ pub fn checks() -> Vec<Check> {
 // ---------------------------------------------------------------------------------------
 
 /// `POST /mcp #12`.
-fn label(x: &Exchange) -> String {
+pub(crate) fn label(x: &Exchange) -> String {
     format!("{} {} #{}", x.method(), x.path(), x.ex)
 }
 
